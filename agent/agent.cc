@@ -1,0 +1,109 @@
+#include "agent/agent.h"
+
+#include <unistd.h>
+
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
+
+namespace nodewatch::agent {
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
+                                                     std::unique_ptr<HostProbe> probe,
+                                                     const Clock& clock) {
+  RETURN_IF_ERROR(ValidateAgentConfig(config));
+  std::unique_ptr<Agent> agent(new Agent(config, clock));
+  agent->probe_ = std::move(probe);
+  if (agent->config_.node_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    agent->config_.node_name = host;
+  }
+  agent->boot_id_ = agent->probe_->BootId();
+  ASSIGN_OR_RETURN(agent->spool_, Spool::Open({.dir = config.spool_dir,
+                                               .max_bytes = config.spool_max_bytes,
+                                               .segment_bytes = config.spool_segment_bytes}));
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (config.insecure) {
+    GetLogger("agent")->warn("--insecure: streaming in plaintext without authentication");
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    ASSIGN_OR_RETURN(creds, MakeChannelCredentials(
+                                {.ca_file = config.tls_ca, .cert_file = config.tls_cert,
+                                 .key_file = config.tls_key}));
+  }
+  agent->heartbeat_ = std::make_unique<HeartbeatCollector>(*agent->spool_, *agent->probe_, clock,
+                                                           config.interval_ms);
+  agent->load_ = std::make_unique<LoadGenerator>(*agent->spool_, clock,
+                                                 config.synthetic_records_per_second,
+                                                 config.synthetic_records_total);
+  Agent* self = agent.get();
+  for (const auto& endpoint : config.aggregators) {
+    UplinkOptions options{.endpoint = endpoint,
+                          .credentials = creds,
+                          .max_backoff_ms = config.max_backoff_ms};
+    self->acks_[endpoint] = 0;
+    self->uplinks_.push_back(std::make_unique<Uplink>(
+        options, *self->spool_,
+        [self] {
+          nodewatch::v1::Hello hello;
+          hello.set_node_name(self->config_.node_name);
+          hello.set_boot_id(self->boot_id_);
+          hello.set_agent_version(NODEWATCH_VERSION);
+          *hello.mutable_node_info() = self->heartbeat_->node_info();
+          hello.set_highest_seq(self->spool_->highest_seq());
+          hello.set_lowest_seq(self->spool_->lowest_seq_held());
+          hello.set_spool_id(self->spool_->spool_id());
+          return hello;
+        },
+        [self](const std::string& ep, uint64_t acked) { self->OnAck(ep, acked); },
+        [](const nodewatch::v1::Command& command) {
+          GetLogger("agent")->info("command {} received; this agent has no handler for it yet",
+                                   command.id());
+        },
+        clock));
+  }
+  return agent;
+}
+
+Agent::~Agent() { Stop(); }
+
+void Agent::Start() {
+  auto log = GetLogger("agent");
+  log->info("nodewatch-agent {} for node '{}': spool {} (spool id {}, highest seq {}), {} "
+            "aggregator(s)",
+            NODEWATCH_VERSION, config_.node_name, config_.spool_dir, spool_->spool_id(),
+            spool_->highest_seq(), uplinks_.size());
+  heartbeat_->Start();
+  load_->Start();
+  for (auto& u : uplinks_) u->Start();
+}
+
+void Agent::Stop() {
+  if (load_) load_->Stop();
+  if (heartbeat_) heartbeat_->Stop();
+  for (auto& u : uplinks_) u->Stop();
+  if (spool_) (void)spool_->Trim(0, /*force=*/true);
+}
+
+std::vector<UplinkStatus> Agent::uplink_status() const {
+  std::vector<UplinkStatus> out;
+  for (const auto& u : uplinks_) out.push_back(u->status());
+  return out;
+}
+
+void Agent::OnAck(const std::string& endpoint, uint64_t acked) {
+  uint64_t everywhere = 0;
+  {
+    std::lock_guard<std::mutex> lock(acks_mu_);
+    acks_[endpoint] = std::max(acks_[endpoint], acked);
+    everywhere = UINT64_MAX;
+    for (const auto& [ep, a] : acks_) everywhere = std::min(everywhere, a);
+  }
+  // A record leaves the spool only when every aggregator holds it.
+  if (auto s = spool_->Trim(everywhere); !s.ok()) {
+    GetLogger("agent.spool")->error("spool trim failed: {}", s);
+  }
+}
+
+}  // namespace nodewatch::agent

@@ -1,0 +1,59 @@
+#include "agent/config/agent_config.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace nodewatch::agent {
+
+void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
+  o.AddString("node-name", &c->node_name,
+              "Kubernetes node name; must match the client certificate's CN system:node:<name>. "
+              "Empty: the hostname.");
+  o.AddStringList("aggregator", &c->aggregators,
+                  "Aggregator endpoint host:port; repeat for every replica (records go to all).");
+  o.AddString("spool-dir", &c->spool_dir, "Directory of the durable outbox.");
+  o.AddBytes("spool-max-bytes", &c->spool_max_bytes,
+             "Bound of the spool; when full the oldest telemetry is dropped (never a notice).");
+  o.AddBytes("spool-segment-bytes", &c->spool_segment_bytes, "Size of one spool segment file.");
+  o.AddDuration("interval", &c->interval_ms, "Heartbeat and sampling interval.");
+  o.AddString("tls-ca", &c->tls_ca, "PEM CA bundle that signed the aggregator's certificate.");
+  o.AddString("tls-cert", &c->tls_cert, "PEM client certificate of this node.");
+  o.AddString("tls-key", &c->tls_key, "PEM private key of --tls-cert.");
+  o.AddBool("insecure", &c->insecure, "Plaintext gRPC, for local demos only.");
+  o.AddString("proc-root", &c->proc_root, "Host /proc (a different path inside a container).");
+  o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
+  o.AddDuration("max-backoff", &c->max_backoff_ms, "Longest wait between reconnect attempts.");
+  o.AddInt("synthetic-records-per-second", &c->synthetic_records_per_second,
+           "Load testing: also spool this many synthetic heartbeat records per second.", 0,
+           10'000'000);
+  o.AddInt("synthetic-records-total", &c->synthetic_records_total,
+           "Load testing: stop the synthetic records after this many (0: never).", 0,
+           1'000'000'000'000);
+}
+
+absl::Status ValidateAgentConfig(const AgentConfig& c) {
+  auto bad = [](const std::string& key, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("config key '", key, "': ", why));
+  };
+  if (c.aggregators.empty()) return bad("aggregator", "at least one endpoint is required");
+  for (const auto& a : c.aggregators) {
+    auto colon = a.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == a.size()) {
+      return bad("aggregator", absl::StrCat("'", a, "' is not host:port"));
+    }
+  }
+  if (c.spool_dir.empty()) return bad("spool-dir", "must be set");
+  if (c.spool_segment_bytes < 4096) return bad("spool-segment-bytes", "must be at least 4KiB");
+  if (c.spool_max_bytes < 4 * c.spool_segment_bytes) {
+    return bad("spool-max-bytes", "must be at least 4 segments (see spool-segment-bytes)");
+  }
+  if (c.interval_ms < 100) return bad("interval", "must be at least 100ms");
+  if (c.max_backoff_ms < 100) return bad("max-backoff", "must be at least 100ms");
+  if (!c.insecure) {
+    if (c.tls_ca.empty()) return bad("tls-ca", "required unless --insecure");
+    if (c.tls_cert.empty()) return bad("tls-cert", "required unless --insecure");
+    if (c.tls_key.empty()) return bad("tls-key", "required unless --insecure");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace nodewatch::agent

@@ -1,0 +1,36 @@
+// AgentConfig: every setting of nodewatch-agent, with defaults, its YAML/flag schema and
+// validation. Libraries get the sub-structs they need (SpoolOptions, UplinkOptions).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/options.h"
+
+namespace nodewatch::agent {
+
+struct AgentConfig {
+  std::string node_name;                   // default: hostname
+  std::vector<std::string> aggregators;    // host:port, one stream each
+  std::string spool_dir = "/var/lib/nodewatch/spool";
+  uint64_t spool_max_bytes = 256ull << 20;
+  uint64_t spool_segment_bytes = 4ull << 20;
+  int64_t interval_ms = 10'000;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  bool insecure = false;
+  std::string proc_root = "/proc";
+  std::string log_level = "info";
+  int64_t max_backoff_ms = 30'000;
+  int64_t synthetic_records_per_second = 0;
+  int64_t synthetic_records_total = 0;
+};
+
+void RegisterAgentOptions(OptionSet& options, AgentConfig* config);
+// Checks the whole config; the error names the key at fault.
+absl::Status ValidateAgentConfig(const AgentConfig& config);
+
+}  // namespace nodewatch::agent

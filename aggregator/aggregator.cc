@@ -1,0 +1,112 @@
+#include "aggregator/aggregator.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
+
+namespace nodewatch::aggregator {
+namespace {
+
+void ApplyIngestServerOptions(grpc::ServerBuilder& builder, const AggregatorConfig& config) {
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.SetMaxSendMessageSize(4 << 20);
+  // Keepalive policy matching the agents' 60 s pings (reference §1.4).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 120'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 30'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Periodic reconnects spread agents across replicas and exercise the resume path.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, 30 * 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30'000);
+}
+
+absl::StatusOr<std::string> ReadToken(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string token, ReadFileToString(path));
+  token = std::string(absl::StripAsciiWhitespace(token));
+  if (token.size() < 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("operator-token-file '", path, "': token must be at least 16 characters"));
+  }
+  return token;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorConfig& config,
+                                                              const Clock& clock) {
+  RETURN_IF_ERROR(ValidateAggregatorConfig(config));
+  auto log = GetLogger("agg");
+  std::unique_ptr<Aggregator> agg(new Aggregator());
+  RETURN_IF_ERROR(MakeDirs(config.data_dir));
+  ASSIGN_OR_RETURN(agg->store_, OpenRocksDbStore({.path = config.data_dir + "/db",
+                                                  .retention_ms = config.retention_ms}));
+  agg->engine_ = std::make_unique<IngestEngine>(*agg->store_, clock);
+  RETURN_IF_ERROR(agg->engine_->Start());
+
+  QueryOptions query_options;
+  if (!config.operator_token_file.empty()) {
+    ASSIGN_OR_RETURN(query_options.bearer_token, ReadToken(config.operator_token_file));
+  }
+  std::shared_ptr<grpc::ServerCredentials> ingest_creds;
+  std::shared_ptr<grpc::ServerCredentials> query_creds;
+  if (config.insecure) {
+    log->warn("--insecure: listeners are plaintext and agents are not authenticated; for local "
+              "demos only");
+    ingest_creds = grpc::InsecureServerCredentials();
+    query_creds = grpc::InsecureServerCredentials();
+    query_options.allow_unauthenticated = query_options.bearer_token.empty();
+  } else {
+    TlsFiles files{config.tls_ca, config.tls_cert, config.tls_key};
+    ASSIGN_OR_RETURN(ingest_creds, MakeServerCredentials(files, ClientCertPolicy::kRequireAndVerify));
+    ASSIGN_OR_RETURN(query_creds, MakeServerCredentials(files, ClientCertPolicy::kRequestAndVerify));
+  }
+
+  agg->ingest_ = std::make_unique<IngestService>(*agg->engine_, config.insecure,
+                                                 static_cast<size_t>(config.max_streams));
+  grpc::ServerBuilder ingest_builder;
+  ingest_builder.AddListeningPort(config.listen, ingest_creds, &agg->ingest_port_);
+  ingest_builder.RegisterService(agg->ingest_.get());
+  ApplyIngestServerOptions(ingest_builder, config);
+  agg->ingest_server_ = ingest_builder.BuildAndStart();
+  if (!agg->ingest_server_ || agg->ingest_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("listen: cannot listen on '", config.listen, "'"));
+  }
+
+  agg->query_ = std::make_unique<QueryService>(*agg->engine_, *agg->store_, clock, query_options);
+  grpc::ServerBuilder query_builder;
+  query_builder.AddListeningPort(config.query_listen, query_creds, &agg->query_port_);
+  query_builder.RegisterService(agg->query_.get());
+  agg->query_server_ = query_builder.BuildAndStart();
+  if (!agg->query_server_ || agg->query_port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("query-listen: cannot listen on '", config.query_listen, "'"));
+  }
+  if (!config.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(agg->metrics_, MetricsServer::Start(config.metrics_listen, *agg->engine_,
+                                                         *agg->ingest_, *agg->query_,
+                                                         *agg->store_));
+  }
+  log->info("nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
+            "store {}/db",
+            NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->metrics_port(),
+            config.data_dir);
+  return agg;
+}
+
+Aggregator::~Aggregator() { Shutdown(); }
+
+void Aggregator::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  if (ingest_server_) ingest_server_->Shutdown(deadline);
+  if (query_server_) query_server_->Shutdown(deadline);
+  if (engine_) engine_->Stop();
+  metrics_.reset();
+}
+
+}  // namespace nodewatch::aggregator

@@ -1,0 +1,45 @@
+// Aggregator: owns the store, the ingest engine, the agent and operator listeners and the metrics
+// endpoint. main() builds one from an AggregatorConfig; integration tests and benchmarks do too.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "aggregator/config/aggregator_config.h"
+#include "aggregator/ingest/ingest_engine.h"
+#include "aggregator/ingest/ingest_service.h"
+#include "aggregator/metrics/metrics.h"
+#include "aggregator/query/query_service.h"
+#include "aggregator/store/store.h"
+#include "grpcpp/grpcpp.h"
+
+namespace nodewatch::aggregator {
+
+class Aggregator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Aggregator>> Start(const AggregatorConfig& config,
+                                                           const Clock& clock);
+  ~Aggregator();
+  // Stops accepting, cancels streams, drains the writer. Idempotent.
+  void Shutdown();
+
+  int ingest_port() const { return ingest_port_; }
+  int query_port() const { return query_port_; }
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  IngestEngine& engine() { return *engine_; }
+
+ private:
+  Aggregator() = default;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<IngestEngine> engine_;
+  std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<QueryService> query_;
+  std::unique_ptr<grpc::Server> ingest_server_;
+  std::unique_ptr<grpc::Server> query_server_;
+  std::unique_ptr<MetricsServer> metrics_;
+  int ingest_port_ = 0;
+  int query_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace nodewatch::aggregator

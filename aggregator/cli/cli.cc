@@ -1,0 +1,198 @@
+#include "aggregator/cli/cli.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace nodewatch::cli {
+
+using nodewatch::v1::Record;
+
+namespace {
+
+std::string Table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 3, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string Lifecycle(nodewatch::v1::Lifecycle l) {
+  switch (l) {
+    case nodewatch::v1::LIFECYCLE_SPOT:
+      return "spot";
+    case nodewatch::v1::LIFECYCLE_ON_DEMAND:
+      return "on-demand";
+    default:
+      return "-";
+  }
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+std::string Bytes(uint64_t b) {
+  if (b >= (1ull << 30)) return absl::StrFormat("%.1fGiB", static_cast<double>(b) / (1ull << 30));
+  if (b >= (1ull << 20)) return absl::StrFormat("%.1fMiB", static_cast<double>(b) / (1ull << 20));
+  if (b >= (1ull << 10)) return absl::StrFormat("%.1fKiB", static_cast<double>(b) / (1ull << 10));
+  return absl::StrCat(b, "B");
+}
+
+std::string KindName(nodewatch::v1::InterruptionKind k) {
+  std::string name = nodewatch::v1::InterruptionKind_Name(k);
+  const std::string prefix = "INTERRUPTION_KIND_";
+  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](char c) { return c == '_' ? '-' : static_cast<char>(std::tolower(c)); });
+  return name;
+}
+
+}  // namespace
+
+std::string FormatTime(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  time_t seconds = static_cast<time_t>(unix_ms / 1000);
+  tm utc{};
+  gmtime_r(&seconds, &utc);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  return absl::StrFormat("%s.%03dZ", buf, static_cast<int>(unix_ms % 1000));
+}
+
+std::string FormatAge(int64_t unix_ms, int64_t now_ms) {
+  if (unix_ms <= 0) return "never";
+  int64_t s = std::max<int64_t>(0, (now_ms - unix_ms) / 1000);
+  if (s < 120) return absl::StrCat(s, "s ago");
+  if (s < 7200) return absl::StrCat(s / 60, "m ago");
+  if (s < 172800) return absl::StrCat(s / 3600, "h ago");
+  return absl::StrCat(s / 86400, "d ago");
+}
+
+std::string RecordKindName(const Record& r) {
+  switch (r.payload_case()) {
+    case Record::kNodeInfo:
+      return "node-info";
+    case Record::kHeartbeat:
+      return "heartbeat";
+    case Record::kInterruption:
+      return "interruption";
+    case Record::kNetwork:
+      return "network";
+    case Record::kDisk:
+      return "disk";
+    default:
+      return "unknown";
+  }
+}
+
+absl::StatusOr<nodewatch::v1::RecordKind> ParseKind(const std::string& name) {
+  if (name == "node-info" || name == "nodeinfo") return nodewatch::v1::RECORD_KIND_NODE_INFO;
+  if (name == "heartbeat") return nodewatch::v1::RECORD_KIND_HEARTBEAT;
+  if (name == "interruption") return nodewatch::v1::RECORD_KIND_INTERRUPTION;
+  if (name == "network") return nodewatch::v1::RECORD_KIND_NETWORK;
+  if (name == "disk") return nodewatch::v1::RECORD_KIND_DISK;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown kind '", name, "' (want node-info, heartbeat, interruption, network or disk)"));
+}
+
+std::string SummarizeRecord(const Record& r) {
+  switch (r.payload_case()) {
+    case Record::kNodeInfo: {
+      const auto& i = r.node_info();
+      std::vector<std::string> addrs;
+      for (const auto& a : i.addresses()) addrs.push_back(a.address());
+      return absl::StrCat("provider=", OrDash(i.provider()), " region=", OrDash(i.region()),
+                          " zone=", OrDash(i.zone()), " type=", OrDash(i.instance_type()),
+                          " lifecycle=", Lifecycle(i.lifecycle()), " kernel=",
+                          OrDash(i.kernel_release()), " addresses=",
+                          addrs.empty() ? "-" : absl::StrJoin(addrs, ","));
+    }
+    case Record::kHeartbeat: {
+      const auto& h = r.heartbeat();
+      return absl::StrFormat("load1=%.2f mem_available=%s agent_rss=%s spool=%s dropped=%d",
+                             h.load1(), Bytes(h.memory_available_bytes()),
+                             Bytes(h.agent_rss_bytes()), Bytes(h.spool_bytes()),
+                             h.spool_dropped_records());
+    }
+    case Record::kInterruption: {
+      const auto& n = r.interruption();
+      return absl::StrCat(OrDash(n.provider()), " ", KindName(n.kind()), " event=",
+                          OrDash(n.event_id()), " deadline=", FormatTime(n.deadline_unix_ms()),
+                          " state=", nodewatch::v1::NoticeState_Name(n.state()).substr(13));
+    }
+    case Record::kNetwork: {
+      const auto& n = r.network();
+      uint64_t bytes = 0;
+      for (const auto& f : n.flows()) bytes += f.bytes();
+      return absl::StrCat("flows=", n.flows_size(), " bytes=", Bytes(bytes),
+                          " retransmits=", n.tcp_retransmits(), " failed_connects=",
+                          n.tcp_failed_connects());
+    }
+    case Record::kDisk: {
+      const auto& d = r.disk();
+      return absl::StrCat("devices=", d.devices_size(), " filesystems=", d.filesystems_size());
+    }
+    default:
+      return "";
+  }
+}
+
+std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows = {{"NODE", "CONNECTED", "PROVIDER", "REGION", "ZONE",
+                                                 "INSTANCE-TYPE", "LIFECYCLE", "LAST-SEEN",
+                                                 "RECORDS", "LOST", "INTERRUPTIONS"}};
+  for (const auto& n : nodes) {
+    rows.push_back({n.name(), n.connected() ? "yes" : "no", OrDash(n.info().provider()),
+                    OrDash(n.info().region()), OrDash(n.info().zone()),
+                    OrDash(n.info().instance_type()), Lifecycle(n.info().lifecycle()),
+                    FormatAge(n.last_seen_unix_ms(), now_ms), absl::StrCat(n.records()),
+                    absl::StrCat(n.lost_records()), absl::StrCat(n.interruptions())});
+  }
+  return Table(rows);
+}
+
+std::string HistoryTable(const std::vector<Record>& records) {
+  std::vector<std::vector<std::string>> rows = {{"TIME", "SEQ", "KIND", "DETAILS"}};
+  for (const auto& r : records) {
+    rows.push_back({FormatTime(r.time_unix_ms()), absl::StrCat(r.seq()), RecordKindName(r),
+                    SummarizeRecord(r)});
+  }
+  return Table(rows);
+}
+
+std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response) {
+  std::vector<std::vector<std::string>> rows = {
+      {"TIME", "NODE", "PROVIDER", "KIND", "EVENT", "DEADLINE", "STATE"}};
+  for (const auto& e : response.interruptions()) {
+    const auto& n = e.notice();
+    rows.push_back({FormatTime(e.time_unix_ms()), e.node(), OrDash(n.provider()),
+                    KindName(n.kind()), OrDash(n.event_id()), FormatTime(n.deadline_unix_ms()),
+                    nodewatch::v1::NoticeState_Name(n.state()).substr(13)});
+  }
+  return Table(rows);
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+}  // namespace nodewatch::cli

@@ -1,0 +1,26 @@
+// The operator CLI's rendering: readable tables by default, JSON for scripts. Kept apart from
+// main.cc so the formatting is unit-tested.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nodewatch/v1/query.pb.h"
+
+namespace nodewatch::cli {
+
+std::string FormatTime(int64_t unix_ms);
+// "12s ago", "3m ago", "5h ago", "2d ago".
+std::string FormatAge(int64_t unix_ms, int64_t now_ms);
+std::string RecordKindName(const nodewatch::v1::Record& r);
+// One line describing the record's payload.
+std::string SummarizeRecord(const nodewatch::v1::Record& r);
+absl::StatusOr<nodewatch::v1::RecordKind> ParseKind(const std::string& name);
+
+std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int64_t now_ms);
+std::string HistoryTable(const std::vector<nodewatch::v1::Record>& records);
+std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response);
+std::string ToJson(const google::protobuf::Message& message);
+
+}  // namespace nodewatch::cli

@@ -1,0 +1,43 @@
+// IngestService: AgentService.Stream on the gRPC callback API. One ServerBidiReactor per agent
+// stream: it authenticates the node from its client certificate, then moves each message into the
+// IngestEngine's queue and answers with the engine's Ack. Reactions never block: the next read
+// starts only after the previous message is committed, so each stream has at most one message
+// queued (backpressure reaches the agent through HTTP/2 flow control).
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "aggregator/ingest/ingest_engine.h"
+#include "nodewatch/v1/agent.grpc.pb.h"
+
+namespace nodewatch::aggregator {
+
+struct IngestServiceCounters {
+  std::atomic<uint64_t> streams_opened{0};
+  std::atomic<uint64_t> streams_rejected_identity{0};   // no node certificate / wrong node
+  std::atomic<uint64_t> streams_rejected_protocol{0};   // bad first message, bad batch
+  std::atomic<uint64_t> streams_rejected_capacity{0};
+};
+
+class IngestService final : public nodewatch::v1::AgentService::CallbackService {
+ public:
+  // insecure: no client certificates; the node name is taken from Hello (local demos only).
+  IngestService(IngestEngine& engine, bool insecure, size_t max_streams);
+
+  grpc::ServerBidiReactor<nodewatch::v1::AgentMessage, nodewatch::v1::AggregatorMessage>* Stream(
+      grpc::CallbackServerContext* context) override;
+
+  const IngestServiceCounters& counters() const { return counters_; }
+  size_t open_streams() const { return open_streams_.load(); }
+
+ private:
+  class Reactor;
+  IngestEngine& engine_;
+  const bool insecure_;
+  const size_t max_streams_;
+  std::atomic<size_t> open_streams_{0};
+  IngestServiceCounters counters_;
+};
+
+}  // namespace nodewatch::aggregator

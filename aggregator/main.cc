@@ -1,0 +1,51 @@
+// nodewatch-aggregator: flags and config in, wiring out.
+#include <csignal>
+#include <iostream>
+#include <unistd.h>
+
+#include "aggregator/aggregator.h"
+#include "common/logging.h"
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void HandleSignal(int) { g_stop = 1; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  nodewatch::aggregator::AggregatorConfig config;
+  nodewatch::OptionSet options("nodewatch-aggregator",
+                               "Stores every node's history, acts on interruptions and answers "
+                               "operators' questions.");
+  nodewatch::aggregator::RegisterAggregatorOptions(options, &config);
+  bool version = false;
+  options.AddBool("version", &version, "Print the version and exit.");
+  auto args = options.Parse(argc, argv);
+  if (!args.ok()) {
+    std::cerr << "nodewatch-aggregator: " << args.status().message() << "\n";
+    return 2;
+  }
+  if (options.help_requested()) {
+    std::cout << options.Help();
+    return 0;
+  }
+  if (version) {
+    std::cout << "nodewatch-aggregator " << NODEWATCH_VERSION << "\n";
+    return 0;
+  }
+  if (auto s = nodewatch::SetLogLevel(config.log_level); !s.ok()) {
+    std::cerr << "nodewatch-aggregator: " << s.message() << "\n";
+    return 2;
+  }
+  std::signal(SIGINT, HandleSignal);
+  std::signal(SIGTERM, HandleSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+  auto agg = nodewatch::aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
+  if (!agg.ok()) {
+    std::cerr << "nodewatch-aggregator: " << agg.status().message() << "\n";
+    return 1;
+  }
+  while (g_stop == 0) pause();
+  nodewatch::GetLogger("agg")->info("stopping");
+  (*agg)->Shutdown();
+  return 0;
+}
