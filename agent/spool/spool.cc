@@ -28,6 +28,7 @@ namespace {
 constexpr size_t kFrameHeader = 8;  // u32 length, u32 crc32c, little-endian
 constexpr const char* kLaneNames[] = {"urgent", "telemetry"};
 constexpr const char* kMetaFile = "spool.meta";
+constexpr uint64_t kSeqReservation = 1 << 16;
 
 void PutU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
 uint32_t GetU32(const char* p) {
@@ -70,22 +71,28 @@ class FrameReader {
   // form a whole valid frame.
   bool Next(std::string_view* payload, bool* torn) {
     *torn = false;
+    tail_ = false;
     if (offset_ >= end_) return false;
-    if (!Ensure(kFrameHeader)) return *torn = true, false;
+    if (!Ensure(kFrameHeader)) return *torn = tail_ = true, false;
     uint32_t len = GetU32(buf_.data() + pos_);
     uint32_t crc = GetU32(buf_.data() + pos_ + 4);
-    if (len == 0 || len > (64u << 20) || offset_ + kFrameHeader + len > end_) {
+    if (len == 0 || len > (64u << 20)) return *torn = true, false;
+    if (offset_ + kFrameHeader + len > end_) return *torn = tail_ = true, false;
+    if (!Ensure(kFrameHeader + len)) return *torn = tail_ = true, false;
+    const char* data = buf_.data() + pos_ + kFrameHeader;
+    if (Crc32c(data, len) != crc) {
+      tail_ = offset_ + kFrameHeader + len == end_;  // the very last frame: a torn write
       return *torn = true, false;
     }
-    if (!Ensure(kFrameHeader + len)) return *torn = true, false;
-    const char* data = buf_.data() + pos_ + kFrameHeader;
-    if (Crc32c(data, len) != crc) return *torn = true, false;
     *payload = std::string_view(data, len);
     pos_ += kFrameHeader + len;
     offset_ += kFrameHeader + len;
     return true;
   }
   uint64_t offset() const { return offset_; }
+  // After a torn Next(): whether the bad bytes are the file's final, incomplete write (what a
+  // crash mid-append leaves) rather than damage in the middle.
+  bool tail() const { return tail_; }
 
  private:
   bool Ensure(size_t need) {
@@ -113,6 +120,7 @@ class FrameReader {
   uint64_t end_;
   std::string buf_;
   size_t pos_ = 0;
+  bool tail_ = false;
 };
 
 }  // namespace
@@ -125,6 +133,8 @@ struct Spool::Segment {
   uint64_t records = 0;
   int fd = -1;
   std::string path;
+  bool damaged = false;         // recovery truncated this segment
+  bool torn_tail_only = false;  // ... and only an unfinished last write
   ~Segment() {
     if (fd >= 0) close(fd);
   }
@@ -160,8 +170,9 @@ absl::Status Spool::Recover() {
     for (absl::string_view line : absl::StrSplit(*meta, '\n', absl::SkipEmpty())) {
       std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
       if (kv.first == "spool_id") spool_id_ = kv.second;
-      if (kv.first == "acked_seq" && !absl::SimpleAtoi(kv.second, &acked_seq_)) {
-        return absl::DataLossError(absl::StrCat(meta_path, ": bad acked_seq '", kv.second, "'"));
+      if ((kv.first == "acked_seq" && !absl::SimpleAtoi(kv.second, &acked_seq_)) ||
+          (kv.first == "seq_reserved" && !absl::SimpleAtoi(kv.second, &seq_reserved_))) {
+        return absl::DataLossError(absl::StrCat(meta_path, ": bad value '", line, "'"));
       }
     }
   } else if (!absl::IsNotFound(meta.status())) {
@@ -191,10 +202,21 @@ absl::Status Spool::Recover() {
   next_seq_ = acked_seq_ + 1;
   for (auto& lane : lanes_) {
     for (auto& [first, seg] : lane.segments) next_seq_ = std::max(next_seq_, seg->last_seq + 1);
+    // Damage anywhere but the tail of a lane's newest segment may have hidden records that were
+    // already sent: continue above every seq ever handed out so none is reused.
+    for (auto& [first, seg] : lane.segments) {
+      if (seg->damaged && (seg != lane.segments.rbegin()->second || !seg->torn_tail_only)) {
+        damaged_ = true;
+      }
+    }
   }
+  if (damaged_) next_seq_ = std::max(next_seq_, seq_reserved_);
   if (corrupt_frames_ > 0) {
-    GetLogger("agent.spool")->warn("spool: truncated {} torn or corrupt frame(s) at open",
-                                   corrupt_frames_);
+    GetLogger("agent.spool")
+        ->warn("spool: truncated {} torn or corrupt frame(s) at open{}", corrupt_frames_,
+               damaged_ ? "; records in the damaged range are lost and seqs continue at " +
+                              std::to_string(next_seq_)
+                        : "");
   }
   return PersistMetaLocked();
 }
@@ -230,6 +252,8 @@ absl::Status Spool::RecoverSegment(Lane lane, uint64_t first_seq, const std::str
   seg->size = good_end;
   if (torn || good_end != static_cast<uint64_t>(end)) {
     ++corrupt_frames_;
+    seg->damaged = true;
+    seg->torn_tail_only = reader.tail();
     if (ftruncate(fd, static_cast<off_t>(good_end)) != 0) {
       return ErrnoStatus("ftruncate", path, errno);
     }
@@ -303,6 +327,12 @@ absl::Status Spool::WriteFrames(Lane lane, std::vector<Record>& records, uint64_
     p.last_seq = seq;
     ++p.records;
     ++seq;
+  }
+  // Seqs are reserved in the meta file ahead of use, so that even after damage a restart can
+  // continue above every seq that ever left this spool.
+  if (status.ok() && seq > seq_reserved_) {
+    seq_reserved_ = seq + kSeqReservation;
+    status = PersistMetaLocked();
   }
   bool created_any = false;
   for (auto& p : pending) {
@@ -469,7 +499,8 @@ absl::Status Spool::Trim(uint64_t acked_seq, bool force) {
 
 absl::Status Spool::PersistMetaLocked() {
   return WriteFileAtomic(options_.dir + "/" + kMetaFile,
-                         absl::StrCat("spool_id=", spool_id_, "\nacked_seq=", acked_seq_, "\n"));
+                         absl::StrCat("spool_id=", spool_id_, "\nacked_seq=", acked_seq_,
+                                      "\nseq_reserved=", seq_reserved_, "\n"));
 }
 
 uint64_t Spool::WaitForNewRecords(uint64_t seen, int64_t timeout_ms) {

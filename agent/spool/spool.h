@@ -117,6 +117,8 @@ class Spool {
   uint64_t next_seq_ = 1;
   uint64_t acked_seq_ = 0;
   std::set<uint64_t> urgent_unacked_;  // urgent seqs above the watermark (few: notices)
+  uint64_t seq_reserved_ = 0;  // no seq at or above it was ever assigned (persisted in meta)
+  bool damaged_ = false;
   uint64_t dropped_records_ = 0;
   uint64_t corrupt_frames_ = 0;
   int64_t last_meta_write_ns_ = 0;

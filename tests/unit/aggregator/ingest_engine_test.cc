@@ -1,0 +1,189 @@
+#include "aggregator/ingest/ingest_engine.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <rocksdb/env.h>
+
+#include <future>
+
+namespace nodewatch::aggregator {
+namespace {
+
+using nodewatch::v1::Record;
+using nodewatch::v1::RecordBatch;
+
+class IngestEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    env_.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+    Reopen();
+  }
+  void TearDown() override {
+    engine_.reset();
+    store_.reset();
+  }
+  void Reopen() {
+    engine_.reset();
+    store_.reset();
+    auto store = OpenRocksDbStore({.path = "/mem/db", .env = env_.get()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    engine_ = std::make_unique<IngestEngine>(*store_, clock_);
+    ASSERT_TRUE(engine_->Start().ok());
+  }
+  absl::StatusOr<uint64_t> Hello(const std::string& node, const std::string& spool = "s1",
+                                 uint64_t lowest = 0) {
+    nodewatch::v1::Hello h;
+    h.set_node_name(node);
+    h.set_spool_id(spool);
+    h.set_lowest_seq(lowest);
+    std::promise<absl::StatusOr<uint64_t>> done;
+    engine_->SubmitHello(node, h, [&](absl::StatusOr<uint64_t> a) { done.set_value(a); });
+    return done.get_future().get();
+  }
+  absl::StatusOr<uint64_t> Send(const std::string& node, std::vector<uint64_t> seqs,
+                                uint64_t lowest_held = 0, int64_t time = 0) {
+    RecordBatch b;
+    for (uint64_t s : seqs) {
+      Record* r = b.add_records();
+      r->set_seq(s);
+      r->set_time_unix_ms(time != 0 ? time : clock_.NowUnixMs() - 1000 + static_cast<int64_t>(s));
+      r->mutable_heartbeat()->set_uptime_seconds(s);
+    }
+    b.set_lowest_seq_held(lowest_held);
+    std::promise<absl::StatusOr<uint64_t>> done;
+    engine_->SubmitBatch(node, b, [&](absl::StatusOr<uint64_t> a) { done.set_value(a); });
+    return done.get_future().get();
+  }
+  std::vector<uint64_t> Stored(const std::string& node) {
+    std::vector<uint64_t> seqs;
+    auto id = engine_->NodeId(node);
+    if (!id) return seqs;
+    EXPECT_TRUE(store_
+                    ->ScanRecords(*id, INT64_MIN, 0, INT64_MAX,
+                                  [&](int64_t, const Record& r) {
+                                    seqs.push_back(r.seq());
+                                    return true;
+                                  })
+                    .ok());
+    std::sort(seqs.begin(), seqs.end());
+    return seqs;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<IngestEngine> engine_;
+};
+
+TEST_F(IngestEngineTest, HelloOfANewNodeAcksZero) {
+  EXPECT_EQ(*Hello("a"), 0u);
+  ASSERT_TRUE(engine_->GetNode("a").has_value());
+}
+
+TEST_F(IngestEngineTest, BatchBeforeHelloIsRefused) {
+  EXPECT_EQ(Send("ghost", {1}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(IngestEngineTest, ResentRecordsAreStoredOnce) {
+  ASSERT_TRUE(Hello("a").ok());
+  EXPECT_EQ(*Send("a", {1, 2, 3}), 3u);
+  EXPECT_EQ(*Send("a", {2, 3, 4, 5}), 5u);
+  EXPECT_EQ(*Send("a", {1, 2, 3, 4, 5}), 5u);
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(engine_->counters().duplicates.load(), 7u);
+  EXPECT_EQ(engine_->GetNode("a")->records(), 5u);
+}
+
+TEST_F(IngestEngineTest, ANoticeThatOvertakesTelemetryIsHeldAboveTheWatermark) {
+  ASSERT_TRUE(Hello("a").ok());
+  EXPECT_EQ(*Send("a", {1, 2}), 2u);
+  EXPECT_EQ(*Send("a", {6}, /*lowest_held=*/3), 2u);  // 3..5 still to come
+  EXPECT_EQ(*Send("a", {6}, 3), 2u);                  // a resend of the notice: a duplicate
+  EXPECT_EQ(*Send("a", {3, 4, 5}, 3), 6u);
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 2, 3, 4, 5, 6));
+}
+
+TEST_F(IngestEngineTest, SeqsTheAgentDroppedAreSkippedAndCounted) {
+  ASSERT_TRUE(Hello("a").ok());
+  EXPECT_EQ(*Send("a", {1, 2}), 2u);
+  // lowest_held 6: 3..5 are gone for good; the notice 7 waits above the watermark for 6.
+  EXPECT_EQ(*Send("a", {7}, /*lowest_held=*/6), 5u);
+  EXPECT_EQ(engine_->GetNode("a")->lost_records(), 3u);
+  EXPECT_EQ(*Send("a", {6}, 6), 7u);
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 2, 6, 7));
+}
+
+TEST_F(IngestEngineTest, WatermarkAndPendingSurviveARestart) {
+  ASSERT_TRUE(Hello("a").ok());
+  ASSERT_TRUE(Send("a", {1, 2, 3}).ok());
+  ASSERT_TRUE(Send("a", {9}, 4).ok());
+  Reopen();
+  EXPECT_EQ(*Hello("a"), 3u);
+  EXPECT_EQ(*Send("a", {1, 2, 3, 9}, 4), 3u);  // all duplicates
+  EXPECT_EQ(*Send("a", {4, 5, 6, 7, 8}, 4), 9u);
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9));
+}
+
+TEST_F(IngestEngineTest, ANewSpoolStartsANewSequenceSpace) {
+  ASSERT_TRUE(Hello("a", "s1").ok());
+  ASSERT_TRUE(Send("a", {1, 2, 3}).ok());
+  EXPECT_EQ(*Hello("a", "s2"), 0u);
+  EXPECT_EQ(*Send("a", {1}), 1u);
+  EXPECT_EQ(engine_->counters().spool_resets.load(), 1u);
+}
+
+TEST_F(IngestEngineTest, InvalidBatchesAreRefusedWhole) {
+  ASSERT_TRUE(Hello("a").ok());
+  RecordBatch b;
+  b.add_records()->set_seq(1);  // no payload
+  std::promise<absl::StatusOr<uint64_t>> done;
+  engine_->SubmitBatch("a", b, [&](absl::StatusOr<uint64_t> a) { done.set_value(a); });
+  EXPECT_EQ(done.get_future().get().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Send("a", {0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Stored("a").empty());
+  EXPECT_EQ(*Send("a", {1}), 1u);  // the stream's node keeps working
+}
+
+TEST_F(IngestEngineTest, AbsurdTimestampsAreFiledUnderTheReceiveTime) {
+  ASSERT_TRUE(Hello("a").ok());
+  ASSERT_TRUE(Send("a", {1}, 0, /*time=*/clock_.NowUnixMs() + 365LL * 86400'000).ok());
+  ASSERT_TRUE(Send("a", {2}, 0, /*time=*/-5).ok());
+  EXPECT_EQ(engine_->counters().clamped_times.load(), 2u);
+  auto id = engine_->NodeId("a");
+  std::vector<int64_t> times;
+  ASSERT_TRUE(store_
+                  ->ScanRecords(*id, INT64_MIN, 0, INT64_MAX,
+                                [&](int64_t t, const Record&) {
+                                  times.push_back(t);
+                                  return true;
+                                })
+                  .ok());
+  EXPECT_THAT(times, ::testing::Each(clock_.NowUnixMs()));
+}
+
+TEST_F(IngestEngineTest, ManyNodesConcurrentlyAreEachStoredExactlyOnce) {
+  constexpr int kNodes = 20;
+  constexpr uint64_t kBatches = 30;
+  for (int n = 0; n < kNodes; ++n) ASSERT_TRUE(Hello("n" + std::to_string(n)).ok());
+  std::vector<std::thread> threads;
+  for (int n = 0; n < kNodes; ++n) {
+    threads.emplace_back([&, n] {
+      std::string node = "n" + std::to_string(n);
+      for (uint64_t b = 0; b < kBatches; ++b) {
+        std::vector<uint64_t> seqs;
+        for (uint64_t s = b * 10 + 1; s <= b * 10 + 10; ++s) seqs.push_back(s);
+        if (b % 3 == 0 && b > 0) seqs.insert(seqs.begin(), b * 10 - 1);  // a resend
+        ASSERT_EQ(*Send(node, seqs), b * 10 + 10);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int n = 0; n < kNodes; ++n) {
+    EXPECT_EQ(Stored("n" + std::to_string(n)).size(), kBatches * 10);
+  }
+  EXPECT_LT(engine_->counters().commits.load(), static_cast<uint64_t>(kNodes * kBatches) + kNodes);
+}
+
+}  // namespace
+}  // namespace nodewatch::aggregator
