@@ -35,7 +35,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // Lifecycle: created per stream; deletes itself in OnDone. Finish is only called when no engine
 // completion is outstanding, so the engine never calls into a deleted reactor.
 class IngestService::Reactor final
-    : public grpc::ServerBidiReactor<AgentMessage, AggregatorMessage> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   Reactor(IngestService& service, grpc::CallbackServerContext* context)
       : service_(service), peer_(context->peer()) {
@@ -55,13 +55,20 @@ class IngestService::Reactor final
       }
       cert_node_ = *node;
     }
-    StartRead(&in_);
+    StartRead(&in_buffer_);
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // client half-closed, cancelled or sent something unparsable
+    if (!ok) {  // client half-closed or cancelled
       std::lock_guard<std::mutex> lock(mu_);
       FinishLocked(grpc::Status::OK);
+      return;
+    }
+    in_.Clear();
+    auto parsed = grpc::SerializationTraits<AgentMessage>::Deserialize(&in_buffer_, &in_);
+    if (!parsed.ok()) {
+      ++service_.counters_.malformed_messages;
+      Reject(absl::InvalidArgumentError("malformed message: not a nodewatch.v1.AgentMessage"));
       return;
     }
     if (node_.empty()) {
@@ -137,16 +144,19 @@ class IngestService::Reactor final
     } else {
       SendAckLocked(*acked);
     }
-    if (!finish_wanted_) StartRead(&in_);
+    if (!finish_wanted_) StartRead(&in_buffer_);
   }
 
   void SendAckLocked(uint64_t acked) {
-    out_.Clear();
-    out_.mutable_ack()->set_acked_seq(acked);
+    AggregatorMessage message;
+    message.mutable_ack()->set_acked_seq(acked);
+    bool own_buffer = false;
+    out_buffer_.Clear();
+    (void)grpc::SerializationTraits<AggregatorMessage>::Serialize(message, &out_buffer_, &own_buffer);
     written_ack_ = acked;
     pending_ack_ = acked;
     write_in_flight_ = true;
-    StartWrite(&out_);
+    StartWrite(&out_buffer_);
   }
 
   void Reject(const absl::Status& status) {
@@ -182,8 +192,9 @@ class IngestService::Reactor final
   const std::string peer_;
   std::string cert_node_;
   std::string node_;
+  grpc::ByteBuffer in_buffer_;
+  grpc::ByteBuffer out_buffer_;
   AgentMessage in_;
-  AggregatorMessage out_;
   std::mutex mu_;
   bool write_in_flight_ = false;
   bool finish_wanted_ = false;
@@ -196,7 +207,7 @@ class IngestService::Reactor final
 IngestService::IngestService(IngestEngine& engine, bool insecure, size_t max_streams)
     : engine_(engine), insecure_(insecure), max_streams_(max_streams) {}
 
-grpc::ServerBidiReactor<AgentMessage, AggregatorMessage>* IngestService::Stream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Stream(
     grpc::CallbackServerContext* context) {
   return new Reactor(*this, context);
 }

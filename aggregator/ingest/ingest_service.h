@@ -9,6 +9,8 @@
 #include <string>
 
 #include "aggregator/ingest/ingest_engine.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/proto_buffer_writer.h"
 #include "nodewatch/v1/agent.grpc.pb.h"
 
 namespace nodewatch::aggregator {
@@ -17,15 +19,21 @@ struct IngestServiceCounters {
   std::atomic<uint64_t> streams_opened{0};
   std::atomic<uint64_t> streams_rejected_identity{0};   // no node certificate / wrong node
   std::atomic<uint64_t> streams_rejected_protocol{0};   // bad first message, bad batch
+  std::atomic<uint64_t> malformed_messages{0};          // not parsable as AgentMessage
   std::atomic<uint64_t> streams_rejected_capacity{0};
 };
 
-class IngestService final : public nodewatch::v1::AgentService::CallbackService {
+// The raw (ByteBuffer) flavour of the generated service, so that a message that is not valid
+// protobuf is answered with INVALID_ARGUMENT and counted, instead of looking like a half-close.
+using AgentServiceRawBase =
+    nodewatch::v1::AgentService::WithRawCallbackMethod_Stream<nodewatch::v1::AgentService::Service>;
+
+class IngestService final : public AgentServiceRawBase {
  public:
   // insecure: no client certificates; the node name is taken from Hello (local demos only).
   IngestService(IngestEngine& engine, bool insecure, size_t max_streams);
 
-  grpc::ServerBidiReactor<nodewatch::v1::AgentMessage, nodewatch::v1::AggregatorMessage>* Stream(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;
 
   const IngestServiceCounters& counters() const { return counters_; }

@@ -86,6 +86,8 @@ class AggregatorCollectable final : public prometheus::Collectable {
              {{"reason", "capacity"}});
     AddValue(out.back(), static_cast<double>(c.rejected_batches.load()),
              {{"reason", "invalid_batch"}});
+    AddValue(out.back(), static_cast<double>(s.malformed_messages.load()),
+             {{"reason", "malformed"}});
     counter("nodewatch_query_denied_total", "Operator API calls refused for lack of credentials.",
             static_cast<double>(query_.denied()));
     return out;
