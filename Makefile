@@ -6,7 +6,10 @@ JOBS ?= $(shell nproc)
 BENCH ?=
 CMAKE_FLAGS ?=
 
-.PHONY: deps build demo test test-asan bench format clean
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: deps build demo test test-asan bench fuzz format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,15 +29,26 @@ test: build
 # Unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this after `make test`).
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNODEWATCH_SANITIZE=ON
-	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target unit_tests
+	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target unit_tests agent_message_fuzz spool_segment_fuzz config_yaml_fuzz
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -L unit
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR) "$(BENCH)"
 
+# libFuzzer (clang) over every parser of untrusted input, FUZZ_SECONDS each, from the seed corpora.
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DNODEWATCH_FUZZ=ON -DNODEWATCH_SANITIZE=ON -DNODEWATCH_WERROR=OFF
+	cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS) --target agent_message_fuzz spool_segment_fuzz config_yaml_fuzz
+	for t in agent_message spool_segment config_yaml; do \
+	  mkdir -p $(FUZZ_BUILD_DIR)/corpus/$$t && \
+	  $(FUZZ_BUILD_DIR)/bin/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD_DIR)/corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done
+
 format:
 	git ls-files '*.cc' '*.h' | grep -v '^bpf/' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) $(FUZZ_BUILD_DIR)

@@ -1,7 +1,9 @@
 // nodewatch-aggregator: flags and config in, wiring out.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <iostream>
-#include <unistd.h>
 
 #include "aggregator/aggregator.h"
 #include "common/logging.h"
@@ -39,6 +41,12 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, HandleSignal);
   std::signal(SIGTERM, HandleSignal);
   std::signal(SIGPIPE, SIG_IGN);
+  // One connection per agent: allow as many descriptors as the system lets us.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   auto agg = nodewatch::aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
   if (!agg.ok()) {
     std::cerr << "nodewatch-aggregator: " << agg.status().message() << "\n";

@@ -166,7 +166,15 @@ void IngestEngine::ApplyLowestHeld(NodeEntry& entry, uint64_t lowest_held) {
   }
 }
 
+namespace {
+// Sequence numbers live below 2^63, so watermark arithmetic can never wrap.
+constexpr uint64_t kMaxSeq = (1ull << 63) - 1;
+}  // namespace
+
 absl::StatusOr<uint64_t> IngestEngine::ApplyHello(Touched& touched, const Item& item) {
+  if (item.hello.lowest_seq() > kMaxSeq || item.hello.highest_seq() > kMaxSeq) {
+    return absl::InvalidArgumentError("Hello carries a sequence number above 2^63");
+  }
   NodeEntry* entry = Touch(touched, item.node, /*create=*/true);
   auto& s = entry->stored;
   const auto& hello = item.hello;
@@ -200,8 +208,13 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
                                                    " records exceeds the limit of ",
                                                    options_.max_batch_records));
   }
+  if (batch.lowest_seq_held() > kMaxSeq) {
+    return absl::InvalidArgumentError("lowest_seq_held is above 2^63");
+  }
   for (const auto& r : batch.records()) {
-    if (r.seq() == 0) return absl::InvalidArgumentError("record with seq 0");
+    if (r.seq() == 0 || r.seq() > kMaxSeq) {
+      return absl::InvalidArgumentError(absl::StrCat("record with invalid seq ", r.seq()));
+    }
     if (r.payload_case() == Record::PAYLOAD_NOT_SET) {
       return absl::InvalidArgumentError(absl::StrCat("record seq ", r.seq(), " has no payload"));
     }

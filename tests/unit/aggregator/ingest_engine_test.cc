@@ -141,6 +141,9 @@ TEST_F(IngestEngineTest, InvalidBatchesAreRefusedWhole) {
   engine_->SubmitBatch("a", b, [&](absl::StatusOr<uint64_t> a) { done.set_value(a); });
   EXPECT_EQ(done.get_future().get().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Send("a", {0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Send("a", {1ull << 63}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Send("a", {1}, /*lowest_held=*/UINT64_MAX).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Stored("a").empty());
   EXPECT_EQ(*Send("a", {1}), 1u);  // the stream's node keeps working
 }

@@ -1,0 +1,26 @@
+// Fuzz target: arbitrary bytes as an agent or aggregator config file. Loading must return OK or a
+// clear error; validation must never crash.
+#include <cstdint>
+#include <string>
+
+#include "agent/config/agent_config.h"
+#include "aggregator/config/aggregator_config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string text(reinterpret_cast<const char*>(data), size);
+  {
+    nodewatch::agent::AgentConfig config;
+    nodewatch::OptionSet options("agent", "fuzz");
+    nodewatch::agent::RegisterAgentOptions(options, &config);
+    if (options.ApplyYaml(text, "fuzz.yaml").ok()) (void)nodewatch::agent::ValidateAgentConfig(config);
+  }
+  {
+    nodewatch::aggregator::AggregatorConfig config;
+    nodewatch::OptionSet options("aggregator", "fuzz");
+    nodewatch::aggregator::RegisterAggregatorOptions(options, &config);
+    if (options.ApplyYaml(text, "fuzz.yaml").ok()) {
+      (void)nodewatch::aggregator::ValidateAggregatorConfig(config);
+    }
+  }
+  return 0;
+}

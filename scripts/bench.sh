@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench [BENCH=<name-prefix>]`: runs every benchmark whose figures' names start with the
+# prefix (all of them without one). Each prints `BENCH <name> <value> <unit>` lines.
+set -euo pipefail
+BIN=$(cd "${1:-build}/bin" && pwd)
+PREFIX=${2:-}
+
+# benchmark binary : the figures it prints
+BENCHES=(
+  "ingest_bench:ingest_records_per_s rocksdb_raw_records_per_s ingest_vs_rocksdb_ratio"
+  "agent_footprint_bench:agent_cpu_pct agent_rss_mib"
+  "idle_streams_bench:aggregator_rss_mib_5000_streams"
+)
+
+ran=0
+for entry in "${BENCHES[@]}"; do
+  binary=${entry%%:*}
+  names=${entry#*:}
+  selected=0
+  for name in $names; do
+    [[ -z "$PREFIX" || "$name" == "$PREFIX"* ]] && selected=1
+  done
+  [ "$selected" -eq 1 ] || continue
+  echo "== $binary"
+  "$BIN/$binary"
+  ran=$((ran + 1))
+done
+if [ "$ran" -eq 0 ]; then
+  echo "no benchmark prints a figure starting with '$PREFIX'" >&2
+  exit 2
+fi
