@@ -1,5 +1,7 @@
 // nodewatch-agent: flags and config in, wiring out; everything else lives in the libraries.
 #include <csignal>
+
+#include "absl/synchronization/mutex.h"
 #include <iostream>
 
 #include "agent/agent.h"
@@ -11,6 +13,9 @@ void HandleSignal(int) { g_stop = 1; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil checks every Mutex acquisition for lock-order cycles (gRPC locks a lot): a
+  // debugging aid that costs several percent of CPU in production.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   nodewatch::agent::AgentConfig config;
   nodewatch::OptionSet options("nodewatch-agent",
                                "Streams this node's interruption notices, network and disk "
