@@ -198,6 +198,18 @@ class RocksDbStore final : public Store {
     return FromRocks(it->status(), "scan interruptions");
   }
 
+  absl::Status CompactAll() override {
+    rocksdb::CompactRangeOptions options;
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    for (auto* handle : {records_, interruptions_}) {
+      if (auto s = FromRocks(db_->CompactRange(options, handle, nullptr, nullptr), "compact");
+          !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
   uint64_t ApproximateSizeBytes() override {
     uint64_t sst = 0;
     uint64_t mem = 0;

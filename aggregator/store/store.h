@@ -57,8 +57,11 @@ class Store {
                                    int64_t until_ms, const RecordVisitor& visit) = 0;
   virtual absl::Status ScanInterruptions(int64_t since_ms, int64_t until_ms,
                                          const InterruptionVisitor& visit) = 0;
-  // Approximate bytes on disk (SST + WAL).
+  // Approximate bytes on disk (SST files + memtables).
   virtual uint64_t ApproximateSizeBytes() = 0;
+  // Compacts everything now, which also applies retention. RocksDB does this in the background
+  // (and at least daily); operators and tests may force it.
+  virtual absl::Status CompactAll() = 0;
 };
 
 struct StoreOptions {

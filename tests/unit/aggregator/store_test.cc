@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 #include <rocksdb/env.h>
 
+#include <chrono>
+
 #include "aggregator/store/store.h"
 
 namespace nodewatch::aggregator {
@@ -78,6 +80,27 @@ TEST_F(StoreTest, InterruptionsAreIndexedByTime) {
                                       })
                   .ok());
   EXPECT_EQ(seen, (std::vector<std::pair<uint32_t, uint64_t>>{{1, 3}, {2, 7}}));
+}
+
+TEST_F(StoreTest, RetentionDropsOnlyRecordsOlderThanItOnCompaction) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const int64_t day = 86'400'000;
+  Put(1, now - 20 * day, 1, /*notice=*/true);  // older than the default 14 days
+  Put(1, now - 13 * day, 2, /*notice=*/true);
+  Put(1, now - 1000, 3);
+  ASSERT_TRUE(store_->CompactAll().ok());
+  EXPECT_EQ(Scan(1, INT64_MIN, INT64_MAX), (std::vector<uint64_t>{2, 3}));
+  int interruptions = 0;
+  ASSERT_TRUE(store_
+                  ->ScanInterruptions(INT64_MIN, INT64_MAX,
+                                      [&](uint32_t, int64_t, const Record&) {
+                                        ++interruptions;
+                                        return true;
+                                      })
+                  .ok());
+  EXPECT_EQ(interruptions, 1);
 }
 
 TEST_F(StoreTest, NodesRoundTrip) {
