@@ -13,7 +13,19 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
                                                      const Clock& clock) {
   RETURN_IF_ERROR(ValidateAgentConfig(config));
   std::unique_ptr<Agent> agent(new Agent(config, clock));
-  agent->probe_ = std::move(probe);
+  agent->http_ = MakeCurlHttpClient();
+  ASSIGN_OR_RETURN(agent->provider_,
+                   MakeCloudProvider({.cloud = config.cloud,
+                                      .metadata_endpoint = config.metadata_endpoint,
+                                      .aws_imdsv1_fallback = config.aws_imdsv1_fallback,
+                                      .aws_poll_ms = config.aws_poll_interval_ms,
+                                      .aws_scheduled_poll_ms = config.aws_scheduled_poll_interval_ms,
+                                      .gcp_preemption_notice_ms = config.gcp_preemption_notice_ms,
+                                      .azure_poll_ms = config.azure_poll_interval_ms,
+                                      .azure_resource_name = config.azure_resource_name,
+                                      .state_file = config.spool_dir + "/cloud.state"},
+                                     *agent->http_, clock, agent->cloud_counters_));
+  agent->probe_ = std::make_unique<CloudHostProbe>(std::move(probe), *agent->provider_, clock);
   if (agent->config_.node_name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
@@ -23,6 +35,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
   ASSIGN_OR_RETURN(agent->spool_, Spool::Open({.dir = config.spool_dir,
                                                .max_bytes = config.spool_max_bytes,
                                                .segment_bytes = config.spool_segment_bytes}));
+  agent->cloud_ = std::make_unique<CloudCollector>(*agent->spool_, *agent->provider_, clock,
+                                                   agent->cloud_counters_,
+                                                   config.spool_dir + "/notices.ledger");
+  RETURN_IF_ERROR(agent->cloud_->Load());
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (config.insecure) {
     GetLogger("agent")->warn("--insecure: streaming in plaintext without authentication");
@@ -57,11 +73,14 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
           return hello;
         },
         [self](const std::string& ep, uint64_t acked) { self->OnAck(ep, acked); },
-        [](const nodewatch::v1::Command& command) {
-          GetLogger("agent")->info("command {} received; this agent has no handler for it yet",
-                                   command.id());
-        },
+        [self](const nodewatch::v1::Command& command) { self->cloud_->HandleCommand(command); },
         clock));
+  }
+  if (!config.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(agent->metrics_,
+                     AgentMetrics::Start(config.metrics_listen, *agent->spool_,
+                                         agent->cloud_counters_, agent->provider_->name(),
+                                         [self] { return self->uplink_status(); }));
   }
   return agent;
 }
@@ -70,16 +89,18 @@ Agent::~Agent() { Stop(); }
 
 void Agent::Start() {
   auto log = GetLogger("agent");
-  log->info("nodewatch-agent {} for node '{}': spool {} (spool id {}, highest seq {}), {} "
+  log->info("nodewatch-agent {} for node '{}' on {}: spool {} (spool id {}, highest seq {}), {} "
             "aggregator(s)",
-            NODEWATCH_VERSION, config_.node_name, config_.spool_dir, spool_->spool_id(),
-            spool_->highest_seq(), uplinks_.size());
+            NODEWATCH_VERSION, config_.node_name, provider_->name(), config_.spool_dir,
+            spool_->spool_id(), spool_->highest_seq(), uplinks_.size());
   heartbeat_->Start();
+  cloud_->Start();
   load_->Start();
   for (auto& u : uplinks_) u->Start();
 }
 
 void Agent::Stop() {
+  if (cloud_) cloud_->Stop();
   if (load_) load_->Stop();
   if (heartbeat_) heartbeat_->Stop();
   for (auto& u : uplinks_) u->Stop();

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/agent_metrics.h"
+#include "agent/collectors/cloud/cloud_collector.h"
 #include "agent/collectors/host/heartbeat_collector.h"
 #include "agent/config/agent_config.h"
 #include "agent/spool/spool.h"
@@ -25,6 +27,7 @@ class Agent {
   void Start();
   void Stop();
   Spool& spool() { return *spool_; }
+  const CloudCounters& cloud_counters() const { return cloud_counters_; }
   std::vector<UplinkStatus> uplink_status() const;
 
  private:
@@ -33,8 +36,13 @@ class Agent {
 
   AgentConfig config_;
   const Clock& clock_;
+  CloudCounters cloud_counters_;
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<CloudProvider> provider_;
   std::unique_ptr<HostProbe> probe_;
   std::unique_ptr<Spool> spool_;
+  std::unique_ptr<CloudCollector> cloud_;
+  std::unique_ptr<AgentMetrics> metrics_;
   std::unique_ptr<HeartbeatCollector> heartbeat_;
   std::unique_ptr<LoadGenerator> load_;
   std::vector<std::unique_ptr<Uplink>> uplinks_;

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(1));
   nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
                        {"--node-name", "bench-node", "--aggregator", ingest, "--spool-dir",
-                        dir + "/spool", "--interval", interval, "--tls-ca", pki.ca_file(),
+                        dir + "/spool", "--interval", interval, "--cloud", "none", "--tls-ca", pki.ca_file(),
                         "--tls-cert", node.cert, "--tls-key", node.key},
                        dir + "/agent.log");
   agent.Start();

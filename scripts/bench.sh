@@ -10,6 +10,7 @@ BENCHES=(
   "ingest_bench:ingest_records_per_s rocksdb_raw_records_per_s ingest_vs_rocksdb_ratio"
   "agent_footprint_bench:agent_cpu_pct agent_rss_mib"
   "idle_streams_bench:aggregator_rss_mib_5000_streams"
+  "notice_latency_bench:notice_to_stored_p50_ms_aws notice_to_stored_p99_ms_aws notice_to_stored_p50_ms_gcp notice_to_stored_p99_ms_gcp notice_to_stored_p50_ms_azure notice_to_stored_p99_ms_azure"
 )
 
 ran=0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: an aggregator with its RocksDB, one agent, real mTLS with a demo CA, and the node's
-# history read back through the CLI. Midway the aggregator is killed with SIGKILL and restarted to
-# show that the agent's spool loses nothing.
+# `make demo`: a simulated AWS instance metadata service, an aggregator with its RocksDB, one agent,
+# real mTLS with a demo CA. The aggregator is killed with SIGKILL; while it is down the cloud
+# announces a spot interruption; the agent detects it within a second, fsyncs it to its spool, and
+# delivers it when the aggregator is back. The node's history is read back through the CLI.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 BIN=$(cd "$BUILD_DIR/bin" && pwd)
@@ -10,6 +11,8 @@ NODE=demo-node-1
 INGEST=127.0.0.1:${DEMO_INGEST_PORT:-17443}
 QUERY=127.0.0.1:${DEMO_QUERY_PORT:-17444}
 METRICS=127.0.0.1:${DEMO_METRICS_PORT:-19464}
+SIM_PORT=${DEMO_SIM_PORT:-17480}
+SIM=http://127.0.0.1:$SIM_PORT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 pids=()
@@ -49,13 +52,18 @@ cli() {
 }
 wait_ready() { for _ in $(seq 50); do cli nodes >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "aggregator did not start:"; cat "$DEMO/aggregator.log"; exit 1; }
 
+say "Starting the cloud metadata simulator (AWS IMDSv2) on $SIM"
+"$BIN/nodewatch-metadata-sim" --cloud aws --port "$SIM_PORT" >>"$DEMO/metadata-sim.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do curl -sf "$SIM/_sim/state" >/dev/null && break; sleep 0.1; done
+
 say "Starting nodewatch-aggregator (RocksDB in $DEMO/aggregator/db; log $DEMO/aggregator.log)"
 start_aggregator
 wait_ready
 
 say "Starting nodewatch-agent for node $NODE (spool in $DEMO/spool; heartbeat every second)"
 "$BIN/nodewatch-agent" --node-name "$NODE" --aggregator "$INGEST" --spool-dir "$DEMO/spool" \
-  --interval 1s --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/node.crt" \
+  --interval 1s --cloud aws --metadata-endpoint "$SIM" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/node.crt" \
   --tls-key "$DEMO/pki/node.key" >>"$DEMO/agent.log" 2>&1 &
 pids+=("$!")
 sleep 3
@@ -63,9 +71,13 @@ sleep 3
 say "nodewatch nodes"
 cli nodes
 
-say "Killing the aggregator with SIGKILL for 4 seconds: the agent keeps spooling to disk"
+say "Killing the aggregator with SIGKILL: the agent keeps spooling to disk"
 { kill -9 "$AGG_PID"; wait "$AGG_PID"; } 2>/dev/null || true
-sleep 4
+sleep 1
+say "The cloud announces a spot interruption (curl -X POST $SIM/_sim/aws/spot?action=terminate)"
+curl -sf -X POST "$SIM/_sim/aws/spot?action=terminate" >/dev/null
+sleep 2
+grep "interruption notice" "$DEMO/agent.log" || true
 ls -l "$DEMO/spool"
 say "Restarting the aggregator; the agent reconnects (jittered backoff) and resumes from the last ack"
 start_aggregator
@@ -77,11 +89,14 @@ done
 sleep 1
 cli nodes
 
-say "nodewatch history $NODE --since 10m   (seq has no gap: nothing was lost while the aggregator was down)"
+say "nodewatch history $NODE --since 10m   (no gap in seq: nothing was lost while the aggregator was down)"
 cli history "$NODE" --since 10m
 
-say "nodewatch history $NODE --kind node-info -o json"
-cli history "$NODE" --kind node-info -o json
+say "nodewatch interruptions --since 1h"
+cli interruptions --since 1h
+
+say "nodewatch history $NODE --kind interruption -o json"
+cli history "$NODE" --kind interruption -o json
 
 say "Aggregator metrics (curl http://$METRICS/metrics)"
 curl -sf "http://$METRICS/metrics" | grep -E '^nodewatch_(agents_connected|ingest_records_total|ingest_duplicate_records_total|ingest_lost_records_total|ingest_commits_total) ' || true

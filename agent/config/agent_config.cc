@@ -22,6 +22,25 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
   o.AddString("proc-root", &c->proc_root, "Host /proc (a different path inside a container).");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
   o.AddDuration("max-backoff", &c->max_backoff_ms, "Longest wait between reconnect attempts.");
+  o.AddString("metrics-listen", &c->metrics_listen,
+              "Address of the agent's own Prometheus /metrics (e.g. 127.0.0.1:9465); empty: off.");
+  o.AddString("cloud", &c->cloud, "auto|aws|gcp|azure|digitalocean|none.");
+  o.AddString("metadata-endpoint", &c->metadata_endpoint,
+              "Base URL of the instance metadata service (default http://169.254.169.254); "
+              "point it at a simulator for tests.");
+  o.AddBool("aws-imdsv1-fallback", &c->aws_imdsv1_fallback,
+            "AWS: use IMDSv1 when no IMDSv2 token can be had (off: IMDSv2 only).");
+  o.AddDuration("aws-poll-interval", &c->aws_poll_interval_ms,
+                "AWS: how often spot instance-action and rebalance are read (at most 1s).");
+  o.AddDuration("aws-scheduled-poll-interval", &c->aws_scheduled_poll_interval_ms,
+                "AWS: how often scheduled maintenance events are read (at most 10s).");
+  o.AddDuration("gcp-preemption-notice", &c->gcp_preemption_notice_ms,
+                "GCP: time from the preemption notice to shutdown (30s for Spot VMs, 120s with "
+                "preemptionNoticeDuration).");
+  o.AddDuration("azure-poll-interval", &c->azure_poll_interval_ms,
+                "Azure: how often Scheduled Events are read (at most 1s).");
+  o.AddString("azure-resource-name", &c->azure_resource_name,
+              "Azure: this VM's name in Scheduled Events Resources (default: compute.name).");
   o.AddInt("synthetic-records-per-second", &c->synthetic_records_per_second,
            "Load testing: also spool this many synthetic heartbeat records per second.", 0,
            10'000'000);
@@ -48,6 +67,23 @@ absl::Status ValidateAgentConfig(const AgentConfig& c) {
   }
   if (c.interval_ms < 100) return bad("interval", "must be at least 100ms");
   if (c.max_backoff_ms < 100) return bad("max-backoff", "must be at least 100ms");
+  for (const char* cloud : {"auto", "aws", "gcp", "azure", "digitalocean", "none"}) {
+    if (c.cloud == cloud) break;
+    if (std::string(cloud) == "none") return bad("cloud", "'" + c.cloud + "' is not auto|aws|gcp|azure|digitalocean|none");
+  }
+  if (c.aws_poll_interval_ms < 100 || c.aws_poll_interval_ms > 1000) {
+    return bad("aws-poll-interval", "must be between 100ms and 1s");
+  }
+  if (c.aws_scheduled_poll_interval_ms < 100 || c.aws_scheduled_poll_interval_ms > 10'000) {
+    return bad("aws-scheduled-poll-interval", "must be between 100ms and 10s");
+  }
+  if (c.azure_poll_interval_ms < 100 || c.azure_poll_interval_ms > 1000) {
+    return bad("azure-poll-interval", "must be between 100ms and 1s");
+  }
+  if (c.gcp_preemption_notice_ms < 1000) return bad("gcp-preemption-notice", "must be at least 1s");
+  if (!c.metadata_endpoint.empty() && c.metadata_endpoint.rfind("http://", 0) != 0) {
+    return bad("metadata-endpoint", "must start with http://");
+  }
   if (!c.insecure) {
     if (c.tls_ca.empty()) return bad("tls-ca", "required unless --insecure");
     if (c.tls_cert.empty()) return bad("tls-cert", "required unless --insecure");

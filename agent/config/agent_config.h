@@ -25,6 +25,16 @@ struct AgentConfig {
   std::string proc_root = "/proc";
   std::string log_level = "info";
   int64_t max_backoff_ms = 30'000;
+  std::string metrics_listen;  // empty: no /metrics
+  // Cloud metadata (agent/collectors/cloud).
+  std::string cloud = "auto";
+  std::string metadata_endpoint;
+  bool aws_imdsv1_fallback = false;
+  int64_t aws_poll_interval_ms = 1000;
+  int64_t aws_scheduled_poll_interval_ms = 10'000;
+  int64_t gcp_preemption_notice_ms = 30'000;
+  int64_t azure_poll_interval_ms = 1000;
+  std::string azure_resource_name;
   int64_t synthetic_records_per_second = 0;
   int64_t synthetic_records_total = 0;
 };

@@ -20,6 +20,7 @@ absl::Status IngestEngine::Start() {
     for (auto& stored : *nodes) {
       NodeEntry entry;
       entry.pending.insert(stored.pending_seqs().begin(), stored.pending_seqs().end());
+      entry.notice_keys.insert(stored.notice_keys().begin(), stored.notice_keys().end());
       next_id_ = std::max(next_id_, stored.id() + 1);
       ids_[stored.id()] = stored.name();
       entry.stored = std::move(stored);
@@ -232,14 +233,18 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
     if (r.seq() != s.acked_seq() + 1 && entry->pending.size() >= options_.max_pending_seqs) {
       break;  // not stored, not acked: the agent sends it again once the gap closes
     }
-    int64_t key_time = r.time_unix_ms();
-    if (key_time <= 0 || key_time > now + options_.max_future_skew_ms) {
-      key_time = now;  // absurd clock: file under receive time, the record keeps its own
-      ++counters_.clamped_times;
+    if (!r.has_interruption() || RememberNotice(*entry, r.interruption())) {
+      int64_t key_time = r.time_unix_ms();
+      if (key_time <= 0 || key_time > now + options_.max_future_skew_ms) {
+        key_time = now;  // absurd clock: file under receive time, the record keeps its own
+        ++counters_.clamped_times;
+      }
+      writes->records.push_back({s.id(), key_time, &r});
+      s.set_records(s.records() + 1);
+      if (r.has_interruption()) s.set_interruptions(s.interruptions() + 1);
+    } else {
+      ++counters_.duplicate_notices;  // its seq still counts as received
     }
-    writes->records.push_back({s.id(), key_time, &r});
-    s.set_records(s.records() + 1);
-    if (r.has_interruption()) s.set_interruptions(s.interruptions() + 1);
     if (r.seq() == s.acked_seq() + 1) {
       s.set_acked_seq(r.seq());
       AbsorbPending(*entry);
@@ -250,6 +255,19 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
   ApplyLowestHeld(*entry, batch.lowest_seq_held());
   s.set_last_seen_unix_ms(now);
   return s.acked_seq();
+}
+
+bool IngestEngine::RememberNotice(NodeEntry& entry, const nodewatch::v1::InterruptionNotice& n) {
+  std::string key = absl::StrCat(n.provider(), "\t", n.event_id(), "\t", static_cast<int>(n.state()));
+  if (!entry.notice_keys.insert(key).second) return false;
+  auto* keys = entry.stored.mutable_notice_keys();
+  keys->Add(std::move(key));
+  constexpr int kRemembered = 256;
+  if (keys->size() > kRemembered) {
+    entry.notice_keys.erase(keys->Get(0));
+    keys->DeleteSubrange(0, 1);
+  }
+  return true;
 }
 
 void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {

@@ -51,6 +51,7 @@ struct IngestCounters {
   std::atomic<uint64_t> commit_errors{0};
   std::atomic<uint64_t> commit_micros_total{0};
   std::atomic<uint64_t> spool_resets{0};
+  std::atomic<uint64_t> duplicate_notices{0};  // same cloud event spooled twice by an agent
 };
 
 class IngestEngine {
@@ -83,6 +84,7 @@ class IngestEngine {
   struct NodeEntry {
     nodewatch::internal::StoredNode stored;
     std::set<uint64_t> pending;
+    std::set<std::string> notice_keys;  // mirror of stored.notice_keys for lookups
   };
   struct Item {
     std::string node;
@@ -101,6 +103,8 @@ class IngestEngine {
   absl::StatusOr<uint64_t> ApplyBatch(Touched& touched, const Item& item, WriteSet* writes);
   void ApplyLowestHeld(NodeEntry& entry, uint64_t lowest_held);
   static void AbsorbPending(NodeEntry& entry);
+  // False if this notice identity was stored before for the node.
+  static bool RememberNotice(NodeEntry& entry, const nodewatch::v1::InterruptionNotice& n);
   nodewatch::v1::NodeSummary Summarize(const NodeEntry& entry) const;
 
   Store& store_;

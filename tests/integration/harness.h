@@ -68,7 +68,7 @@ class Cluster {
     std::vector<std::string> args = {
         "--node-name", node, "--aggregator", ingest_address(), "--spool-dir", SpoolDir(node),
         "--tls-ca", pki_.ca_file(), "--tls-cert", cert->cert, "--tls-key", cert->key,
-        "--max-backoff", "1s"};
+        "--max-backoff", "1s", "--cloud", "none"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto agent = std::make_unique<Subprocess>(BinaryPath("nodewatch-agent"), args,
                                               dir_ + "/agent-" + node + ".log");
