@@ -295,6 +295,10 @@ bool Uplink::Pump(Session& session) {
     batch->set_lowest_seq_held(spool_.lowest_seq_held());
     for (auto& r : records) *batch->add_records() = std::move(r);
     size_t count = records.size();
+    if (from_urgent) {
+      GetLogger("agent.uplink")->debug("{}: sending {} urgent record(s) up to seq {}",
+                                       options_.endpoint, count, last);
+    }
     if (!session.Write(std::move(msg))) return false;
     (from_urgent ? sent_urgent : sent_telemetry) = last;
     std::lock_guard<std::mutex> lock(mu_);

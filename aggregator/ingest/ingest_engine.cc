@@ -293,6 +293,19 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
   }
   if (written.ok()) {
     counters_.records_stored += writes.records.size();
+    for (const auto& r : writes.records) {
+      if (!r.record->has_interruption()) continue;
+      const auto& n = r.record->interruption();
+      std::string node;
+      for (const auto& [name, entry] : touched) {
+        if (entry.stored.id() == r.node_id) node = name;
+      }
+      GetLogger("agg.ingest")
+          ->info("node {}: stored interruption notice {} {} event {} state {} (seq {})", node,
+                 n.provider(),
+                 nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
+                 nodewatch::v1::NoticeState_Name(n.state()), r.record->seq());
+    }
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {
       ids_[entry.stored.id()] = name;

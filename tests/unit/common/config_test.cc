@@ -40,6 +40,18 @@ TEST(AgentConfig, EachInvalidKeyIsNamed) {
   c.spool_max_bytes = c.spool_segment_bytes;
   expect_key(c, "spool-max-bytes");
   c = ValidAgent();
+  c.cloud = "oracle";
+  expect_key(c, "cloud");
+  c = ValidAgent();
+  c.aws_poll_interval_ms = 5000;  // the notice window is 2 minutes: poll at least every second
+  expect_key(c, "aws-poll-interval");
+  c = ValidAgent();
+  c.azure_poll_interval_ms = 5000;
+  expect_key(c, "azure-poll-interval");
+  c = ValidAgent();
+  c.metadata_endpoint = "169.254.169.254";
+  expect_key(c, "metadata-endpoint");
+  c = ValidAgent();
   c.tls_cert.clear();
   expect_key(c, "tls-cert");
   c.insecure = true;
