@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "aggregator/aggregator.h"
+#include "bench/inprocess_aggregator.h"
 #include "aggregator/store/keys.h"
 #include "bench/bench_support.h"
 #include "bench/sim_agent.h"
@@ -90,15 +90,7 @@ int main(int argc, char** argv) {
   auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
                                          .ips = {"127.0.0.1"}});
 
-  nodewatch::aggregator::AggregatorConfig config;
-  config.listen = "127.0.0.1:0";
-  config.query_listen = "127.0.0.1:0";
-  config.metrics_listen = "";
-  config.data_dir = dir + "/aggregator";
-  config.tls_ca = pki.ca_file();
-  config.tls_cert = server.cert;
-  config.tls_key = server.key;
-  auto agg = nodewatch::aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
+  auto agg = nb::StartInProcessAggregator(dir, pki, server);
   if (!agg.ok()) {
     std::fprintf(stderr, "aggregator: %s\n", agg.status().ToString().c_str());
     return 1;

@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "aggregator/aggregator.h"
+#include "bench/inprocess_aggregator.h"
 #include "common/logging.h"
 #include "bench/bench_support.h"
 #include "common/tls.h"
@@ -60,15 +60,7 @@ int main(int argc, char** argv) {
                                          .ips = {"127.0.0.1"}});
   // The aggregator runs in this process so "stored" is read straight from the ingest engine
   // (no query round trip in the measurement); the agent is a real process over mTLS.
-  nodewatch::aggregator::AggregatorConfig config;
-  config.listen = "127.0.0.1:0";
-  config.query_listen = "127.0.0.1:0";
-  config.metrics_listen = "";
-  config.data_dir = dir + "/agg";
-  config.tls_ca = pki.ca_file();
-  config.tls_cert = server.cert;
-  config.tls_key = server.key;
-  auto aggregator = nodewatch::aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
+  auto aggregator = nb::StartInProcessAggregator(dir, pki, server);
   if (!aggregator.ok()) {
     std::fprintf(stderr, "aggregator: %s\n", aggregator.status().ToString().c_str());
     return 1;

@@ -51,11 +51,7 @@ class AwsProvider final : public ProviderBase {
     for (auto [type, path] : {std::pair{"InternalIP", "/latest/meta-data/local-ipv4"},
                               {"ExternalIP", "/latest/meta-data/public-ipv4"},
                               {"Hostname", "/latest/meta-data/local-hostname"}}) {
-      std::string value = text(path);
-      if (value.empty()) continue;
-      auto* a = info.add_addresses();
-      a->set_type(type);
-      a->set_address(value);
+      AddAddress(info, type, text(path));
     }
     return info;
   }

@@ -65,11 +65,7 @@ class AzureProvider final : public ProviderBase {
         if (addrs.is_array() && !addrs.empty() && addrs[0].is_object()) {
           for (auto [type, key] : {std::pair{"InternalIP", "privateIpAddress"},
                                    {"ExternalIP", "publicIpAddress"}}) {
-            std::string value = str(addrs[0], key);
-            if (value.empty()) continue;
-            auto* a = info.add_addresses();
-            a->set_type(type);
-            a->set_address(value);
+            AddAddress(info, type, str(addrs[0], key));
           }
         }
       }

@@ -38,9 +38,7 @@ class DigitalOceanProvider final : public ProviderBase {
         if (!list.is_array() || list.empty() || !list[0].is_object()) continue;
         const auto& v4 = list[0].value("ipv4", nlohmann::json::object());
         if (v4.is_object() && v4.contains("ip_address") && v4["ip_address"].is_string()) {
-          auto* a = info.add_addresses();
-          a->set_type(type);
-          a->set_address(v4["ip_address"].get<std::string>());
+          AddAddress(info, type, v4["ip_address"].get<std::string>());
         }
       }
     }

@@ -61,11 +61,7 @@ class GcpProvider final : public ProviderBase {
          {std::pair{"InternalIP", "instance/network-interfaces/0/ip"},
           {"ExternalIP", "instance/network-interfaces/0/access-configs/0/external-ip"},
           {"Hostname", "instance/hostname"}}) {
-      std::string value = text(key);
-      if (value.empty()) continue;
-      auto* a = info.add_addresses();
-      a->set_type(type);
-      a->set_address(value);
+      AddAddress(info, type, text(key));
     }
     return info;
   }

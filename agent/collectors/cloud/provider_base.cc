@@ -6,6 +6,13 @@
 
 namespace nodewatch::agent {
 
+void AddAddress(nodewatch::v1::NodeInfo& info, const std::string& type, const std::string& address) {
+  if (address.empty()) return;
+  auto* a = info.add_addresses();
+  a->set_type(type);
+  a->set_address(address);
+}
+
 ProviderBase::ProviderBase(const CloudOptions& options, HttpClient& http, const Clock& clock,
                            CloudCounters& counters, const std::string& default_base)
     : options_(options),

@@ -14,6 +14,9 @@
 
 namespace nodewatch::agent {
 
+// Appends an address of `type` ("InternalIP", "ExternalIP", "Hostname") unless it is empty.
+void AddAddress(nodewatch::v1::NodeInfo& info, const std::string& type, const std::string& address);
+
 class ProviderBase : public CloudProvider {
  public:
   ProviderBase(const CloudOptions& options, HttpClient& http, const Clock& clock,

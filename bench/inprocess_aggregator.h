@@ -1,0 +1,26 @@
+// An aggregator inside the benchmark process (mTLS, RocksDB on disk under `dir`), for benchmarks
+// that read its ingest engine directly.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "aggregator/aggregator.h"
+#include "tests/support/test_pki.h"
+
+namespace nodewatch::bench {
+
+inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAggregator(
+    const std::string& dir, const testing::TestPki& pki, const testing::CertFiles& server) {
+  aggregator::AggregatorConfig config;
+  config.listen = "127.0.0.1:0";
+  config.query_listen = "127.0.0.1:0";
+  config.metrics_listen = "";
+  config.data_dir = dir + "/aggregator";
+  config.tls_ca = pki.ca_file();
+  config.tls_cert = server.cert;
+  config.tls_key = server.key;
+  return aggregator::Aggregator::Start(config, SystemClock::Get());
+}
+
+}  // namespace nodewatch::bench
