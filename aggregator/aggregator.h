@@ -27,6 +27,10 @@ class Aggregator {
   int query_port() const { return query_port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   IngestEngine& engine() { return *engine_; }
+  // Sends a command to `node`'s agent(s); see IngestService::SendCommand.
+  int SendCommand(const std::string& node, const nodewatch::v1::Command& command) {
+    return ingest_->SendCommand(node, command);
+  }
 
  private:
   Aggregator() = default;

@@ -1,5 +1,6 @@
 #include "aggregator/ingest/ingest_service.h"
 
+#include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -86,17 +87,26 @@ class IngestService::Reactor final
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     write_in_flight_ = false;
-    if (ok && pending_ack_ > written_ack_) {
-      SendAckLocked(pending_ack_);
-      return;
-    }
+    if (ok && !finish_wanted_ && WriteNextLocked()) return;
     if (finish_wanted_) FinishLocked(finish_status_);
+  }
+
+  // Queues a command for this agent; false if the stream is ending.
+  bool QueueCommand(const nodewatch::v1::Command& command) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_ || finish_wanted_) return false;
+    commands_.push_back(command);
+    if (!write_in_flight_) WriteNextLocked();
+    return true;
   }
 
   void OnCancel() override {}
 
   void OnDone() override {
-    if (!node_.empty()) service_.engine_.StreamClosed(node_);
+    if (!node_.empty()) {
+      service_.Unregister(node_, this);
+      service_.engine_.StreamClosed(node_);
+    }
     --service_.open_streams_;
     delete this;
   }
@@ -122,6 +132,7 @@ class IngestService::Reactor final
     }
     node_ = node;
     service_.engine_.StreamOpened(node_);
+    service_.Register(node_, this);
     GetLogger("agg.ingest")->info("agent stream from node {} ({}), agent {}, highest seq {}",
                                   node_, peer_, hello.agent_version(), hello.highest_seq());
     service_.engine_.SubmitHello(node_, std::move(*in_.mutable_hello()),
@@ -131,6 +142,7 @@ class IngestService::Reactor final
   // Engine completion (writer thread): ack, then read the next message.
   void OnCommitted(const absl::StatusOr<uint64_t>& acked) {
     std::lock_guard<std::mutex> lock(mu_);
+    hello_committed_ = true;
     if (!acked.ok()) {
       if (acked.status().code() == absl::StatusCode::kInvalidArgument) {
         ++service_.counters_.streams_rejected_protocol;
@@ -139,24 +151,32 @@ class IngestService::Reactor final
       FinishLocked(ToGrpc(acked.status()));
       return;
     }
-    if (write_in_flight_) {
-      pending_ack_ = std::max(pending_ack_, *acked);
-    } else {
-      SendAckLocked(*acked);
-    }
+    pending_ack_ = std::max(pending_ack_, *acked);
+    if (!write_in_flight_) WriteNextLocked();
     if (!finish_wanted_) StartRead(&in_buffer_);
   }
 
-  void SendAckLocked(uint64_t acked) {
+  // Starts the next write, if any: the newest ack first (the first ack answers Hello, which
+  // must come before anything else), then queued commands. One write in flight at a time.
+  bool WriteNextLocked() {
     AggregatorMessage message;
-    message.mutable_ack()->set_acked_seq(acked);
+    if (pending_ack_ > written_ack_ || !hello_acked_) {
+      if (!hello_acked_ && !hello_committed_) return false;
+      message.mutable_ack()->set_acked_seq(pending_ack_);
+      written_ack_ = pending_ack_;
+      hello_acked_ = true;
+    } else if (!commands_.empty()) {
+      *message.mutable_command() = std::move(commands_.front());
+      commands_.pop_front();
+    } else {
+      return false;
+    }
     bool own_buffer = false;
     out_buffer_.Clear();
     (void)grpc::SerializationTraits<AggregatorMessage>::Serialize(message, &out_buffer_, &own_buffer);
-    written_ack_ = acked;
-    pending_ack_ = acked;
     write_in_flight_ = true;
     StartWrite(&out_buffer_);
+    return true;
   }
 
   void Reject(const absl::Status& status) {
@@ -202,10 +222,41 @@ class IngestService::Reactor final
   grpc::Status finish_status_;
   uint64_t written_ack_ = 0;
   uint64_t pending_ack_ = 0;
+  bool hello_committed_ = false;  // the engine answered the Hello
+  bool hello_acked_ = false;      // ... and that first ack went out
+  std::deque<nodewatch::v1::Command> commands_;
 };
 
 IngestService::IngestService(IngestEngine& engine, bool insecure, size_t max_streams)
     : engine_(engine), insecure_(insecure), max_streams_(max_streams) {}
+
+void IngestService::Register(const std::string& node, Reactor* reactor) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  live_.emplace(node, reactor);
+}
+
+void IngestService::Unregister(const std::string& node, Reactor* reactor) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  auto [begin, end] = live_.equal_range(node);
+  for (auto it = begin; it != end; ++it) {
+    if (it->second == reactor) {
+      live_.erase(it);
+      break;
+    }
+  }
+}
+
+int IngestService::SendCommand(const std::string& node, const nodewatch::v1::Command& command) {
+  // Holding the registry lock keeps every listed reactor alive (OnDone unregisters first).
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  int sent = 0;
+  auto [begin, end] = live_.equal_range(node);
+  for (auto it = begin; it != end; ++it) sent += it->second->QueueCommand(command) ? 1 : 0;
+  if (sent > 0) {
+    GetLogger("agg.ingest")->info("node {}: command {} sent on {} stream(s)", node, command.id(), sent);
+  }
+  return sent;
+}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Stream(
     grpc::CallbackServerContext* context) {

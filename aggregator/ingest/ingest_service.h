@@ -6,6 +6,8 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "aggregator/ingest/ingest_engine.h"
@@ -39,8 +41,16 @@ class IngestService final : public AgentServiceRawBase {
   const IngestServiceCounters& counters() const { return counters_; }
   size_t open_streams() const { return open_streams_.load(); }
 
+  // Sends `command` down every open stream of `node` (after any pending ack). Returns the number
+  // of streams it was queued on; 0 when the node's agent is not connected. Thread-safe.
+  int SendCommand(const std::string& node, const nodewatch::v1::Command& command);
+
  private:
   class Reactor;
+  void Register(const std::string& node, Reactor* reactor);
+  void Unregister(const std::string& node, Reactor* reactor);
+  std::mutex registry_mu_;
+  std::multimap<std::string, Reactor*> live_;  // streams past Hello, by node
   IngestEngine& engine_;
   const bool insecure_;
   const size_t max_streams_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include "aggregator/aggregator.h"
 #include "agent/collectors/cloud/http_client.h"
 #include "common/clock.h"
 #include "tests/integration/harness.h"
@@ -199,6 +200,64 @@ TEST(InterruptionFaults, BadMetadataIsCountedAndNeverANotice) {
     c.agent(node).Stop(SIGTERM);
     sim.Stop();
   }
+}
+
+// The aggregator tells the agent to acknowledge an Azure event; the agent POSTs StartRequests.
+// (Remediation sends this command once the drain is over.)
+TEST(InterruptionAzureAck, ACommandDownTheStreamMakesTheAgentAcknowledge) {
+  const std::string dir = MakeTempDir("e2e-azure-ack");
+  TestPki pki(dir + "/pki");
+  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
+                                         .ips = {"127.0.0.1"}});
+  aggregator::AggregatorConfig config;
+  config.listen = "127.0.0.1:0";
+  config.query_listen = "127.0.0.1:0";
+  config.metrics_listen = "";
+  config.data_dir = dir + "/aggregator";
+  config.tls_ca = pki.ca_file();
+  config.tls_cert = server.cert;
+  config.tls_key = server.key;
+  auto agg = aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  MetadataSimulator sim({.cloud = "azure"});
+  ASSERT_TRUE(sim.Start());
+  const std::string node = "azure-node";
+  auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
+  Subprocess agent(BinaryPath("nodewatch-agent"),
+                   {"--node-name", node, "--aggregator",
+                    "127.0.0.1:" + std::to_string((*agg)->ingest_port()), "--spool-dir",
+                    dir + "/spool", "--cloud", "azure", "--metadata-endpoint", sim.url(),
+                    "--tls-ca", pki.ca_file(), "--tls-cert", cert.cert, "--tls-key", cert.key},
+                   dir + "/agent.log");
+  agent.Start();
+  const std::string event = "F020BA2E-3BC0-4C40-A10B-86575A9EABD5";
+  sim.AddAzureEvent(event, "Redeploy", {"nodewatch-vmss_3"},
+                    nodewatch::SystemClock::Get().NowUnixMs() + 600'000);
+  ASSERT_TRUE(Cluster::WaitFor(
+      [&] {
+        auto n = (*agg)->engine().GetNode(node);
+        return n && n->interruptions() == 1;
+      },
+      15'000))
+      << agent.log();
+  nodewatch::v1::Command command;
+  command.set_id("drain-done-1");
+  command.mutable_acknowledge_scheduled_event()->set_provider("azure");
+  command.mutable_acknowledge_scheduled_event()->set_event_id(event);
+  EXPECT_EQ((*agg)->SendCommand("no-such-node", command), 0);
+  EXPECT_EQ((*agg)->SendCommand(node, command), 1);
+  EXPECT_TRUE(Cluster::WaitFor([&] { return !sim.AzureStartRequests().empty(); }, 10'000))
+      << agent.log();
+  EXPECT_THAT(sim.AzureStartRequests(), ::testing::ElementsAre(event));
+  // The stream keeps working after the command: a later notice still arrives.
+  sim.AddAzureEvent("second", "Reboot", {"nodewatch-vmss_3"},
+                    nodewatch::SystemClock::Get().NowUnixMs() + 600'000);
+  EXPECT_TRUE(Cluster::WaitFor(
+      [&] { return (*agg)->engine().GetNode(node)->interruptions() == 2; }, 10'000));
+  agent.Stop(SIGTERM);
+  sim.Stop();
+  (*agg)->Shutdown();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(InterruptionCli, HistoryShowsTheNotice) {
