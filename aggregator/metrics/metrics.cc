@@ -65,6 +65,9 @@ class AggregatorCollectable final : public prometheus::Collectable {
     counter("nodewatch_ingest_lost_records_total",
             "Records agents dropped before delivery (spool full), as reported by their seqs.",
             static_cast<double>(c.lost_records.load()));
+    counter("nodewatch_ingest_duplicate_notices_total",
+            "Interruption notices an agent spooled twice (same cloud event and state), stored once.",
+            static_cast<double>(c.duplicate_notices.load()));
     counter("nodewatch_ingest_clamped_timestamps_total",
             "Records whose time was absurd and were filed under the receive time.",
             static_cast<double>(c.clamped_times.load()));

@@ -165,6 +165,35 @@ TEST_F(IngestEngineTest, AbsurdTimestampsAreFiledUnderTheReceiveTime) {
   EXPECT_THAT(times, ::testing::Each(clock_.NowUnixMs()));
 }
 
+TEST_F(IngestEngineTest, TheSameCloudEventSpooledTwiceIsStoredOnce) {
+  ASSERT_TRUE(Hello("a").ok());
+  auto notice_batch = [&](std::vector<uint64_t> seqs, nodewatch::v1::NoticeState state) {
+    RecordBatch b;
+    for (uint64_t s : seqs) {
+      Record* r = b.add_records();
+      r->set_seq(s);
+      r->set_time_unix_ms(clock_.NowUnixMs());
+      r->mutable_interruption()->set_provider("aws");
+      r->mutable_interruption()->set_event_id("spot-terminate-2026-11-22T12:00:00Z");
+      r->mutable_interruption()->set_state(state);
+    }
+    std::promise<absl::StatusOr<uint64_t>> done;
+    engine_->SubmitBatch("a", b, [&](absl::StatusOr<uint64_t> a) { done.set_value(a); });
+    return done.get_future().get();
+  };
+  // An agent killed right after detection spools the notice again under a new seq.
+  EXPECT_EQ(*notice_batch({1}, nodewatch::v1::NOTICE_STATE_ACTIVE), 1u);
+  EXPECT_EQ(*notice_batch({2}, nodewatch::v1::NOTICE_STATE_ACTIVE), 2u);  // seq still counts
+  EXPECT_EQ(*notice_batch({3}, nodewatch::v1::NOTICE_STATE_CANCELED), 3u);  // a new state is news
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 3));
+  EXPECT_EQ(engine_->GetNode("a")->interruptions(), 2u);
+  EXPECT_EQ(engine_->counters().duplicate_notices.load(), 1u);
+  Reopen();  // remembered across aggregator restarts
+  ASSERT_TRUE(Hello("a").ok());
+  EXPECT_EQ(*notice_batch({4}, nodewatch::v1::NOTICE_STATE_ACTIVE), 4u);
+  EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 3));
+}
+
 TEST_F(IngestEngineTest, ManyNodesConcurrentlyAreEachStoredExactlyOnce) {
   constexpr int kNodes = 20;
   constexpr uint64_t kBatches = 30;
