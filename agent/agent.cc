@@ -78,9 +78,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
   }
   if (!config.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(agent->metrics_,
-                     AgentMetrics::Start(config.metrics_listen, *agent->spool_,
-                                         agent->cloud_counters_, agent->provider_->name(),
-                                         [self] { return self->uplink_status(); }));
+                     StartAgentMetrics(config.metrics_listen, *agent->spool_,
+                                       agent->cloud_counters_, agent->provider_->name(),
+                                       [self] { return self->uplink_status(); }));
   }
   return agent;
 }

@@ -42,7 +42,7 @@ class Agent {
   std::unique_ptr<HostProbe> probe_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<CloudCollector> cloud_;
-  std::unique_ptr<AgentMetrics> metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   std::unique_ptr<HeartbeatCollector> heartbeat_;
   std::unique_ptr<LoadGenerator> load_;
   std::vector<std::unique_ptr<Uplink>> uplinks_;

@@ -1,5 +1,5 @@
-// The agent's own /metrics (prometheus-cpp), read at scrape time from the components' counters.
-// Listed in docs/metrics.md.
+// The agent's own /metrics, read at scrape time from the spool, the uplinks and the cloud
+// collector's counters. Listed in docs/metrics.md.
 #pragma once
 
 #include <functional>
@@ -11,25 +11,12 @@
 #include "agent/collectors/cloud/cloud_provider.h"
 #include "agent/spool/spool.h"
 #include "agent/uplink/uplink.h"
-
-namespace prometheus {
-class Exposer;
-}
+#include "common/metrics_endpoint.h"
 
 namespace nodewatch::agent {
 
-class AgentMetrics {
- public:
-  static absl::StatusOr<std::unique_ptr<AgentMetrics>> Start(
-      const std::string& address, Spool& spool, CloudCounters& cloud, std::string provider,
-      std::function<std::vector<UplinkStatus>()> uplinks);
-  ~AgentMetrics();
-  int port() const;
-
- private:
-  AgentMetrics() = default;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::shared_ptr<void> collectable_;
-};
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(
+    const std::string& address, Spool& spool, CloudCounters& cloud, std::string provider,
+    std::function<std::vector<UplinkStatus>()> uplinks);
 
 }  // namespace nodewatch::agent

@@ -86,9 +86,9 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
         absl::StrCat("query-listen: cannot listen on '", config.query_listen, "'"));
   }
   if (!config.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(agg->metrics_, MetricsServer::Start(config.metrics_listen, *agg->engine_,
-                                                         *agg->ingest_, *agg->query_,
-                                                         *agg->store_));
+    ASSIGN_OR_RETURN(agg->metrics_,
+                     StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_,
+                                            *agg->query_, *agg->store_));
   }
   log->info("nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
             "store {}/db",

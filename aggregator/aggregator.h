@@ -40,7 +40,7 @@ class Aggregator {
   std::unique_ptr<QueryService> query_;
   std::unique_ptr<grpc::Server> ingest_server_;
   std::unique_ptr<grpc::Server> query_server_;
-  std::unique_ptr<MetricsServer> metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   int ingest_port_ = 0;
   int query_port_ = 0;
   bool shut_down_ = false;

@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "bench/inprocess_aggregator.h"
+#include "tests/support/inprocess_aggregator.h"
 #include "aggregator/store/keys.h"
 #include "bench/bench_support.h"
 #include "bench/sim_agent.h"
@@ -23,6 +23,7 @@
 #include "tests/support/process.h"
 
 namespace nb = nodewatch::bench;
+namespace nt = nodewatch::testing;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -90,7 +91,7 @@ int main(int argc, char** argv) {
   auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
                                          .ips = {"127.0.0.1"}});
 
-  auto agg = nb::StartInProcessAggregator(dir, pki, server);
+  auto agg = nt::StartInProcessAggregator(dir, pki, server);
   if (!agg.ok()) {
     std::fprintf(stderr, "aggregator: %s\n", agg.status().ToString().c_str());
     return 1;

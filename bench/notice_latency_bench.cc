@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "bench/inprocess_aggregator.h"
+#include "tests/support/inprocess_aggregator.h"
 #include "common/logging.h"
 #include "bench/bench_support.h"
 #include "common/tls.h"
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
                                          .ips = {"127.0.0.1"}});
   // The aggregator runs in this process so "stored" is read straight from the ingest engine
   // (no query round trip in the measurement); the agent is a real process over mTLS.
-  auto aggregator = nb::StartInProcessAggregator(dir, pki, server);
+  auto aggregator = nt::StartInProcessAggregator(dir, pki, server);
   if (!aggregator.ok()) {
     std::fprintf(stderr, "aggregator: %s\n", aggregator.status().ToString().c_str());
     return 1;

@@ -1,6 +1,5 @@
-// Prometheus exposition of the aggregator's own health. Values are read from the components'
-// counters at scrape time (a prometheus::Collectable), so the hot paths only bump atomics.
-// Every metric is listed in docs/metrics.md.
+// The aggregator's Prometheus /metrics: fleet health read at scrape time from the components'
+// counters, so the hot paths only bump atomics. Every metric is listed in docs/metrics.md.
 #pragma once
 
 #include <memory>
@@ -10,26 +9,14 @@
 #include "aggregator/ingest/ingest_engine.h"
 #include "aggregator/ingest/ingest_service.h"
 #include "aggregator/query/query_service.h"
-
-namespace prometheus {
-class Exposer;
-}
+#include "common/metrics_endpoint.h"
 
 namespace nodewatch::aggregator {
 
-class MetricsServer {
- public:
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& address,
-                                                              IngestEngine& engine,
-                                                              IngestService& ingest,
-                                                              QueryService& query, Store& store);
-  ~MetricsServer();
-  int port() const;
-
- private:
-  MetricsServer() = default;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::shared_ptr<void> collectable_;
-};
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(const std::string& address,
+                                                                        IngestEngine& engine,
+                                                                        IngestService& ingest,
+                                                                        QueryService& query,
+                                                                        Store& store);
 
 }  // namespace nodewatch::aggregator

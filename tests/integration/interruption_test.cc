@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include "aggregator/aggregator.h"
 #include "agent/collectors/cloud/http_client.h"
 #include "common/clock.h"
 #include "tests/integration/harness.h"
+#include "tests/support/inprocess_aggregator.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -209,15 +209,7 @@ TEST(InterruptionAzureAck, ACommandDownTheStreamMakesTheAgentAcknowledge) {
   TestPki pki(dir + "/pki");
   auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
                                          .ips = {"127.0.0.1"}});
-  aggregator::AggregatorConfig config;
-  config.listen = "127.0.0.1:0";
-  config.query_listen = "127.0.0.1:0";
-  config.metrics_listen = "";
-  config.data_dir = dir + "/aggregator";
-  config.tls_ca = pki.ca_file();
-  config.tls_cert = server.cert;
-  config.tls_key = server.key;
-  auto agg = aggregator::Aggregator::Start(config, nodewatch::SystemClock::Get());
+  auto agg = StartInProcessAggregator(dir, pki, server);
   ASSERT_TRUE(agg.ok()) << agg.status();
   MetadataSimulator sim({.cloud = "azure"});
   ASSERT_TRUE(sim.Start());

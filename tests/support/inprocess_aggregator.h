@@ -1,5 +1,6 @@
-// An aggregator inside the benchmark process (mTLS, RocksDB on disk under `dir`), for benchmarks
-// that read its ingest engine directly.
+// An aggregator inside the calling process (mTLS with `server`'s certificate, RocksDB on disk
+// under `dir`, ephemeral ports), for tests and benchmarks that read its engine directly or send
+// commands through it. The caller links nodewatch::aggregator.
 #pragma once
 
 #include <memory>
@@ -8,10 +9,10 @@
 #include "aggregator/aggregator.h"
 #include "tests/support/test_pki.h"
 
-namespace nodewatch::bench {
+namespace nodewatch::testing {
 
 inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAggregator(
-    const std::string& dir, const testing::TestPki& pki, const testing::CertFiles& server) {
+    const std::string& dir, const TestPki& pki, const CertFiles& server) {
   aggregator::AggregatorConfig config;
   config.listen = "127.0.0.1:0";
   config.query_listen = "127.0.0.1:0";
@@ -23,4 +24,4 @@ inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAgg
   return aggregator::Aggregator::Start(config, SystemClock::Get());
 }
 
-}  // namespace nodewatch::bench
+}  // namespace nodewatch::testing
