@@ -17,11 +17,9 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "tests/support/inprocess_aggregator.h"
-#include "common/logging.h"
 #include "bench/bench_support.h"
-#include "common/tls.h"
-#include "nodewatch/v1/query.grpc.pb.h"
+#include "common/logging.h"
+#include "tests/support/inprocess_aggregator.h"
 #include "tests/support/metadata_simulator.h"
 #include "tests/support/process.h"
 

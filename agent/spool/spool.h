@@ -45,7 +45,7 @@ enum class Lane { kUrgent = 0, kTelemetry = 1 };
 
 struct SpoolStats {
   uint64_t bytes = 0;             // on disk, both lanes
-  uint64_t records = 0;           // held and not yet acknowledged
+  uint64_t records = 0;           // in segments that still hold unacknowledged records (an upper bound)
   uint64_t dropped_records = 0;   // telemetry dropped because the spool was full (since open)
   uint64_t corrupt_frames = 0;    // torn or corrupt frames truncated at open
   uint64_t highest_seq = 0;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <optional>
 #include <random>
 
 #include "common/logging.h"
@@ -250,13 +251,13 @@ bool Uplink::RunSession() {
 bool Uplink::Pump(Session& session) {
   uint64_t sent_urgent = 0;
   uint64_t sent_telemetry = 0;
-  uint64_t reported_ack = 0;
+  std::optional<uint64_t> reported_ack;
   SpoolCursor urgent_cursor;
   SpoolCursor telemetry_cursor;
   std::vector<Record> records;
   while (running_ && !session.broken()) {
     auto acked = static_cast<uint64_t>(std::max<int64_t>(0, session.acked()));
-    if (acked > reported_ack || reported_ack == 0) {
+    if (!reported_ack || acked > *reported_ack) {
       reported_ack = acked;
       {
         std::lock_guard<std::mutex> lock(mu_);

@@ -155,9 +155,7 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
     std::string log = c.dir() + "/cli-" + std::to_string(std::rand()) + ".out";
     Subprocess p(BinaryPath("nodewatch"), all, log);
     p.Start();
-    int status = 0;
     Cluster::WaitFor([&] { return !p.running(); }, 20'000);
-    (void)status;
     return p.log();
   };
   std::string nodes = cli({"nodes"});

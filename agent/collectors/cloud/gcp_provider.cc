@@ -107,7 +107,7 @@ class GcpProvider final : public ProviderBase {
     ClearWarning();
     bool changed = new_etag != etag;
     etag = new_etag;
-    if (changed) Handle(key, r->body, etag, sink);
+    if (changed) Handle(key, r->body, sink);
   }
 
   // GCP notices carry no event id. Each activation of a key (FALSE→TRUE, NONE→maintenance)
@@ -166,8 +166,7 @@ class GcpProvider final : public ProviderBase {
     return absl::StrCat(prefix, "-", instance_id_, "-", g.number);
   }
 
-  void Handle(const std::string& key, const std::string& value, const std::string& etag,
-              NoticeSink& sink) {
+  void Handle(const std::string& key, const std::string& value, NoticeSink& sink) {
     InterruptionNotice n;
     n.set_provider("gcp");
     n.set_notice_time_unix_ms(clock_.NowUnixMs());

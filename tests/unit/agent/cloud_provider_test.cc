@@ -201,7 +201,7 @@ TEST_F(CloudProviderTest, GcpSurvivesACutHangingGetAndReportsMaintenance) {
   EXPECT_EQ(sink.notices()[1].state(), nodewatch::v1::NOTICE_STATE_COMPLETED);
   EXPECT_EQ(sink.notices()[1].event_id(), sink.notices()[0].event_id());
   provider->Stop();
-  EXPECT_GE(counters_.request_errors.load() + counters_.malformed_payloads.load(), 0u);
+  EXPECT_GE(counters_.request_errors.load(), 2u);  // the two cut hanging GETs
 }
 
 TEST_F(CloudProviderTest, AzureKeepsOnlyThisVmsEventsAndAcknowledges) {
