@@ -34,6 +34,20 @@ absl::StatusOr<std::string> ReadToken(const std::string& path) {
   return token;
 }
 
+absl::StatusOr<KubeConnection> ResolveKubeConnection(const RemediationConfig& r) {
+  KubeConnection conn;
+  if (!r.kubeconfig.empty() || r.kube_api_server.empty()) {
+    ASSIGN_OR_RETURN(conn, LoadKubeConnection(r.kubeconfig));
+  }
+  if (!r.kube_api_server.empty()) {
+    conn.server = r.kube_api_server;
+    conn.source = "--kube-api-server";
+  }
+  if (!r.kube_token_file.empty()) conn.token_file = r.kube_token_file;
+  if (!r.lease_namespace.empty()) conn.ns = r.lease_namespace;
+  return conn;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorConfig& config,
@@ -45,7 +59,43 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
   ASSIGN_OR_RETURN(agg->store_, OpenRocksDbStore({.path = config.data_dir + "/db",
                                                   .retention_ms = config.retention_ms}));
   agg->engine_ = std::make_unique<IngestEngine>(*agg->store_, clock);
+  if (config.remediation.mode != "off") {
+    auto conn = ResolveKubeConnection(config.remediation);
+    if (!conn.ok() && config.remediation.mode == "on") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("remediation: on, but ", conn.status().message()));
+    }
+    if (!conn.ok()) {
+      log->info("remediation off: {}", std::string(conn.status().message()));
+    } else {
+      log->info("remediation: Kubernetes API {} ({}), Lease {}/{}", conn->server, conn->source,
+                conn->ns, config.remediation.lease_name);
+      RemediationConfig remediation = config.remediation;
+      remediation.lease_namespace = conn->ns;
+      ASSIGN_OR_RETURN(auto policies, ParsePolicies(remediation.policies));
+      agg->kube_client_ = MakeCurlKubeClient(*conn);
+      agg->kube_api_ = std::make_unique<KubeApi>(*agg->kube_client_);
+      Aggregator* self = agg.get();
+      agg->remediator_ = std::make_unique<Remediator>(
+          Remediator::Deps{.api = agg->kube_api_.get(),
+                           .store = agg->store_.get(),
+                           .engine = agg->engine_.get(),
+                           .clock = &clock,
+                           .send_command =
+                               [self](const std::string& node, const nodewatch::v1::Command& c) {
+                                 return self->ingest_ ? self->SendCommand(node, c) : 0;
+                               }},
+          std::move(remediation), std::move(policies));
+      Remediator* remediator = agg->remediator_.get();
+      agg->engine_->SetNoticeListener(
+          [remediator](const std::string& node, const nodewatch::v1::NodeInfo&,
+                       const nodewatch::v1::InterruptionNotice& notice) {
+            remediator->OnNotice(node, notice);
+          });
+    }
+  }
   RETURN_IF_ERROR(agg->engine_->Start());
+  if (agg->remediator_) RETURN_IF_ERROR(agg->remediator_->Start());
 
   QueryOptions query_options;
   if (!config.operator_token_file.empty()) {
@@ -88,7 +138,7 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
   if (!config.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(agg->metrics_,
                      StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_,
-                                            *agg->query_, *agg->store_));
+                                            *agg->query_, *agg->store_, agg->remediator_.get()));
   }
   log->info("nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
             "store {}/db",
@@ -105,6 +155,7 @@ void Aggregator::Shutdown() {
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   if (ingest_server_) ingest_server_->Shutdown(deadline);
   if (query_server_) query_server_->Shutdown(deadline);
+  if (remediator_) remediator_->Stop();
   if (engine_) engine_->Stop();
   metrics_.reset();
 }

@@ -10,6 +10,8 @@
 #include "aggregator/ingest/ingest_service.h"
 #include "aggregator/metrics/metrics.h"
 #include "aggregator/query/query_service.h"
+#include "aggregator/remediation/kube_client.h"
+#include "aggregator/remediation/remediator.h"
 #include "aggregator/store/store.h"
 #include "grpcpp/grpcpp.h"
 
@@ -27,6 +29,8 @@ class Aggregator {
   int query_port() const { return query_port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   IngestEngine& engine() { return *engine_; }
+  // nullptr when remediation is off.
+  Remediator* remediator() { return remediator_.get(); }
   // Sends a command to `node`'s agent(s); see IngestService::SendCommand.
   int SendCommand(const std::string& node, const nodewatch::v1::Command& command) {
     return ingest_->SendCommand(node, command);
@@ -36,6 +40,9 @@ class Aggregator {
   Aggregator() = default;
   std::unique_ptr<Store> store_;
   std::unique_ptr<IngestEngine> engine_;
+  std::unique_ptr<KubeClient> kube_client_;
+  std::unique_ptr<KubeApi> kube_api_;
+  std::unique_ptr<Remediator> remediator_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<QueryService> query_;
   std::unique_ptr<grpc::Server> ingest_server_;

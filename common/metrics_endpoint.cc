@@ -1,5 +1,7 @@
 #include "common/metrics_endpoint.h"
 
+#include <limits>
+
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 
@@ -27,6 +29,50 @@ void MetricFamilies::Counter(const std::string& name, const std::string& help, d
 void MetricFamilies::Gauge(const std::string& name, const std::string& help, double value,
                            Labels labels) {
   Add(name, help, prometheus::MetricType::Gauge, value, std::move(labels));
+}
+
+void HistogramData::Observe(double value) {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++counts_[i];
+  sum_ += value;
+}
+
+HistogramData::Snapshot HistogramData::Take() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Snapshot s;
+  s.bounds = bounds_;
+  uint64_t running = 0;
+  for (uint64_t c : counts_) {
+    running += c;
+    s.cumulative.push_back(running);
+  }
+  s.count = running;
+  s.sum = sum_;
+  return s;
+}
+
+void MetricFamilies::Histogram(const std::string& name, const std::string& help,
+                               const HistogramData& data, Labels labels) {
+  if (families_.empty() || families_.back().name != name) {
+    prometheus::MetricFamily family;
+    family.name = name;
+    family.help = help;
+    family.type = prometheus::MetricType::Histogram;
+    families_.push_back(std::move(family));
+  }
+  HistogramData::Snapshot snap = data.Take();
+  prometheus::ClientMetric metric;
+  for (auto& [k, v] : labels) metric.label.push_back({k, v});
+  metric.histogram.sample_count = snap.count;
+  metric.histogram.sample_sum = snap.sum;
+  for (size_t i = 0; i < snap.bounds.size(); ++i) {
+    metric.histogram.bucket.push_back({snap.cumulative[i], snap.bounds[i]});
+  }
+  metric.histogram.bucket.push_back(
+      {snap.cumulative.back(), std::numeric_limits<double>::infinity()});
+  families_.back().metric.push_back(std::move(metric));
 }
 
 void MetricFamilies::Add(const std::string& name, const std::string& help,

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,12 +25,35 @@ class Exposer;
 
 namespace nodewatch {
 
+// A fixed-bucket histogram fed from hot paths (thread-safe) and exported by MetricFamilies.
+class HistogramData {
+ public:
+  explicit HistogramData(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)),
+                                                             counts_(bounds_.size() + 1, 0) {}
+  void Observe(double value);
+  struct Snapshot {
+    std::vector<double> bounds;
+    std::vector<uint64_t> cumulative;  // per bound, then +Inf
+    double sum = 0;
+    uint64_t count = 0;
+  };
+  Snapshot Take() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // non-cumulative, last is +Inf
+  double sum_ = 0;
+};
+
 class MetricFamilies {
  public:
   using Labels = std::map<std::string, std::string>;
   // Consecutive calls with the same name add samples (with other labels) to one family.
   void Counter(const std::string& name, const std::string& help, double value, Labels labels = {});
   void Gauge(const std::string& name, const std::string& help, double value, Labels labels = {});
+  void Histogram(const std::string& name, const std::string& help, const HistogramData& data,
+                 Labels labels = {});
   std::vector<prometheus::MetricFamily> Take() { return std::move(families_); }
 
  private:

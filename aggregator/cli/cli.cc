@@ -95,6 +95,8 @@ std::string RecordKindName(const Record& r) {
       return "network";
     case Record::kDisk:
       return "disk";
+    case Record::kRemediation:
+      return "remediation";
     default:
       return "unknown";
   }
@@ -106,8 +108,10 @@ absl::StatusOr<nodewatch::v1::RecordKind> ParseKind(const std::string& name) {
   if (name == "interruption") return nodewatch::v1::RECORD_KIND_INTERRUPTION;
   if (name == "network") return nodewatch::v1::RECORD_KIND_NETWORK;
   if (name == "disk") return nodewatch::v1::RECORD_KIND_DISK;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown kind '", name, "' (want node-info, heartbeat, interruption, network or disk)"));
+  if (name == "remediation") return nodewatch::v1::RECORD_KIND_REMEDIATION;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown kind '", name,
+                   "' (want node-info, heartbeat, interruption, network, disk or remediation)"));
 }
 
 std::string SummarizeRecord(const Record& r) {
@@ -146,6 +150,20 @@ std::string SummarizeRecord(const Record& r) {
     case Record::kDisk: {
       const auto& d = r.disk();
       return absl::StrCat("devices=", d.devices_size(), " filesystems=", d.filesystems_size());
+    }
+    case Record::kRemediation: {
+      const auto& m = r.remediation();
+      std::string out = absl::StrCat(m.dry_run() ? "[dry-run] " : "", OrDash(m.action()), " ",
+                                     OrDash(m.provider()), " ", KindName(m.kind()),
+                                     " event=", OrDash(m.event_id()));
+      if (m.pods_evicted() + m.pods_force_deleted() + m.pods_remaining() + m.pods_blocked_by_pdb() >
+          0) {
+        absl::StrAppend(&out, " evicted=", m.pods_evicted(), " force_deleted=",
+                        m.pods_force_deleted(), " pdb_blocked=", m.pods_blocked_by_pdb(),
+                        " remaining=", m.pods_remaining());
+      }
+      if (!m.message().empty()) absl::StrAppend(&out, ": ", m.message());
+      return out;
     }
     default:
       return "";

@@ -23,6 +23,61 @@ void RegisterAggregatorOptions(OptionSet& o, AggregatorConfig* c) {
   o.AddBytes("max-message-bytes", &c->max_message_bytes,
              "Largest agent message accepted; bigger ones are refused with RESOURCE_EXHAUSTED.");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
+  RemediationConfig* r = &c->remediation;
+  o.AddString("remediation", &r->mode,
+              "auto|on|off. auto: act on notices when a Kubernetes API is reachable (in-cluster "
+              "or a kubeconfig); on: refuse to start without one.");
+  o.AddString("kubeconfig", &r->kubeconfig,
+              "kubeconfig file; empty: in-cluster service account, then $KUBECONFIG, then "
+              "~/.kube/config.");
+  o.AddString("kube-api-server", &r->kube_api_server,
+              "Kubernetes API URL; overrides the kubeconfig's server (with --kube-token-file, "
+              "or alone for a local test server).");
+  o.AddString("kube-token-file", &r->kube_token_file,
+              "Bearer token file for --kube-api-server; re-read every minute and after a 401.");
+  o.AddBool("dry-run", &r->dry_run,
+            "Log and record the remediation plan; change nothing in the cluster.");
+  o.AddBool("leader-elect", &r->leader_elect,
+            "Elect one acting replica with a coordination.k8s.io Lease (turn off only for a "
+            "single replica).");
+  o.AddString("lease-namespace", &r->lease_namespace,
+              "Namespace of the Lease; empty: the service account's namespace.");
+  o.AddString("lease-name", &r->lease_name, "Name of the Lease.");
+  o.AddDuration("lease-duration", &r->lease_duration_ms,
+                "How long a leader's Lease holds without renewal.");
+  o.AddDuration("lease-renew-deadline", &r->lease_renew_deadline_ms,
+                "A leader that cannot renew for this long stops acting.");
+  o.AddDuration("lease-retry-period", &r->lease_retry_period_ms,
+                "Interval of renewals and acquisition attempts.");
+  o.AddString("identity", &r->identity, "Leader identity; empty: <hostname>_<random>.");
+  o.AddStringList("policy", &r->policies,
+                  "Per-kind action, KIND=drain|cordon|taint|none (repeatable). Defaults: "
+                  "spot-*, terminate, reboot, redeploy, scheduled-maintenance=drain; "
+                  "rebalance=taint; freeze=none.");
+  o.AddString("taint-key", &r->taint_key, "Key of the taint put on interrupted nodes.");
+  o.AddBool("exclude-from-load-balancers", &r->exclude_from_load_balancers,
+            "Label drained nodes node.kubernetes.io/exclude-from-external-load-balancers.");
+  o.AddDuration("drain-margin", &r->drain_margin_ms,
+                "Pods must be gone this long before the deadline; graces are clamped to fit.");
+  o.AddDuration("pdb-retry", &r->pdb_retry_ms,
+                "Retry delay for evictions a PodDisruptionBudget refused without Retry-After.");
+  o.AddDuration("drain-poll", &r->drain_poll_ms, "How often evicted pods are checked for.");
+  o.AddDuration("drain-timeout", &r->drain_without_deadline_ms,
+                "Longest drain for a notice without a deadline.");
+  o.AddDuration("maintenance-lead", &r->maintenance_lead_ms,
+                "Scheduled maintenance is drained this long before NotBefore.");
+  o.AddDuration("rebalance-ttl", &r->rebalance_ttl_ms,
+                "A rebalance taint (and cordon) is cleared after this long.");
+  o.AddBool("rebalance-cordon", &r->rebalance_cordon, "Also cordon on a rebalance notice.");
+  o.AddString("webhook-url", &r->webhook_url,
+              "POST a message here when a notice arrives and when its drain ends; empty: off.");
+  o.AddString("webhook-template", &r->webhook_template,
+              "JSON body with {{node}} {{provider}} {{kind}} {{event_id}} {{deadline}} "
+              "{{action}} {{message}} {{text}}; default Slack-compatible {\"text\":\"{{text}}\"}.");
+  o.AddStringList("webhook-header", &r->webhook_headers,
+                  "Extra header for the webhook, 'Name: value' (repeatable).");
+  o.AddDuration("webhook-timeout", &r->webhook_timeout_ms, "Timeout of one webhook attempt.");
+  o.AddInt("webhook-retries", &r->webhook_retries, "Webhook attempts after the first.", 0, 10);
 }
 
 absl::Status ValidateAggregatorConfig(const AggregatorConfig& c) {
@@ -45,6 +100,19 @@ absl::Status ValidateAggregatorConfig(const AggregatorConfig& c) {
   if (c.max_message_bytes < 64 * 1024 || c.max_message_bytes > (1ull << 30)) {
     return bad("max-message-bytes", "must be between 64KiB and 1GiB");
   }
+  const auto& r = c.remediation;
+  if (r.mode != "auto" && r.mode != "on" && r.mode != "off") {
+    return bad("remediation", "'" + r.mode + "' is not auto, on or off");
+  }
+  if (auto policies = ParsePolicies(r.policies); !policies.ok()) return policies.status();
+  if (r.lease_duration_ms <= r.lease_renew_deadline_ms ||
+      r.lease_renew_deadline_ms * 5 <= r.lease_retry_period_ms * 6) {
+    return bad("lease-duration",
+               "need lease-duration > lease-renew-deadline > 1.2 x lease-retry-period");
+  }
+  if (r.drain_margin_ms < 0) return bad("drain-margin", "must not be negative");
+  if (r.pdb_retry_ms < 100) return bad("pdb-retry", "must be at least 100ms");
+  if (r.drain_poll_ms < 50) return bad("drain-poll", "must be at least 50ms");
   if (!c.insecure) {
     if (c.tls_ca.empty()) return bad("tls-ca", "required unless --insecure");
     if (c.tls_cert.empty()) return bad("tls-cert", "required unless --insecure");

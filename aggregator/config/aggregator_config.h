@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "aggregator/remediation/remediator.h"
 #include "common/options.h"
 
 namespace nodewatch::aggregator {
@@ -23,6 +24,7 @@ struct AggregatorConfig {
   int64_t max_streams = 10'000;
   uint64_t max_message_bytes = 8ull << 20;
   std::string log_level = "info";
+  RemediationConfig remediation;
 };
 
 void RegisterAggregatorOptions(OptionSet& options, AggregatorConfig* config);

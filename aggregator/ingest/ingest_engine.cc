@@ -70,6 +70,16 @@ void IngestEngine::SubmitBatch(const std::string& node, nodewatch::v1::RecordBat
   Enqueue(std::move(item));
 }
 
+void IngestEngine::SubmitLocalRecord(const std::string& node, nodewatch::v1::Record record,
+                                     Completion done) {
+  auto item = std::make_unique<Item>();
+  item->node = node;
+  item->is_local = true;
+  *item->batch.add_records() = std::move(record);
+  item->done = std::move(done);
+  Enqueue(std::move(item));
+}
+
 void IngestEngine::Enqueue(std::unique_ptr<Item> item) {
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
@@ -257,6 +267,23 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
   return s.acked_seq();
 }
 
+absl::StatusOr<uint64_t> IngestEngine::ApplyLocal(Touched& touched, Item& item,
+                                                  WriteSet* writes) {
+  NodeEntry* entry = Touch(touched, item.node, /*create=*/false);
+  if (entry == nullptr) {
+    return absl::NotFoundError(absl::StrCat("node '", item.node, "' is not known"));
+  }
+  auto& s = entry->stored;
+  const uint64_t seq = std::max<uint64_t>(s.local_seq(), kMaxSeq) + 1;
+  s.set_local_seq(seq);
+  Record& r = *item.batch.mutable_records(0);
+  r.set_seq(seq);
+  if (r.time_unix_ms() == 0) r.set_time_unix_ms(clock_.NowUnixMs());
+  writes->records.push_back({s.id(), r.time_unix_ms(), &r});
+  s.set_records(s.records() + 1);
+  return seq;
+}
+
 bool IngestEngine::RememberNotice(NodeEntry& entry, const nodewatch::v1::InterruptionNotice& n) {
   std::string key = absl::StrCat(n.provider(), "\t", n.event_id(), "\t", static_cast<int>(n.state()));
   if (!entry.notice_keys.insert(key).second) return false;
@@ -276,8 +303,9 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
   std::vector<absl::StatusOr<uint64_t>> results;
   results.reserve(group.size());
   for (const auto& item : group) {
-    results.push_back(item->is_hello ? ApplyHello(touched, *item)
-                                     : ApplyBatch(touched, *item, &writes));
+    results.push_back(item->is_hello   ? ApplyHello(touched, *item)
+                      : item->is_local ? ApplyLocal(touched, *item, &writes)
+                                       : ApplyBatch(touched, *item, &writes));
     if (!results.back().ok()) ++counters_.rejected_batches;
   }
   for (auto& [name, entry] : touched) {
@@ -305,6 +333,9 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
                  n.provider(),
                  nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
                  nodewatch::v1::NoticeState_Name(n.state()), r.record->seq());
+      if (notice_listener_ && r.record->seq() <= kMaxSeq) {
+        notice_listener_(node, touched[node].stored.info(), n);
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {

@@ -62,6 +62,13 @@ class IngestEngine {
   IngestEngine(Store& store, const Clock& clock, IngestOptions options = {});
   ~IngestEngine();
 
+  // Runs on the writer thread once per newly stored interruption notice (never for a duplicate),
+  // after its commit. Must not block. Set before Start().
+  using NoticeListener = std::function<void(const std::string& node,
+                                            const nodewatch::v1::NodeInfo& info,
+                                            const nodewatch::v1::InterruptionNotice& notice)>;
+  void SetNoticeListener(NoticeListener listener) { notice_listener_ = std::move(listener); }
+
   // Loads the node directory and starts the writer.
   absl::Status Start();
   void Stop();
@@ -69,6 +76,10 @@ class IngestEngine {
   // Thread-safe and non-blocking; `done` runs on the writer thread.
   void SubmitHello(const std::string& node, nodewatch::v1::Hello hello, Completion done);
   void SubmitBatch(const std::string& node, nodewatch::v1::RecordBatch batch, Completion done);
+  // Appends a record the aggregator itself wrote (a remediation step) to a known node's history.
+  // Its seq comes from a per-node counter above 2^63, so it never collides with an agent's.
+  // `done` gets that seq, or NotFound for a node that never said Hello.
+  void SubmitLocalRecord(const std::string& node, nodewatch::v1::Record record, Completion done);
   void StreamOpened(const std::string& node);
   void StreamClosed(const std::string& node);
 
@@ -89,6 +100,7 @@ class IngestEngine {
   struct Item {
     std::string node;
     bool is_hello = false;
+    bool is_local = false;
     nodewatch::v1::Hello hello;
     nodewatch::v1::RecordBatch batch;
     Completion done;
@@ -101,6 +113,7 @@ class IngestEngine {
   NodeEntry* Touch(Touched& touched, const std::string& node, bool create);
   absl::StatusOr<uint64_t> ApplyHello(Touched& touched, const Item& item);
   absl::StatusOr<uint64_t> ApplyBatch(Touched& touched, const Item& item, WriteSet* writes);
+  absl::StatusOr<uint64_t> ApplyLocal(Touched& touched, Item& item, WriteSet* writes);
   void ApplyLowestHeld(NodeEntry& entry, uint64_t lowest_held);
   static void AbsorbPending(NodeEntry& entry);
   // False if this notice identity was stored before for the node.
@@ -111,6 +124,7 @@ class IngestEngine {
   const Clock& clock_;
   const IngestOptions options_;
   IngestCounters counters_;
+  NoticeListener notice_listener_;
 
   mutable std::mutex mu_;  // guards nodes_, ids_, connected_
   std::map<std::string, NodeEntry> nodes_;

@@ -6,8 +6,10 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(const st
                                                                         IngestEngine& engine,
                                                                         IngestService& ingest,
                                                                         QueryService& query,
-                                                                        Store& store) {
-  return MetricsEndpoint::Start("metrics-listen", address, [&engine, &ingest, &query, &store] {
+                                                                        Store& store,
+                                                                        const Remediator* remediator) {
+  return MetricsEndpoint::Start("metrics-listen", address, [&engine, &ingest, &query, &store,
+                                                            remediator] {
     const auto& c = engine.counters();
     const auto& s = ingest.counters();
     auto d = [](uint64_t v) { return static_cast<double>(v); };
@@ -48,6 +50,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(const st
     f.Counter(rejected, rejected_help, d(s.malformed_messages), {{"reason", "malformed"}});
     f.Counter("nodewatch_query_denied_total", "Operator API calls refused for lack of credentials.",
               d(query.denied()));
+    if (remediator != nullptr) remediator->CollectMetrics(f);
     return f.Take();
   });
 }

@@ -9,6 +9,7 @@
 #include "aggregator/ingest/ingest_engine.h"
 #include "aggregator/ingest/ingest_service.h"
 #include "aggregator/query/query_service.h"
+#include "aggregator/remediation/remediator.h"
 #include "common/metrics_endpoint.h"
 
 namespace nodewatch::aggregator {
@@ -17,6 +18,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(const st
                                                                         IngestEngine& engine,
                                                                         IngestService& ingest,
                                                                         QueryService& query,
-                                                                        Store& store);
+                                                                        Store& store,
+                                                                        const Remediator* remediator);
 
 }  // namespace nodewatch::aggregator

@@ -28,6 +28,8 @@ RecordKind KindOf(const Record& r) {
       return nodewatch::v1::RECORD_KIND_NETWORK;
     case Record::kDisk:
       return nodewatch::v1::RECORD_KIND_DISK;
+    case Record::kRemediation:
+      return nodewatch::v1::RECORD_KIND_REMEDIATION;
     default:
       return nodewatch::v1::RECORD_KIND_UNSPECIFIED;
   }

@@ -21,6 +21,7 @@ using nodewatch::v1::Record;
 constexpr char kRecordsCf[] = "records";
 constexpr char kInterruptionsCf[] = "interruptions";
 constexpr char kNodesCf[] = "nodes";
+constexpr char kStateCf[] = "state";
 
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
@@ -108,7 +109,8 @@ class RocksDbStore final : public Store {
         {rocksdb::kDefaultColumnFamilyName, base()},
         {kRecordsCf, records},
         {kInterruptionsCf, interruptions},
-        {kNodesCf, nodes}};
+        {kNodesCf, nodes},
+        {kStateCf, base()}};
     rocksdb::DB* db = nullptr;
     auto s = rocksdb::DB::Open(db_options, options.path, cfs, &handles_, &db);
     if (!s.ok()) return FromRocks(s, absl::StrCat("open RocksDB at '", options.path, "'"));
@@ -116,6 +118,7 @@ class RocksDbStore final : public Store {
     records_ = handles_[1];
     interruptions_ = handles_[2];
     nodes_ = handles_[3];
+    state_ = handles_[4];
     return absl::OkStatus();
   }
 
@@ -198,6 +201,28 @@ class RocksDbStore final : public Store {
     return FromRocks(it->status(), "scan interruptions");
   }
 
+  absl::Status PutState(const std::string& key, const std::string& value) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    return FromRocks(db_->Put(wo, state_, key, value), absl::StrCat("put state '", key, "'"));
+  }
+
+  absl::Status DeleteState(const std::string& key) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    return FromRocks(db_->Delete(wo, state_, key), absl::StrCat("delete state '", key, "'"));
+  }
+
+  absl::Status ScanState(
+      const std::string& prefix,
+      const std::function<bool(const std::string&, const std::string&)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), state_));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      if (!visit(it->key().ToString(), it->value().ToString())) break;
+    }
+    return FromRocks(it->status(), "scan state");
+  }
+
   absl::Status CompactAll() override {
     rocksdb::CompactRangeOptions options;
     options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
@@ -227,6 +252,7 @@ class RocksDbStore final : public Store {
   rocksdb::ColumnFamilyHandle* records_ = nullptr;
   rocksdb::ColumnFamilyHandle* interruptions_ = nullptr;
   rocksdb::ColumnFamilyHandle* nodes_ = nullptr;
+  rocksdb::ColumnFamilyHandle* state_ = nullptr;
 };
 
 }  // namespace

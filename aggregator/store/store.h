@@ -57,6 +57,14 @@ class Store {
                                    int64_t until_ms, const RecordVisitor& visit) = 0;
   virtual absl::Status ScanInterruptions(int64_t since_ms, int64_t until_ms,
                                          const InterruptionVisitor& visit) = 0;
+  // Small keyed state outside the history (the drain journal, alert states), in its own column
+  // family: synced puts and deletes, any thread. Values are opaque to the store.
+  virtual absl::Status PutState(const std::string& key, const std::string& value) = 0;
+  virtual absl::Status DeleteState(const std::string& key) = 0;
+  // Every entry whose key starts with `prefix`, in key order; return false to stop.
+  virtual absl::Status ScanState(
+      const std::string& prefix,
+      const std::function<bool(const std::string& key, const std::string& value)>& visit) = 0;
   // Approximate bytes on disk (SST files + memtables).
   virtual uint64_t ApproximateSizeBytes() = 0;
   // Compacts everything now, which also applies retention. RocksDB does this in the background

@@ -185,7 +185,7 @@ MetadataSimulator::Reply MetadataSimulator::Aws(const std::string& method, const
   if (auto f = kFacts.find(key); f != kFacts.end()) return {200, f->second, {}};
   if (key == "spot/instance-action") {
     if (aws_spot_action_.empty() || now < aws_spot_visible_ms_) return {404, "Not Found", {}};
-    nlohmann::json j = {{"action", aws_spot_action_}, {"time", Rfc3339(aws_spot_visible_ms_ + 120'000)}};
+    nlohmann::json j = {{"action", aws_spot_action_}, {"time", Rfc3339(aws_spot_visible_ms_ + aws_spot_window_ms_)}};
     return {200, j.dump(), {{"Content-Type", "application/json"}}};
   }
   if (key == "events/recommendations/rebalance") {
@@ -338,7 +338,7 @@ MetadataSimulator::Reply MetadataSimulator::Control(
   };
   const int64_t now = NowMs();
   if (command == "aws/spot") {
-    ArmAwsSpot(get("action", "terminate"), num("at_ms", now));
+    ArmAwsSpot(get("action", "terminate"), num("at_ms", now), num("window_ms", 120'000));
   } else if (command == "aws/rebalance") {
     ArmAwsRebalance(num("at_ms", now));
   } else if (command == "aws/scheduled") {
@@ -382,9 +382,11 @@ MetadataSimulator::Reply MetadataSimulator::Control(
   return {200, "ok\n", {}};
 }
 
-void MetadataSimulator::ArmAwsSpot(const std::string& action, int64_t visible_at_ms) {
+void MetadataSimulator::ArmAwsSpot(const std::string& action, int64_t visible_at_ms,
+                                   int64_t window_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   aws_spot_action_ = action;
+  aws_spot_window_ms_ = window_ms;
   aws_spot_visible_ms_ = visible_at_ms > 0 ? visible_at_ms : NowMs();
   last_visible_ms_ = aws_spot_visible_ms_;
 }

@@ -41,7 +41,10 @@ class MetadataSimulator {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   // AWS. Times are Unix ms; "visible" is when the notice starts being served.
-  void ArmAwsSpot(const std::string& action, int64_t visible_at_ms = 0);
+  // `window_ms`: the instance-action `time` is visible + window (real AWS: 2 minutes; tests
+  // shorten it).
+  void ArmAwsSpot(const std::string& action, int64_t visible_at_ms = 0,
+                  int64_t window_ms = 120'000);
   void ArmAwsRebalance(int64_t visible_at_ms = 0);
   void SetAwsScheduledEvent(const std::string& id, const std::string& code,
                             const std::string& state, int64_t not_before_ms,
@@ -96,6 +99,7 @@ class MetadataSimulator {
   int aws_token_max_ttl_ = 21'600;
   std::string aws_spot_action_;
   int64_t aws_spot_visible_ms_ = 0;
+  int64_t aws_spot_window_ms_ = 120'000;
   int64_t aws_rebalance_visible_ms_ = -1;
   struct AwsEvent {
     std::string code, state;

@@ -1,0 +1,184 @@
+// Remediator: acts on interruption notices through the Kubernetes API before the node goes.
+//
+// Every replica journals every notice it stores (the drain journal, in the store's state column
+// family); only the Lease holder acts. Per notice kind a policy says what to do:
+//   drain  : cordon, taint nodewatch.io/interruption=<kind>:NoSchedule, label
+//            node.kubernetes.io/exclude-from-external-load-balancers, then a deadline-aware drain
+//            (Drainer). Scheduled maintenance starts at NotBefore - lead.
+//   taint  : PreferNoSchedule taint (and a cordon if configured), cleared after a TTL (rebalance).
+//   cordon : cordon and NoSchedule taint, no drain.
+//   none   : only record the notice.
+// A canceled notice undoes exactly what its entry did. Each step is written to the node's
+// history (RemediationStep records), raised as a Kubernetes Event on the Node, and the start and
+// end go to the webhook. On Azure, the end of the drain sends the agent the command to approve
+// the event (StartRequests), so the platform may proceed early.
+//
+// A new leader (failover, restart) resumes every entry that is not finished; all steps are
+// idempotent, so re-running a half-done one is safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "aggregator/ingest/ingest_engine.h"
+#include "aggregator/remediation/drain.h"
+#include "aggregator/remediation/kube_api.h"
+#include "aggregator/remediation/leader.h"
+#include "aggregator/remediation/webhook.h"
+#include "aggregator/store/store.h"
+#include "common/metrics_endpoint.h"
+#include "nodewatch/internal/store.pb.h"
+#include "nodewatch/v1/agent.pb.h"
+
+namespace nodewatch::aggregator {
+
+struct RemediationConfig {
+  std::string mode = "auto";            // auto | on | off
+  std::string kubeconfig;               // empty: in-cluster, $KUBECONFIG, ~/.kube/config
+  std::string kube_api_server;          // direct URL (overrides the kubeconfig's server)
+  std::string kube_token_file;
+  bool dry_run = false;
+  bool leader_elect = true;
+  std::string lease_namespace;          // empty: the connection's namespace
+  std::string lease_name = "nodewatch-aggregator";
+  int64_t lease_duration_ms = 15'000;
+  int64_t lease_renew_deadline_ms = 10'000;
+  int64_t lease_retry_period_ms = 2'000;
+  std::string identity;                 // empty: <hostname>_<random>
+  std::vector<std::string> policies;    // "kind=action" overrides
+  std::string taint_key = "nodewatch.io/interruption";
+  bool exclude_from_load_balancers = true;
+  int64_t drain_margin_ms = 5'000;
+  int64_t pdb_retry_ms = 5'000;
+  int64_t drain_poll_ms = 1'000;
+  int64_t drain_without_deadline_ms = 600'000;
+  int64_t maintenance_lead_ms = 600'000;
+  int64_t rebalance_ttl_ms = 3'600'000;
+  bool rebalance_cordon = false;
+  std::string webhook_url;
+  std::string webhook_template;
+  std::vector<std::string> webhook_headers;
+  int64_t webhook_timeout_ms = 5'000;
+  int64_t webhook_retries = 3;
+};
+
+// "kind=action" → map, with defaults for every kind; errors name the bad entry.
+absl::StatusOr<std::map<nodewatch::v1::InterruptionKind, std::string>> ParsePolicies(
+    const std::vector<std::string>& overrides);
+std::string KindSlug(nodewatch::v1::InterruptionKind kind);
+
+struct RemediationCounters {
+  std::atomic<uint64_t> notices{0};
+  std::atomic<uint64_t> actions_started{0};
+  std::atomic<uint64_t> drains_completed{0};
+  std::atomic<uint64_t> drains_incomplete{0};
+  std::atomic<uint64_t> pods_evicted{0};
+  std::atomic<uint64_t> pods_force_deleted{0};
+  std::atomic<uint64_t> pods_remaining_at_deadline{0};
+  std::atomic<uint64_t> pods_blocked_by_pdb{0};
+  std::atomic<uint64_t> undone{0};
+  std::atomic<uint64_t> unknown_nodes{0};
+  std::atomic<uint64_t> api_errors{0};
+  std::atomic<uint64_t> expired{0};          // deadline passed before any replica could act
+  std::atomic<uint64_t> acknowledgements{0};
+};
+
+class Remediator {
+ public:
+  struct Deps {
+    KubeApi* api = nullptr;
+    Store* store = nullptr;
+    IngestEngine* engine = nullptr;
+    const Clock* clock = nullptr;
+    // Sends a command to the node's agent(s); returns how many streams took it.
+    std::function<int(const std::string& node, const nodewatch::v1::Command&)> send_command;
+  };
+
+  Remediator(Deps deps, RemediationConfig config,
+             std::map<nodewatch::v1::InterruptionKind, std::string> policies);
+  ~Remediator();
+  // Loads the journal (and journals stored notices it is missing), starts the elector and the
+  // scheduler.
+  absl::Status Start();
+  // Stops acting (running drains are interrupted and resume on the next leader), releases the
+  // Lease.
+  void Stop();
+  // IngestEngine's notice listener: queues the notice; never blocks.
+  void OnNotice(const std::string& node, const nodewatch::v1::InterruptionNotice& notice);
+
+  bool IsLeader() const;
+  const RemediationCounters& counters() const { return counters_; }
+  // Appends the remediation metric families (low cardinality: provider and kind only).
+  void CollectMetrics(MetricFamilies& families) const;
+  const std::string& identity() const { return identity_; }
+
+ private:
+  struct Entry {
+    nodewatch::internal::DrainJournalEntry journal;
+    std::string key;
+    bool running = false;
+    std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  };
+  struct Histograms {
+    HistogramData notice_to_cordon{{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30}};
+    HistogramData cordon_to_drained{{1, 5, 10, 20, 30, 60, 90, 120, 300, 600}};
+    HistogramData deadline_slack{{0, 5, 10, 20, 30, 60, 90, 120, 300}};
+  };
+
+  void SchedulerLoop();
+  void Journal(Entry& entry);             // persists entry.journal (mu_ held or entry private)
+  void Launch(Entry& entry, bool undo);   // mu_ held
+  void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
+           std::shared_ptr<std::atomic<bool>> cancel);
+  void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
+  void ClearRebalance(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
+  void Finish(const std::string& key, const nodewatch::internal::DrainJournalEntry& journal);
+  void Step(const nodewatch::internal::DrainJournalEntry& journal, const std::string& action,
+            const std::string& message, const DrainReport* report = nullptr);
+  void Event(const nodewatch::internal::DrainJournalEntry& journal, const std::string& node_uid,
+             const std::string& type, const std::string& reason, const std::string& message);
+  void EventLoop();
+  void Notify(const nodewatch::internal::DrainJournalEntry& journal, const std::string& action,
+              const std::string& message);
+  bool MayAct() const;
+  Histograms& HistogramsFor(const std::string& provider, const std::string& kind);
+
+  Deps deps_;
+  const RemediationConfig config_;
+  const std::map<nodewatch::v1::InterruptionKind, std::string> policies_;
+  std::string identity_;
+  RemediationCounters counters_;
+  std::unique_ptr<LeaderElector> elector_;
+  std::unique_ptr<Webhook> webhook_;
+  Drainer drainer_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::string, nodewatch::v1::InterruptionNotice>> inbox_;
+  std::map<std::string, Entry> entries_;  // by journal key
+  std::map<std::string, std::thread> workers_;
+  std::vector<std::thread> finished_workers_;
+  bool stop_ = false;
+  std::atomic<bool> stopping_{false};
+  std::thread scheduler_;
+
+  std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  std::deque<std::function<void()>> events_;
+  bool events_stop_ = false;
+  std::thread events_thread_;
+
+  mutable std::mutex histograms_mu_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Histograms>> histograms_;
+};
+
+}  // namespace nodewatch::aggregator

@@ -1,0 +1,567 @@
+// Remediation against the fake Kubernetes API server over real HTTP: the client's wire shapes,
+// conflict handling, token rotation, kubeconfig loading, the deadline-aware drain, Lease election
+// and the Remediator's policies (dry run, cancel, rebalance TTL, resume from the journal).
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "aggregator/ingest/ingest_engine.h"
+#include "aggregator/remediation/drain.h"
+#include "aggregator/remediation/kube_api.h"
+#include "aggregator/remediation/kube_client.h"
+#include "aggregator/remediation/leader.h"
+#include "aggregator/remediation/remediator.h"
+#include "aggregator/remediation/webhook.h"
+#include "aggregator/store/store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rocksdb/env.h"
+#include "tests/support/fake_kube_api.h"
+#include "tests/support/hook_server.h"
+#include "tests/support/kube_scenarios.h"
+#include "tests/support/process.h"
+
+namespace nodewatch::aggregator {
+namespace {
+
+using nlohmann::json;
+using testing::FakeKubeApi;
+using testing::HookServer;
+using testing::SeedInterruptibleNode;
+using ::testing::HasSubstr;
+
+int64_t NowMs() { return SystemClock::Get().NowUnixMs(); }
+
+bool WaitFor(const std::function<bool()>& done, int64_t timeout_ms) {
+  const int64_t end = NowMs() + timeout_ms;
+  while (NowMs() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+bool HasTaint(const json& node, const std::string& key, const std::string& effect) {
+  if (!node["spec"].contains("taints")) return false;
+  for (const auto& t : node["spec"]["taints"]) {
+    if (t.value("key", "") == key && t.value("effect", "") == effect) return true;
+  }
+  return false;
+}
+
+class KubeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartApi({}); }
+  void StartApi(FakeKubeApi::Options options) {
+    api_ = std::make_unique<FakeKubeApi>(options);
+    ASSERT_TRUE(api_->Start());
+    KubeConnection conn;
+    conn.server = api_->url();
+    conn.token_file = token_file_;
+    client_ = MakeCurlKubeClient(conn);
+    kube_ = std::make_unique<KubeApi>(*client_);
+  }
+  void AddNodeWithPods(const std::string& node, int replicaset_pods) {
+    api_->AddNode(FakeKubeApi::MakeNode(node));
+    for (int i = 0; i < replicaset_pods; ++i) {
+      api_->AddPod(FakeKubeApi::MakePod("default", node + "-web-" + std::to_string(i), node,
+                                        {.owner_kind = "ReplicaSet", .grace_seconds = 2}));
+    }
+  }
+
+  std::string token_file_;
+  std::unique_ptr<FakeKubeApi> api_;
+  std::unique_ptr<KubeClient> client_;
+  std::unique_ptr<KubeApi> kube_;
+};
+
+TEST_F(KubeTest, CordonSendsOneStrategicMergePatchAndNoneWhenAlreadyCordoned) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  ASSERT_TRUE(*kube_->SetUnschedulable("n1", true));
+  EXPECT_FALSE(*kube_->SetUnschedulable("n1", true));
+  auto patches = api_->Journal();
+  int count = 0;
+  for (const auto& r : patches) {
+    if (r.method != "PATCH") continue;
+    ++count;
+    EXPECT_EQ(r.content_type, "application/strategic-merge-patch+json");
+    EXPECT_EQ(r.body, R"({"spec":{"unschedulable":true}})");
+  }
+  EXPECT_EQ(count, 1);
+  EXPECT_TRUE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
+  EXPECT_TRUE(absl::IsNotFound(kube_->SetUnschedulable("missing", true).status()));
+}
+
+TEST_F(KubeTest, TaintUnderAConcurrentWriterKeepsEveryonesTaints) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  api_->OnNextNodeWrite("n1", [](json& node) {
+    node["spec"]["taints"] = json::array(
+        {{{"key", "other.io/maintenance"}, {"effect", "NoExecute"}, {"timeAdded", "2024-01-01T00:00:00Z"}}});
+  });
+  ASSERT_TRUE(*kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
+  json node = api_->GetNode("n1").value();
+  EXPECT_TRUE(HasTaint(node, "other.io/maintenance", "NoExecute"));
+  EXPECT_TRUE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_GE(api_->CountRequests("PATCH", "/api/v1/nodes/n1"), 2);  // the first got 409
+  // Putting it again changes nothing; removing leaves the other writer's taint.
+  EXPECT_FALSE(*kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
+  ASSERT_TRUE(*kube_->RemoveTaint("n1", "nodewatch.io/interruption", "NoSchedule"));
+  node = api_->GetNode("n1").value();
+  EXPECT_FALSE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_TRUE(HasTaint(node, "other.io/maintenance", "NoExecute"));
+  EXPECT_EQ(node["spec"]["taints"][0].value("timeAdded", ""), "2024-01-01T00:00:00Z");
+}
+
+TEST_F(KubeTest, TokenFileIsReloadedAfterA401) {
+  auto dir = nodewatch::testing::MakeTempDir("kube-token");
+  token_file_ = dir + "/token";
+  std::ofstream(token_file_) << "token-one\n";
+  StartApi({.valid_tokens = {"token-one"}});
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  ASSERT_TRUE(kube_->GetNode("n1").ok());
+  // The kubelet rotates the projected token and the old one is revoked.
+  std::ofstream(token_file_) << "token-two\n";
+  api_->SetValidTokens({"token-two"});
+  ASSERT_TRUE(kube_->GetNode("n1").ok());
+  EXPECT_EQ(client_->counters().unauthorized.load(), 1u);
+  EXPECT_EQ(client_->counters().token_reloads.load(), 1u);
+  auto journal = api_->Journal();
+  EXPECT_EQ(journal.back().authorization, "Bearer token-two");
+}
+
+TEST(KubeconfigTest, InlineDataFilePathsAndTokens) {
+  auto dir = nodewatch::testing::MakeTempDir("kubeconfig");
+  std::ofstream(dir + "/ca.pem") << "CA PEM";
+  std::ofstream(dir + "/config") << R"(apiVersion: v1
+kind: Config
+current-context: prod
+contexts:
+- name: prod
+  context: {cluster: c1, user: u1, namespace: nodewatch}
+- name: other
+  context: {cluster: c2, user: u2}
+clusters:
+- name: c1
+  cluster: {server: "https://10.0.0.1:6443/", certificate-authority: ca.pem}
+- name: c2
+  cluster: {server: "https://10.0.0.2:6443", certificate-authority-data: )"
+                                << absl::Base64Escape("INLINE CA") << R"(}
+users:
+- name: u1
+  user: {token: abc, client-certificate-data: )"
+                                << absl::Base64Escape("CERT") << R"(, client-key-data: )"
+                                << absl::Base64Escape("KEY") << R"(}
+- name: u2
+  user: {exec: {command: aws}}
+)";
+  auto c = LoadKubeconfig(dir + "/config");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server, "https://10.0.0.1:6443");
+  EXPECT_EQ(c->ca_pem, "CA PEM");
+  EXPECT_EQ(c->token, "abc");
+  EXPECT_EQ(c->client_cert_pem, "CERT");
+  EXPECT_EQ(c->client_key_pem, "KEY");
+  EXPECT_EQ(c->ns, "nodewatch");
+  auto other = LoadKubeconfig(dir + "/config", "other");
+  EXPECT_TRUE(absl::IsUnimplemented(other.status())) << other.status();
+  EXPECT_THAT(std::string(LoadKubeconfig(dir + "/config", "nope").status().message()),
+              HasSubstr("context 'nope' not found"));
+  std::ofstream(dir + "/bad") << "{{{";
+  EXPECT_TRUE(absl::IsInvalidArgument(LoadKubeconfig(dir + "/bad").status()));
+}
+
+TEST_F(KubeTest, DrainEmptiesABusyNodeBeforeTheDeadlineDespiteAStubbornPdb) {
+  SeedInterruptibleNode(*api_, "n1");
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  const int64_t start = NowMs();
+  const int64_t deadline = start + 12'000;
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = deadline, .margin_ms = 2'000,
+                                     .pdb_retry_ms = 1'000, .poll_ms = 200},
+                              cancel, [] { return true; });
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->complete);
+  EXPECT_LT(NowMs(), deadline - 2'000 + 500);
+  EXPECT_EQ(report->skipped_daemonset, 2);
+  EXPECT_EQ(report->skipped_mirror, 1);
+  EXPECT_EQ(report->remaining, 0);
+  EXPECT_EQ(report->pdb_blocked, 3);
+  // The PDB pods (grace 3 s) and the databases (grace 300 s: clamped) were deleted in time.
+  EXPECT_GE(report->force_deleted, 3);
+  EXPECT_EQ(report->evicted + report->force_deleted, 37);
+  auto left = api_->PodsOnNode("n1");
+  ASSERT_EQ(left.size(), 3u);  // two DaemonSet pods and the mirror pod
+  for (const auto& r : api_->Journal()) {
+    if (r.method == "DELETE") {
+      // Clamped grace: ends before deadline - margin.
+      json body = json::parse(r.body);
+      EXPECT_LE(r.time_ms + body.value("gracePeriodSeconds", 0) * 1000, deadline - 2'000 + 1'000);
+    }
+    if (r.method == "POST" && r.path.find("/eviction") != std::string::npos) {
+      json body = json::parse(r.body);
+      EXPECT_EQ(body["apiVersion"], "policy/v1");
+      if (r.path.find("-db-") != std::string::npos) {
+        EXPECT_LE(body["deleteOptions"].value("gracePeriodSeconds", 999), 10);  // 300 s clamped
+      }
+    }
+  }
+}
+
+TEST_F(KubeTest, DrainHonoursRetryAfterAndTreats404AsGone) {
+  AddNodeWithPods("n1", 2);
+  api_->InjectFault({.method = "POST", .path_regex = ".*/n1-web-0/eviction", .status = 429,
+                     .retry_after_seconds = 1, .count = 1});
+  api_->InjectFault({.method = "POST", .path_regex = ".*/n1-web-1/eviction", .status = 404,
+                     .count = 1});
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 30'000, .poll_ms = 100}, cancel,
+                              [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->complete);
+  std::vector<int64_t> attempts;
+  for (const auto& r : api_->Journal()) {
+    if (r.method == "POST" && r.path.find("n1-web-0/eviction") != std::string::npos) {
+      attempts.push_back(r.time_ms);
+    }
+  }
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_GE(attempts[1] - attempts[0], 950);  // Retry-After: 1, not the 5 s default
+  EXPECT_LT(attempts[1] - attempts[0], 2'000);
+}
+
+TEST_F(KubeTest, MultiplePdbsAreReportedAndDeletedWhenTheGraceStopsFitting) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  api_->AddPod(FakeKubeApi::MakePod("default", "both", "n1",
+                                    {.owner_kind = "ReplicaSet", .labels = {{"app", "x"}},
+                                     .grace_seconds = 2}));
+  api_->AddPdb({.ns = "default", .name = "a", .selector = {{"app", "x"}}});
+  api_->AddPdb({.ns = "default", .name = "b", .selector = {{"app", "x"}}});
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  const int64_t deadline = NowMs() + 6'000;
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = deadline, .margin_ms = 1'000,
+                                     .poll_ms = 100},
+                              cancel, [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->complete);
+  EXPECT_EQ(report->multiple_pdbs, 1);
+  EXPECT_EQ(report->force_deleted, 1);
+  ASSERT_FALSE(report->errors.empty());
+  EXPECT_THAT(report->errors[0], HasSubstr("more than one PodDisruptionBudget"));
+  EXPECT_EQ(api_->CountRequests("POST", ".*/both/eviction"), 1);  // never retried
+}
+
+TEST_F(KubeTest, WithoutTheEvictionApiPodsAreDeleted) {
+  AddNodeWithPods("n1", 3);
+  api_->SetEvictionSupported(false);
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 30'000, .poll_ms = 100}, cancel,
+                              [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->complete);
+  EXPECT_EQ(api_->CountRequests("POST", ".*/eviction"), 0);
+  EXPECT_EQ(api_->CountRequests("DELETE", "/api/v1/namespaces/default/pods/.*"), 3);
+}
+
+TEST_F(KubeTest, ARecreatedNamesakeCountsAsGone) {
+  AddNodeWithPods("n1", 1);
+  api_->SetPodBehaviour("default", "n1-web-0", {.recreate_same_name = true});
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 30'000, .poll_ms = 100}, cancel,
+                              [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->complete);
+  EXPECT_EQ(report->evicted, 1);
+}
+
+TEST_F(KubeTest, AStuckPodIsReportedAtTheDeadline) {
+  AddNodeWithPods("n1", 2);
+  api_->SetPodBehaviour("default", "n1-web-1", {.stuck = true});
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 3'000, .margin_ms = 500,
+                                     .poll_ms = 100},
+                              cancel, [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_FALSE(report->complete);
+  EXPECT_EQ(report->remaining, 1);
+  EXPECT_THAT(report->remaining_pods, ::testing::ElementsAre("default/n1-web-1"));
+}
+
+TEST_F(KubeTest, OnlyOneOfTwoElectorsLeadsAndTheOtherTakesOverOnRelease) {
+  auto fast = [](const std::string& id) {
+    return LeaderElectionOptions{.ns = "nodewatch", .name = "agg", .identity = id,
+                                 .lease_duration_ms = 2'000, .renew_deadline_ms = 1'500,
+                                 .retry_period_ms = 200};
+  };
+  LeaderElector a(*kube_, SystemClock::Get(), fast("a"), nullptr);
+  LeaderElector b(*kube_, SystemClock::Get(), fast("b"), nullptr);
+  a.Start();
+  ASSERT_TRUE(WaitFor([&] { return a.IsLeader(); }, 3'000));
+  b.Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'000));
+  EXPECT_TRUE(a.IsLeader());
+  EXPECT_FALSE(b.IsLeader());
+  json lease = api_->GetLease("nodewatch", "agg").value();
+  EXPECT_EQ(lease["spec"]["holderIdentity"], "a");
+  EXPECT_EQ(lease["spec"]["renewTime"].get<std::string>().size(), 27u);  // MicroTime
+  a.Stop();  // releases: holder "" and b takes over without waiting for expiry
+  ASSERT_TRUE(WaitFor([&] { return b.IsLeader(); }, 2'000));
+  lease = api_->GetLease("nodewatch", "agg").value();
+  EXPECT_EQ(lease["spec"]["holderIdentity"], "b");
+  EXPECT_GE(lease["spec"].value("leaseTransitions", 0), 1);
+  b.Stop();
+}
+
+TEST_F(KubeTest, ALeaderThatCannotRenewStopsLeading) {
+  LeaderElector a(*kube_, SystemClock::Get(),
+                  {.ns = "nodewatch", .name = "agg", .identity = "a", .lease_duration_ms = 2'000,
+                   .renew_deadline_ms = 1'000, .retry_period_ms = 200},
+                  nullptr);
+  a.Start();
+  ASSERT_TRUE(WaitFor([&] { return a.IsLeader(); }, 3'000));
+  api_->InjectFault({.path_regex = "/apis/coordination.k8s.io/.*", .status = 503, .count = 1000});
+  EXPECT_TRUE(WaitFor([&] { return !a.IsLeader(); }, 2'500));
+  api_->ClearFaults();
+  EXPECT_TRUE(WaitFor([&] { return a.IsLeader(); }, 3'000));
+  a.Stop();
+}
+
+TEST(WebhookTest, RetriesUntilDeliveredAndEscapesFields) {
+  HookServer server(/*failures=*/2);
+  Webhook hook({.url = server.url(), .headers = {"X-Team: sre"}, .timeout_ms = 2'000,
+                .retries = 3, .retry_backoff_ms = 50});
+  hook.Send({{"text", "node \"n1\": spot\nnotice"}});
+  ASSERT_TRUE(WaitFor([&] { return hook.counters().sent.load() == 1; }, 5'000));
+  EXPECT_EQ(server.attempts(), 3);
+  ASSERT_EQ(server.bodies().size(), 1u);
+  json body = json::parse(server.bodies()[0]);
+  EXPECT_EQ(body["text"], "node \"n1\": spot\nnotice");
+  EXPECT_EQ(hook.counters().retried.load(), 2u);
+}
+
+TEST(WebhookTest, GivesUpAfterTheRetriesAndCountsIt) {
+  HookServer server(/*failures=*/100);
+  Webhook hook({.url = server.url(), .timeout_ms = 1'000, .retries = 1, .retry_backoff_ms = 10});
+  hook.Send({{"text", "x"}});
+  ASSERT_TRUE(WaitFor([&] { return hook.counters().failed.load() == 1; }, 5'000));
+  EXPECT_EQ(server.attempts(), 2);
+}
+
+TEST(PolicyTest, DefaultsAndOverrides) {
+  auto p = ParsePolicies({"rebalance=cordon", "freeze=drain"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->at(nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE), "drain");
+  EXPECT_EQ(p->at(nodewatch::v1::INTERRUPTION_KIND_REBALANCE), "cordon");
+  EXPECT_EQ(p->at(nodewatch::v1::INTERRUPTION_KIND_FREEZE), "drain");
+  EXPECT_THAT(std::string(ParsePolicies({"spot=drain"}).status().message()),
+              HasSubstr("unknown kind in 'spot=drain'"));
+  EXPECT_THAT(std::string(ParsePolicies({"rebalance=explode"}).status().message()),
+              HasSubstr("unknown action"));
+}
+
+// The Remediator with a real store and ingest engine.
+class RemediatorTest : public KubeTest {
+ protected:
+  void SetUp() override {
+    KubeTest::SetUp();
+    env_.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+    OpenStore();
+  }
+  void TearDown() override {
+    remediator_.reset();
+    if (engine_) engine_->Stop();
+  }
+  void OpenStore() {
+    remediator_.reset();
+    if (engine_) engine_->Stop();
+    engine_.reset();
+    store_.reset();
+    auto store = OpenRocksDbStore({.path = "/db", .env = env_.get()});
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    engine_ = std::make_unique<IngestEngine>(*store_, SystemClock::Get());
+    ASSERT_TRUE(engine_->Start().ok());
+  }
+  void Hello(const std::string& node) {
+    std::promise<absl::StatusOr<uint64_t>> done;
+    nodewatch::v1::Hello hello;
+    hello.set_spool_id("s1");
+    engine_->SubmitHello(node, hello, [&](absl::StatusOr<uint64_t> r) { done.set_value(r); });
+    ASSERT_TRUE(done.get_future().get().ok());
+  }
+  void StartRemediator(RemediationConfig config) {
+    config.leader_elect = false;
+    config.drain_poll_ms = 100;
+    config.pdb_retry_ms = 500;
+    config.drain_margin_ms = 1'000;
+    auto policies = ParsePolicies(config.policies);
+    ASSERT_TRUE(policies.ok());
+    remediator_ = std::make_unique<Remediator>(
+        Remediator::Deps{.api = kube_.get(), .store = store_.get(), .engine = engine_.get(),
+                         .clock = &SystemClock::Get(),
+                         .send_command = [this](const std::string& node,
+                                                const nodewatch::v1::Command& c) {
+                           commands_.push_back(node + " " + c.acknowledge_scheduled_event().event_id());
+                           return 1;
+                         }},
+        config, *policies);
+    ASSERT_TRUE(remediator_->Start().ok());
+  }
+  static nodewatch::v1::InterruptionNotice Notice(const std::string& provider,
+                                                  nodewatch::v1::InterruptionKind kind,
+                                                  const std::string& id, int64_t deadline_ms) {
+    nodewatch::v1::InterruptionNotice n;
+    n.set_provider(provider);
+    n.set_kind(kind);
+    n.set_event_id(id);
+    n.set_deadline_unix_ms(deadline_ms);
+    n.set_not_before_unix_ms(deadline_ms);
+    n.set_state(nodewatch::v1::NOTICE_STATE_ACTIVE);
+    return n;
+  }
+  std::vector<nodewatch::v1::RemediationStep> Steps(const std::string& node) {
+    std::vector<nodewatch::v1::RemediationStep> steps;
+    auto id = engine_->NodeId(node);
+    if (!id) return steps;
+    (void)store_->ScanRecords(*id, 0, 0, INT64_MAX, [&](int64_t, const nodewatch::v1::Record& r) {
+      if (r.has_remediation()) steps.push_back(r.remediation());
+      return true;
+    });
+    return steps;
+  }
+  bool HasStep(const std::string& node, const std::string& action) {
+    for (const auto& s : Steps(node)) {
+      if (s.action() == action) return true;
+    }
+    return false;
+  }
+
+  std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<IngestEngine> engine_;
+  std::unique_ptr<Remediator> remediator_;
+  std::vector<std::string> commands_;
+};
+
+TEST_F(RemediatorTest, SpotNoticeCordonsTaintsLabelsDrainsAndRecordsTheTimeline) {
+  AddNodeWithPods("n1", 5);
+  Hello("n1");
+  StartRemediator({});
+  remediator_->OnNotice("n1", Notice("azure", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
+                                     "evt-1", NowMs() + 20'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  json node = api_->GetNode("n1").value();
+  EXPECT_TRUE(node["spec"].value("unschedulable", false));
+  EXPECT_TRUE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_EQ(node["metadata"]["labels"]["node.kubernetes.io/exclude-from-external-load-balancers"],
+            "nodewatch");
+  EXPECT_TRUE(api_->PodsOnNode("n1").empty());
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "acknowledged"); }, 5'000));
+  EXPECT_THAT(commands_, ::testing::ElementsAre("n1 evt-1"));
+  std::vector<std::string> actions;
+  for (const auto& s : Steps("n1")) actions.push_back(s.action());
+  EXPECT_THAT(actions, ::testing::ElementsAre("planned", "cordoned", "tainted", "drain-started",
+                                              "drained", "acknowledged"));
+  ASSERT_TRUE(WaitFor([&] { return api_->Events().size() >= 3; }, 5'000));
+  std::vector<std::string> reasons;
+  for (const auto& e : api_->Events()) {
+    reasons.push_back(e.value("reason", ""));
+    EXPECT_EQ(e["involvedObject"]["kind"], "Node");
+    EXPECT_EQ(e["metadata"]["namespace"], "default");
+  }
+  EXPECT_THAT(reasons, ::testing::ElementsAre("InterruptionNotice", "Cordoned", "Drained"));
+  EXPECT_EQ(remediator_->counters().pods_evicted.load(), 5u);
+}
+
+TEST_F(RemediatorTest, DryRunChangesNothing) {
+  AddNodeWithPods("n1", 3);
+  Hello("n1");
+  StartRemediator({.dry_run = true});
+  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
+                                     "i-1", NowMs() + 20'000));
+  ASSERT_TRUE(WaitFor([&] { return Steps("n1").size() >= 2; }, 5'000));
+  for (const auto& r : api_->Journal()) EXPECT_EQ(r.method, "GET") << r.path;
+  EXPECT_EQ(api_->PodsOnNode("n1").size(), 3u);
+  EXPECT_TRUE(Steps("n1").back().dry_run());
+  EXPECT_THAT(Steps("n1").back().message(), HasSubstr("would evict 3 pod(s)"));
+}
+
+TEST_F(RemediatorTest, CanceledMaintenanceIsUndone) {
+  AddNodeWithPods("n1", 1);
+  api_->SetPodBehaviour("default", "n1-web-0", {.stuck = true});
+  Hello("n1");
+  StartRemediator({});
+  auto n = Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SCHEDULED_MAINTENANCE, "instance-event-1",
+                  NowMs() + 60'000);
+  remediator_->OnNotice("n1", n);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drain-started"); }, 5'000));
+  n.set_state(nodewatch::v1::NOTICE_STATE_CANCELED);
+  remediator_->OnNotice("n1", n);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "undone"); }, 5'000));
+  json node = api_->GetNode("n1").value();
+  EXPECT_FALSE(node["spec"].value("unschedulable", false));
+  EXPECT_FALSE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_FALSE(node["metadata"].contains("labels") &&
+               node["metadata"]["labels"].contains(
+                   "node.kubernetes.io/exclude-from-external-load-balancers"));
+  EXPECT_EQ(remediator_->counters().undone.load(), 1u);
+}
+
+TEST_F(RemediatorTest, RebalanceTaintsPreferNoScheduleAndClearsAfterTheTtl) {
+  AddNodeWithPods("n1", 1);
+  Hello("n1");
+  StartRemediator({.rebalance_ttl_ms = 1'500});
+  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_REBALANCE, "rebalance-1",
+                                     0));
+  ASSERT_TRUE(WaitFor([&] {
+    return HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption", "PreferNoSchedule");
+  }, 5'000));
+  EXPECT_FALSE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
+  EXPECT_EQ(api_->PodsOnNode("n1").size(), 1u);  // no drain
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "cleared"); }, 5'000));
+  EXPECT_FALSE(HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption", "PreferNoSchedule"));
+}
+
+TEST_F(RemediatorTest, UnknownNodeIsCountedNotFatal) {
+  Hello("ghost");
+  StartRemediator({});
+  remediator_->OnNotice("ghost", Notice("gcp", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
+                                        "p-1", NowMs() + 30'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("ghost", "skipped"); }, 5'000));
+  EXPECT_EQ(remediator_->counters().unknown_nodes.load(), 1u);
+}
+
+TEST_F(RemediatorTest, ARestartResumesTheDrainFromTheJournal) {
+  AddNodeWithPods("n1", 3);
+  api_->SetPodBehaviour("default", "n1-web-2", {.termination_ms = 3'000});
+  Hello("n1");
+  StartRemediator({});
+  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "i-9",
+                                     NowMs() + 30'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drain-started"); }, 5'000));
+  OpenStore();  // the aggregator dies mid-drain (the store survives)
+  ASSERT_TRUE(WaitFor([&] { return engine_->NodeId("n1").has_value(); }, 1'000));
+  StartRemediator({});
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  EXPECT_TRUE(api_->PodsOnNode("n1").empty());
+  int cordons = 0;
+  int labels = 0;
+  for (const auto& r : api_->Journal()) {
+    if (r.method != "PATCH") continue;
+    cordons += r.body == R"({"spec":{"unschedulable":true}})";
+    labels += r.body.find("exclude-from-external-load-balancers") != std::string::npos;
+  }
+  EXPECT_EQ(cordons, 1);  // the resumed run found the steps done and did not repeat them
+  EXPECT_EQ(labels, 1);
+}
+
+}  // namespace
+}  // namespace nodewatch::aggregator
