@@ -6,8 +6,9 @@
 //   - retries PDB refusals (429) at Retry-After or `pdb_retry_ms`, but never past the moment the
 //     pod's grace stops fitting: then it deletes the pod with grace max(deadline - now - margin, 1),
 //     so a PDB or a multi-PDB pod cannot burn the whole window (what NTH lets happen);
-//   - waits for each pod to go (404, or a new uid under the same name), and shortens the grace of a
-//     terminating pod whose deletion would end after the deadline;
+//   - waits for each pod to go (no longer listed on the node, or a new uid under the same name:
+//     one LIST per round instead of a GET per pod), and shortens the grace of a terminating pod
+//     whose deletion would end after the deadline;
 //   - stops at the deadline and reports what is still running.
 // Falls back to DELETE when the cluster has no Eviction API. All waiting is on the real clock;
 // every write is preceded by the `may_act` check (leadership) and none happens in dry-run.
@@ -29,7 +30,7 @@ struct DrainOptions {
   int64_t deadline_unix_ms = 0;   // 0: no deadline; then never force, give up after max_drain_ms
   int64_t margin_ms = 5'000;      // pods should be gone this long before the deadline
   int64_t pdb_retry_ms = 5'000;   // retry delay after a 429 without Retry-After
-  int64_t poll_ms = 1'000;        // deletion polling interval
+  int64_t poll_ms = 500;          // how often the node's pods are listed while evictions end
   int64_t max_drain_ms = 600'000;
   int parallelism = 32;           // requests in flight for this node
   bool dry_run = false;

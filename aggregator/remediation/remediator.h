@@ -59,7 +59,7 @@ struct RemediationConfig {
   bool exclude_from_load_balancers = true;
   int64_t drain_margin_ms = 5'000;
   int64_t pdb_retry_ms = 5'000;
-  int64_t drain_poll_ms = 1'000;
+  int64_t drain_poll_ms = 500;
   int64_t drain_without_deadline_ms = 600'000;
   int64_t maintenance_lead_ms = 600'000;
   int64_t rebalance_ttl_ms = 3'600'000;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -51,6 +52,10 @@ class Cluster {
         "--listen", ingest_address(), "--query-listen", query_address(), "--metrics-listen", "",
         "--data-dir", dir_ + "/aggregator", "--tls-ca", pki_.ca_file(), "--tls-cert",
         server_.cert, "--tls-key", server_.key};
+    // Never let a test act on whatever cluster ~/.kube/config points at.
+    if (std::find(extra.begin(), extra.end(), "--remediation") == extra.end()) {
+      args.insert(args.end(), {"--remediation", "off"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     aggregator_ = std::make_unique<Subprocess>(BinaryPath("nodewatch-aggregator"), args,
                                                dir_ + "/aggregator.log");

@@ -3,6 +3,7 @@
 // commands through it. The caller links nodewatch::aggregator.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -11,8 +12,10 @@
 
 namespace nodewatch::testing {
 
+// `adjust` may change the configuration (e.g. point remediation at a fake API server).
 inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAggregator(
-    const std::string& dir, const TestPki& pki, const CertFiles& server) {
+    const std::string& dir, const TestPki& pki, const CertFiles& server,
+    const std::function<void(aggregator::AggregatorConfig&)>& adjust = nullptr) {
   aggregator::AggregatorConfig config;
   config.listen = "127.0.0.1:0";
   config.query_listen = "127.0.0.1:0";
@@ -21,6 +24,8 @@ inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAgg
   config.tls_ca = pki.ca_file();
   config.tls_cert = server.cert;
   config.tls_key = server.key;
+  config.remediation.mode = "off";
+  if (adjust) adjust(config);
   return aggregator::Aggregator::Start(config, SystemClock::Get());
 }
 
