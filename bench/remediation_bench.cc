@@ -1,9 +1,10 @@
 // Remediation benchmarks against the fake Kubernetes API server, with the real notice windows.
 //
-//   remediation_bench [--trials 50] [--clouds aws,gcp,azure] [--parts cordon,drain,mass]
+//   remediation_bench [--trials 50] [--clouds aws,gcp,azure,azure-fast] [--parts cordon,drain,mass]
 //
 // cordon: notice visible in the metadata simulator → cordon PATCH received by the API server,
-//         through a real nodewatch-agent and an in-process aggregator (mTLS), per cloud.
+//         through a real nodewatch-agent and an in-process aggregator (mTLS), per cloud, with the
+//         agent's default polling; azure-fast polls Azure every 200 ms for comparison.
 // drain:  a 110-pod node with no PDB whose pods take 2 s to stop: notice → last pod gone, and the
 //         handler's own overhead (that minus the pods' own termination time).
 // mass:   50 nodes of 40 pods (DaemonSets, mirror pods, 300 s graces, a PDB that never allows a
@@ -90,18 +91,22 @@ int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles&
   const std::string ingest = "127.0.0.1:" + std::to_string((*aggregator)->ingest_port());
   std::mt19937 rng(42);
   int failures = 0;
-  for (const std::string& cloud : std::vector<std::string>(absl::StrSplit(clouds, ','))) {
+  for (const std::string& name : std::vector<std::string>(absl::StrSplit(clouds, ','))) {
+    // "azure-fast": Azure polled every 200 ms instead of Microsoft's recommended second.
+    const bool fast = name == "azure-fast";
+    const std::string cloud = fast ? "azure" : name;
     nt::MetadataSimulator sim({.cloud = cloud});
     if (!sim.Start()) return 1;
-    const std::string node = "cordon-" + cloud;
+    const std::string node = "cordon-" + name;
     api.AddNode(nt::FakeKubeApi::MakeNode(node));
     auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
     nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
                          {"--node-name", node, "--aggregator", ingest, "--spool-dir",
-                          dir + "/spool-" + cloud, "--interval", "1h", "--cloud", cloud,
+                          dir + "/spool-" + name, "--interval", "1h", "--cloud", cloud,
                           "--metadata-endpoint", sim.url(), "--tls-ca", pki.ca_file(),
-                          "--tls-cert", cert.cert, "--tls-key", cert.key, "--log-level", "warn"},
-                         dir + "/agent-" + cloud + ".log");
+                          "--tls-cert", cert.cert, "--tls-key", cert.key, "--log-level", "warn",
+                          "--azure-poll-interval", fast ? "200ms" : "1s"},
+                         dir + "/agent-" + name + ".log");
     agent.Start();
     for (int i = 0; i < 100 && !(*aggregator)->engine().GetNode(node); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -142,9 +147,10 @@ int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles&
     }
     agent.Stop(SIGTERM);
     sim.Stop();
-    std::printf("%s: %zu of %d notices led to a cordon\n", cloud.c_str(), latencies.size(), trials);
-    nb::PrintBench("notice_to_cordon_p50_ms_" + cloud, Percentile(latencies, 0.5), "ms");
-    nb::PrintBench("notice_to_cordon_p99_ms_" + cloud, Percentile(latencies, 0.99), "ms");
+    std::printf("%s: %zu of %d notices led to a cordon\n", name.c_str(), latencies.size(), trials);
+    const std::string suffix = fast ? "azure_poll_200ms" : cloud;
+    nb::PrintBench("notice_to_cordon_p50_ms_" + suffix, Percentile(latencies, 0.5), "ms");
+    nb::PrintBench("notice_to_cordon_p99_ms_" + suffix, Percentile(latencies, 0.99), "ms");
   }
   (*aggregator)->Shutdown();
   return failures;
@@ -265,7 +271,7 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   (void)nodewatch::SetLogLevel("warn");
   int trials = 50;
-  std::string clouds = "aws,gcp,azure";
+  std::string clouds = "aws,gcp,azure,azure-fast";
   std::string parts = "cordon,drain,mass";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--trials")) trials = std::atoi(argv[i + 1]);

@@ -2,7 +2,9 @@
 # `make demo`: a simulated AWS instance metadata service, an aggregator with its RocksDB, one agent,
 # real mTLS with a demo CA. The aggregator is killed with SIGKILL; while it is down the cloud
 # announces a spot interruption; the agent detects it within a second, fsyncs it to its spool, and
-# delivers it when the aggregator is back. The node's history is read back through the CLI.
+# delivers it when the aggregator is back. The aggregator, holding the Lease, then cordons, taints and
+# drains the node through a (fake, local) Kubernetes API server before the 2-minute deadline. The
+# node's history, notice and remediation steps, is read back through the CLI.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 BIN=$(cd "$BUILD_DIR/bin" && pwd)
@@ -13,6 +15,8 @@ QUERY=127.0.0.1:${DEMO_QUERY_PORT:-17444}
 METRICS=127.0.0.1:${DEMO_METRICS_PORT:-19464}
 SIM_PORT=${DEMO_SIM_PORT:-17480}
 SIM=http://127.0.0.1:$SIM_PORT
+KUBE_PORT=${DEMO_KUBE_PORT:-17490}
+KUBE=http://127.0.0.1:$KUBE_PORT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 pids=()
@@ -42,7 +46,8 @@ cd - >/dev/null
 start_aggregator() {
   "$BIN/nodewatch-aggregator" --listen "$INGEST" --query-listen "$QUERY" --metrics-listen "$METRICS" \
     --data-dir "$DEMO/aggregator" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/aggregator.crt" \
-    --tls-key "$DEMO/pki/aggregator.key" >>"$DEMO/aggregator.log" 2>&1 &
+    --tls-key "$DEMO/pki/aggregator.key" --remediation on --kube-api-server "$KUBE" \
+    --lease-namespace nodewatch >>"$DEMO/aggregator.log" 2>&1 &
   AGG_PID=$!
   pids+=("$AGG_PID")
 }
@@ -56,6 +61,14 @@ say "Starting the cloud metadata simulator (AWS IMDSv2) on $SIM"
 "$BIN/nodewatch-metadata-sim" --cloud aws --port "$SIM_PORT" >>"$DEMO/metadata-sim.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 50); do curl -sf "$SIM/_sim/state" >/dev/null && break; sleep 0.1; done
+
+say "Starting a local Kubernetes API server (test fake) with node $NODE and 12 pods on $KUBE"
+"$BIN/nodewatch-fake-kube-api" --port "$KUBE_PORT" --node "$NODE" --pods-per-node 12 \
+  --max-termination-ms 1500 >>"$DEMO/kube-api.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do curl -sf "$KUBE/api/v1/nodes/$NODE" >/dev/null && break; sleep 0.1; done
+curl -sf "$KUBE/api/v1/pods?fieldSelector=spec.nodeName%3D$NODE" |
+  python3 -c 'import json,sys; [print("  ", p["metadata"]["namespace"] + "/" + p["metadata"]["name"]) for p in json.load(sys.stdin)["items"]]'
 
 say "Starting nodewatch-aggregator (RocksDB in $DEMO/aggregator/db; log $DEMO/aggregator.log)"
 start_aggregator
@@ -89,6 +102,22 @@ done
 sleep 1
 cli nodes
 
+say "The aggregator cordons, taints and drains $NODE (waiting for the drain to end)"
+for _ in $(seq 120); do
+  cli history "$NODE" --kind remediation 2>/dev/null | grep -qE 'drained|drain-incomplete' && break
+  sleep 0.5
+done
+echo "Kubernetes API traffic from the aggregator (cordon, taint, label, evictions):"
+grep -E 'PATCH|POST .*eviction|DELETE' "$DEMO/kube-api.log" | head -30 || true
+echo "Pods left on $NODE (DaemonSet and mirror pods stay):"
+curl -sf "$KUBE/api/v1/pods?fieldSelector=spec.nodeName%3D$NODE" |
+  python3 -c 'import json,sys; [print("  ", p["metadata"]["namespace"] + "/" + p["metadata"]["name"]) for p in json.load(sys.stdin)["items"]]'
+echo "Node taints:"
+curl -sf "$KUBE/api/v1/nodes/$NODE" | python3 -c 'import json,sys; print("  ", json.load(sys.stdin)["spec"].get("taints"))'
+
+say "nodewatch history $NODE --kind interruption --kind remediation   (the timeline of the interruption)"
+cli history "$NODE" --kind interruption --kind remediation
+
 say "nodewatch history $NODE --since 10m   (no gap in seq: nothing was lost while the aggregator was down)"
 cli history "$NODE" --since 10m
 
@@ -99,7 +128,7 @@ say "nodewatch history $NODE --kind interruption -o json"
 cli history "$NODE" --kind interruption -o json
 
 say "Aggregator metrics (curl http://$METRICS/metrics)"
-curl -sf "http://$METRICS/metrics" | grep -E '^nodewatch_(agents_connected|ingest_records_total|ingest_duplicate_records_total|ingest_lost_records_total|ingest_commits_total) ' || true
+curl -sf "http://$METRICS/metrics" | grep -E '^nodewatch_(agents_connected|ingest_records_total|ingest_duplicate_records_total|ingest_lost_records_total|ingest_commits_total|remediation_leader|remediation_pods_evicted_total|remediation_pods_force_deleted_total|remediation_notice_to_cordon_seconds_sum|remediation_notice_to_cordon_seconds_count)[ {]' || true
 
 say "Agent log"
 cat "$DEMO/agent.log"

@@ -65,9 +65,17 @@ std::string DaemonSetOwner(const json& pod) {
 
 }  // namespace
 
-absl::StatusOr<DrainReport> Drainer::Drain(const std::string& node, const DrainOptions& o,
+absl::StatusOr<DrainReport> Drainer::Drain(const std::string& node, const DrainOptions& options,
                                            const std::atomic<bool>& cancel,
                                            const std::function<bool()>& may_act) {
+  return GuardJson("drain " + node,
+                   [&] { return DrainUnguarded(node, options, cancel, may_act); });
+}
+
+absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node,
+                                                    const DrainOptions& o,
+                                                    const std::atomic<bool>& cancel,
+                                                    const std::function<bool()>& may_act) {
   auto log = GetLogger("agg.drain");
   DrainReport report;
   report.started_unix_ms = clock_.NowUnixMs();

@@ -63,6 +63,9 @@ class Drainer {
                                     const std::function<bool()>& may_act);
 
  private:
+  absl::StatusOr<DrainReport> DrainUnguarded(const std::string& node, const DrainOptions& options,
+                                             const std::atomic<bool>& cancel,
+                                             const std::function<bool()>& may_act);
   KubeApi& api_;
   const Clock& clock_;
 };

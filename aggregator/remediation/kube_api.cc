@@ -77,47 +77,55 @@ int64_t ParseKubeTime(const std::string& text) {
 }
 
 absl::StatusOr<json> KubeApi::GetNode(const std::string& name, KubeLane lane) {
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = NodePath(name), .lane = lane}));
-  if (!r.ok()) return KubeError("get node " + name, r);
-  json node = r.Json();
-  if (!node.is_object()) return absl::InternalError("get node " + name + ": answer is not JSON");
-  return node;
+  return GuardJson("get node " + name, [&]() -> absl::StatusOr<json> {
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = NodePath(name), .lane = lane}));
+    if (!r.ok()) return KubeError("get node " + name, r);
+    json node = r.Json();
+    if (!node.is_object()) return absl::InternalError("get node " + name + ": answer is not JSON");
+    return node;
+  });
 }
 
-absl::StatusOr<bool> KubeApi::SetUnschedulable(const std::string& node, bool unschedulable) {
-  ASSIGN_OR_RETURN(json current, GetNode(node));
-  bool is = current.contains("spec") && current["spec"].value("unschedulable", false);
-  if (is == unschedulable) return false;
-  json patch = {{"spec", {{"unschedulable", unschedulable ? json(true) : json(nullptr)}}}};
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
-                                               .path = NodePath(node),
-                                               .content_type = kSmp,
-                                               .body = patch.dump()}));
-  if (!r.ok()) return KubeError(unschedulable ? "cordon " + node : "uncordon " + node, r);
-  return true;
+absl::StatusOr<bool> KubeApi::SetUnschedulable(const std::string& node, bool unschedulable,
+                                               json* observed) {
+  return GuardJson("cordon " + node, [&]() -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(json current, GetNode(node));
+    if (observed != nullptr) *observed = current;
+    bool is = current.contains("spec") && current["spec"].value("unschedulable", false);
+    if (is == unschedulable) return false;
+    json patch = {{"spec", {{"unschedulable", unschedulable ? json(true) : json(nullptr)}}}};
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
+                                                 .path = NodePath(node),
+                                                 .content_type = kSmp,
+                                                 .body = patch.dump()}));
+    if (!r.ok()) return KubeError(unschedulable ? "cordon " + node : "uncordon " + node, r);
+    return true;
+  });
 }
 
 absl::StatusOr<bool> KubeApi::UpdateTaints(const std::string& node,
                                            const std::function<bool(json& taints)>& edit) {
-  for (int attempt = 0;; ++attempt) {
-    ASSIGN_OR_RETURN(json current, GetNode(node));
-    json taints = current.contains("spec") && current["spec"].contains("taints") &&
-                          current["spec"]["taints"].is_array()
-                      ? current["spec"]["taints"]
-                      : json::array();
-    if (!edit(taints)) return false;
-    std::string rv = current["metadata"].value("resourceVersion", "");
-    json patch = {{"metadata", {{"resourceVersion", rv}}}, {"spec", {{"taints", taints}}}};
-    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
-                                                 .path = NodePath(node),
-                                                 .content_type = kMergePatch,
-                                                 .body = patch.dump()}));
-    if (r.ok()) return true;
-    if (r.status != 409 || attempt + 1 >= kConflictTries) {
-      return KubeError("update taints of " + node, r);
+  return GuardJson("taints of " + node, [&]() -> absl::StatusOr<bool> {
+    for (int attempt = 0;; ++attempt) {
+      ASSIGN_OR_RETURN(json current, GetNode(node));
+      json taints = current.contains("spec") && current["spec"].contains("taints") &&
+                            current["spec"]["taints"].is_array()
+                        ? current["spec"]["taints"]
+                        : json::array();
+      if (!edit(taints)) return false;
+      std::string rv = current["metadata"].value("resourceVersion", "");
+      json patch = {{"metadata", {{"resourceVersion", rv}}}, {"spec", {{"taints", taints}}}};
+      ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
+                                                   .path = NodePath(node),
+                                                   .content_type = kMergePatch,
+                                                   .body = patch.dump()}));
+      if (r.ok()) return true;
+      if (r.status != 409 || attempt + 1 >= kConflictTries) {
+        return KubeError("update taints of " + node, r);
+      }
+      ConflictBackoff(attempt);
     }
-    ConflictBackoff(attempt);
-  }
+  });
 }
 
 absl::StatusOr<bool> KubeApi::PutTaint(const std::string& node, const Taint& taint) {
@@ -153,47 +161,41 @@ absl::StatusOr<bool> KubeApi::RemoveTaint(const std::string& node, const std::st
 
 absl::StatusOr<bool> KubeApi::SetLabel(const std::string& node, const std::string& key,
                                        const std::optional<std::string>& value) {
-  ASSIGN_OR_RETURN(json current, GetNode(node));
-  const json* labels = current["metadata"].contains("labels") ? &current["metadata"]["labels"]
-                                                              : nullptr;
-  bool has = labels != nullptr && labels->contains(key);
-  if (value.has_value() ? (has && (*labels)[key] == *value) : !has) return false;
-  json patch = {{"metadata", {{"labels", {{key, value ? json(*value) : json(nullptr)}}}}}};
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
-                                               .path = NodePath(node),
-                                               .content_type = kSmp,
-                                               .body = patch.dump()}));
-  if (!r.ok()) return KubeError("label " + node, r);
-  return true;
+  return GuardJson("label " + node, [&]() -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(json current, GetNode(node));
+    const json* labels = current["metadata"].contains("labels") ? &current["metadata"]["labels"]
+                                                                : nullptr;
+    bool has = labels != nullptr && labels->contains(key);
+    if (value.has_value() ? (has && (*labels)[key] == *value) : !has) return false;
+    json patch = {{"metadata", {{"labels", {{key, value ? json(*value) : json(nullptr)}}}}}};
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
+                                                 .path = NodePath(node),
+                                                 .content_type = kSmp,
+                                                 .body = patch.dump()}));
+    if (!r.ok()) return KubeError("label " + node, r);
+    return true;
+  });
 }
 
 absl::StatusOr<std::vector<json>> KubeApi::ListPodsOnNode(const std::string& node) {
-  std::vector<json> pods;
-  std::string cont;
-  do {
-    std::string path = absl::StrCat("/api/v1/pods?fieldSelector=spec.nodeName%3D", node,
-                                     "&limit=500");
-    if (!cont.empty()) absl::StrAppend(&path, "&continue=", cont);
-    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = path, .timeout_ms = 30'000}));
-    if (!r.ok()) return KubeError("list pods on " + node, r);
-    json list = r.Json();
-    if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) {
-      return absl::InternalError("list pods on " + node + ": answer is not a PodList");
-    }
-    for (auto& item : list["items"]) pods.push_back(std::move(item));
-    cont = list.contains("metadata") ? list["metadata"].value("continue", "") : "";
-  } while (!cont.empty());
-  return pods;
-}
-
-absl::StatusOr<std::optional<json>> KubeApi::GetPod(const std::string& ns,
-                                                    const std::string& name) {
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = PodPath(ns, name)}));
-  if (r.status == 404) return std::optional<json>();
-  if (!r.ok()) return KubeError("get pod " + ns + "/" + name, r);
-  json pod = r.Json();
-  if (!pod.is_object()) return absl::InternalError("get pod: answer is not JSON");
-  return std::optional<json>(std::move(pod));
+  return GuardJson("list pods on " + node, [&]() -> absl::StatusOr<std::vector<json>> {
+    std::vector<json> pods;
+    std::string cont;
+    do {
+      std::string path = absl::StrCat("/api/v1/pods?fieldSelector=spec.nodeName%3D", node,
+                                       "&limit=500");
+      if (!cont.empty()) absl::StrAppend(&path, "&continue=", cont);
+      ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = path, .timeout_ms = 30'000}));
+      if (!r.ok()) return KubeError("list pods on " + node, r);
+      json list = r.Json();
+      if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) {
+        return absl::InternalError("list pods on " + node + ": answer is not a PodList");
+      }
+      for (auto& item : list["items"]) pods.push_back(std::move(item));
+      cont = list.contains("metadata") ? list["metadata"].value("continue", "") : "";
+    } while (!cont.empty());
+    return pods;
+  });
 }
 
 absl::StatusOr<bool> KubeApi::DaemonSetExists(const std::string& ns, const std::string& name) {
@@ -206,53 +208,57 @@ absl::StatusOr<bool> KubeApi::DaemonSetExists(const std::string& ns, const std::
 }
 
 absl::StatusOr<bool> KubeApi::EvictionSupported() {
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = "/api/v1"}));
-  if (!r.ok()) return KubeError("discovery /api/v1", r);
-  json list = r.Json();
-  if (!list.is_object() || !list.contains("resources")) return false;
-  for (const auto& res : list["resources"]) {
-    if (res.value("name", "") == "pods/eviction" && res.value("kind", "") == "Eviction" &&
-        !res.value("group", "").empty() && !res.value("version", "").empty()) {
-      return true;
+  return GuardJson("discovery", [&]() -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = "/api/v1"}));
+    if (!r.ok()) return KubeError("discovery /api/v1", r);
+    json list = r.Json();
+    if (!list.is_object() || !list.contains("resources")) return false;
+    for (const auto& res : list["resources"]) {
+      if (res.value("name", "") == "pods/eviction" && res.value("kind", "") == "Eviction" &&
+          !res.value("group", "").empty() && !res.value("version", "").empty()) {
+        return true;
+      }
     }
-  }
-  return false;
+    return false;
+  });
 }
 
 absl::StatusOr<EvictResult> KubeApi::Evict(const std::string& ns, const std::string& name,
                                            int64_t grace_seconds) {
-  json body = {{"apiVersion", "policy/v1"},
-               {"kind", "Eviction"},
-               {"metadata", {{"name", name}, {"namespace", ns}}},
-               {"deleteOptions", json::object()}};
-  if (grace_seconds >= 0) body["deleteOptions"]["gracePeriodSeconds"] = grace_seconds;
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "POST",
-                                               .path = PodPath(ns, name) + "/eviction",
-                                               .content_type = "application/json",
-                                               .body = body.dump()}));
-  EvictResult out;
-  out.retry_after_seconds = r.retry_after_seconds;
-  json status = r.Json();
-  if (status.is_object()) out.message = status.value("message", "");
-  if (r.ok()) {
-    // A 2xx whose Status says Failure is still a refusal (reference §0.5, trap 2).
-    out.outcome = status.is_object() && status.value("status", "Success") == "Failure"
-                      ? EvictOutcome::kRejected
-                      : EvictOutcome::kAccepted;
-  } else if (r.status == 404) {
-    out.outcome = EvictOutcome::kGone;
-  } else if (r.status == 429 || (r.status >= 500 && r.retry_after_seconds > 0)) {
-    out.outcome = EvictOutcome::kBlocked;
-  } else if (r.status == 500 && out.message.find("more than one PodDisruptionBudget") !=
-                                    std::string::npos) {
-    out.outcome = EvictOutcome::kMultiplePdbs;
-  } else if (r.status == 403 && r.body.find("NamespaceTerminating") != std::string::npos) {
-    out.outcome = EvictOutcome::kNamespaceTerminating;
-  } else {
-    out.outcome = EvictOutcome::kRejected;
-    out.message = r.Describe();
-  }
-  return out;
+  return GuardJson("evict " + ns + "/" + name, [&]() -> absl::StatusOr<EvictResult> {
+    json body = {{"apiVersion", "policy/v1"},
+                 {"kind", "Eviction"},
+                 {"metadata", {{"name", name}, {"namespace", ns}}},
+                 {"deleteOptions", json::object()}};
+    if (grace_seconds >= 0) body["deleteOptions"]["gracePeriodSeconds"] = grace_seconds;
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "POST",
+                                                 .path = PodPath(ns, name) + "/eviction",
+                                                 .content_type = "application/json",
+                                                 .body = body.dump()}));
+    EvictResult out;
+    out.retry_after_seconds = r.retry_after_seconds;
+    json status = r.Json();
+    if (status.is_object()) out.message = status.value("message", "");
+    if (r.ok()) {
+      // A 2xx whose Status says Failure is still a refusal (reference §0.5, trap 2).
+      out.outcome = status.is_object() && status.value("status", "Success") == "Failure"
+                        ? EvictOutcome::kRejected
+                        : EvictOutcome::kAccepted;
+    } else if (r.status == 404) {
+      out.outcome = EvictOutcome::kGone;
+    } else if (r.status == 429 || (r.status >= 500 && r.retry_after_seconds > 0)) {
+      out.outcome = EvictOutcome::kBlocked;
+    } else if (r.status == 500 && out.message.find("more than one PodDisruptionBudget") !=
+                                      std::string::npos) {
+      out.outcome = EvictOutcome::kMultiplePdbs;
+    } else if (r.status == 403 && r.body.find("NamespaceTerminating") != std::string::npos) {
+      out.outcome = EvictOutcome::kNamespaceTerminating;
+    } else {
+      out.outcome = EvictOutcome::kRejected;
+      out.message = r.Describe();
+    }
+    return out;
+  });
 }
 
 absl::StatusOr<bool> KubeApi::DeletePod(const std::string& ns, const std::string& name,
@@ -297,7 +303,8 @@ absl::Status KubeApi::RecordNodeEvent(const std::string& node, const std::string
   ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "POST",
                                                .path = "/api/v1/namespaces/default/events",
                                                .content_type = "application/json",
-                                               .body = event.dump(),
+                                               .body = event.dump(
+                                                   -1, ' ', false, json::error_handler_t::replace),
                                                .lane = KubeLane::kBackground}));
   if (!r.ok()) return KubeError("record event " + reason + " on " + node, r);
   return absl::OkStatus();

@@ -44,8 +44,10 @@ class KubeApi {
   absl::StatusOr<nlohmann::json> GetNode(const std::string& name,
                                          KubeLane lane = KubeLane::kInterruption);
   // Cordon/uncordon exactly like kubectl: GET, and a strategic-merge PATCH of
-  // spec.unschedulable only when it differs. Returns whether a PATCH was sent.
-  absl::StatusOr<bool> SetUnschedulable(const std::string& node, bool unschedulable);
+  // spec.unschedulable only when it differs. Returns whether a PATCH was sent; `observed`, if
+  // given, receives the node as read.
+  absl::StatusOr<bool> SetUnschedulable(const std::string& node, bool unschedulable,
+                                        nlohmann::json* observed = nullptr);
   // Adds `taint` (replacing a taint with the same key and effect) or removes the taints with
   // `key` and `effect` ("" : any effect). spec.taints is atomic, so the whole list is written with a merge patch carrying the
   // resourceVersion that was read: a concurrent writer gives 409, and the list is re-read and
@@ -59,9 +61,6 @@ class KubeApi {
 
   // Every pod bound to the node (fieldSelector spec.nodeName, pages of 500).
   absl::StatusOr<std::vector<nlohmann::json>> ListPodsOnNode(const std::string& node);
-  // nullopt: 404.
-  absl::StatusOr<std::optional<nlohmann::json>> GetPod(const std::string& ns,
-                                                       const std::string& name);
   absl::StatusOr<bool> DaemonSetExists(const std::string& ns, const std::string& name);
   // Whether /api/v1 advertises pods/eviction (policy/v1); if not, drains fall back to DELETE.
   absl::StatusOr<bool> EvictionSupported();
@@ -91,6 +90,18 @@ class KubeApi {
                                     const std::function<bool(nlohmann::json& taints)>& edit);
   KubeClient& client_;
 };
+
+// Runs `body`, turning a JSON type error (an answer of an unexpected shape: a string where an
+// object belongs) into an Internal error instead of an exception. Every reader of API answers goes
+// through it: no answer, however malformed, may crash the aggregator.
+template <typename Body>
+auto GuardJson(const std::string& what, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InternalError(what + ": malformed answer from the API server: " + e.what());
+  }
+}
 
 // Kubernetes-style error from a non-2xx answer.
 absl::Status KubeError(const std::string& what, const KubeResponse& response);

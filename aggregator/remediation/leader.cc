@@ -77,6 +77,16 @@ void LeaderElector::Loop() {
 }
 
 bool LeaderElector::TryAcquireOrRenew() {
+  try {
+    return TryAcquireOrRenewUnguarded();
+  } catch (const nlohmann::json::exception& e) {
+    GetLogger("agg.leader")->warn("lease {}/{}: malformed answer: {}", options_.ns, options_.name,
+                                  e.what());
+    return false;
+  }
+}
+
+bool LeaderElector::TryAcquireOrRenewUnguarded() {
   auto log = GetLogger("agg.leader");
   const int64_t now_wall = clock_.NowUnixMs();
   const int duration_s = static_cast<int>((options_.lease_duration_ms + 999) / 1000);
@@ -135,6 +145,14 @@ bool LeaderElector::TryAcquireOrRenew() {
 }
 
 void LeaderElector::Release() {
+  try {
+    ReleaseUnguarded();
+  } catch (const nlohmann::json::exception& e) {
+    GetLogger("agg.leader")->warn("release lease: malformed answer: {}", e.what());
+  }
+}
+
+void LeaderElector::ReleaseUnguarded() {
   auto got = api_.GetLease(options_.ns, options_.name);
   if (!got.ok() || !got->ok()) return;
   json lease = got->Json();

@@ -47,8 +47,10 @@ class LeaderElector {
 
  private:
   void Loop();
-  bool TryAcquireOrRenew();
+  bool TryAcquireOrRenew();  // JSON errors in answers count as a failed round
+  bool TryAcquireOrRenewUnguarded();
   void Release();
+  void ReleaseUnguarded();
   void SetLeading(bool leading);
   int64_t NowMs() const { return clock_.MonotonicNs() / 1'000'000; }
 

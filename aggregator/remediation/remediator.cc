@@ -209,6 +209,10 @@ void Remediator::SchedulerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     const int64_t now = deps_.clock->NowUnixMs();
+    // New entries are journaled after their action is launched: the notice itself is already
+    // durable (the start-up recovery re-creates a lost entry), and a synced write must not
+    // delay the cordon.
+    std::vector<std::string> unsaved;
     while (!inbox_.empty()) {
       auto [node, notice] = std::move(inbox_.front());
       inbox_.pop_front();
@@ -252,16 +256,16 @@ void Remediator::SchedulerLoop() {
       j.set_act_at_unix_ms(IsScheduled(notice.kind()) && notice.not_before_unix_ms() > 0
                                ? notice.not_before_unix_ms() - config_.maintenance_lead_ms
                                : now);
-      auto policy = policies_.find(notice.kind());
-      if (policy == policies_.end() || policy->second == "none") {
+      if (PolicyFor(notice.kind()) == "none") {
         j.set_phase("done");
         j.set_outcome("policy none: recorded only");
       } else {
         j.set_phase("pending");
       }
-      Journal(entry);
       entries_[key] = std::move(entry);
+      unsaved.push_back(key);
     }
+    PruneJournal(now);
     if (MayAct()) {
       for (auto& [key, entry] : entries_) {
         if (entry.running) continue;
@@ -293,6 +297,7 @@ void Remediator::SchedulerLoop() {
         }
       }
     }
+    for (const auto& key : unsaved) Journal(entries_[key]);
     cv_.wait_for(lock, std::chrono::milliseconds(100));
     for (auto it = workers_.begin(); it != workers_.end();) {
       if (!entries_[it->first].running) {
@@ -303,6 +308,33 @@ void Remediator::SchedulerLoop() {
       }
     }
   }
+}
+
+void Remediator::PruneJournal(int64_t now) {
+  // Finished entries are kept two days (the start-up recovery looks back one), then forgotten.
+  constexpr int64_t kKeepMs = 48 * 3600 * 1000LL;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const auto& j = it->second.journal;
+    const bool final = j.phase() == "undone" || j.phase() == "expired" ||
+                       (j.phase() == "done" && j.clear_at_unix_ms() == 0);
+    if (final && !it->second.running && !workers_.count(it->first) &&
+        now - j.updated_unix_ms() > kKeepMs) {
+      if (auto s = deps_.store->DeleteState(it->first); !s.ok()) {
+        GetLogger("agg.remediation")->warn("drain journal: {}", s);
+        ++it;
+        continue;
+      }
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+const std::string& Remediator::PolicyFor(InterruptionKind kind) const {
+  static const std::string kNone = "none";
+  auto it = policies_.find(kind);
+  return it == policies_.end() ? kNone : it->second;
 }
 
 void Remediator::Launch(Entry& entry, bool undo) {
@@ -349,17 +381,38 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   const InterruptionNotice& n = j.notice();
   const std::string& node = j.node();
   const std::string kind = KindSlug(n.kind());
-  const std::string policy = policies_.at(n.kind());
+  const std::string policy = PolicyFor(n.kind());
   const int64_t deadline = DrainDeadline(n);
+  if (!MayAct()) return;
   const bool resumed = j.phase() == "acting";
-  if (!resumed) {
-    j.set_phase("acting");
-    Finish(key, j);
-  }
+  // Persisted with the first result: a crash before it re-runs these idempotent steps.
+  j.set_phase("acting");
   ++counters_.actions_started;
-  auto node_obj = deps_.api->GetNode(node);
-  if (!node_obj.ok()) {
-    if (absl::IsNotFound(node_obj.status())) {
+  const bool hard = policy == "drain" || policy == "cordon";
+  const bool cordon = !config_.dry_run && (hard || config_.rebalance_cordon);
+  const std::string left =
+      deadline > 0 ? Seconds(deadline - deps_.clock->NowUnixMs()) + " before the deadline"
+                   : "no deadline";
+  const std::string plan = policy == "drain"    ? "cordon, taint and drain"
+                           : policy == "cordon" ? "cordon and taint"
+                           : config_.rebalance_cordon ? "taint PreferNoSchedule and cordon"
+                                                      : "taint PreferNoSchedule";
+  if (!resumed) {
+    Step(j, "planned", absl::StrCat(plan, " (", left, ")"));  // queued, not waited for
+    Notify(j, "notice", absl::StrCat("will ", plan, " (", left, ")"));
+  }
+  // The cordon is the first request: no journal write or lookup waits in front of it.
+  nlohmann::json node_obj;
+  absl::StatusOr<bool> cordoned = false;
+  if (cordon) {
+    cordoned = deps_.api->SetUnschedulable(node, true, &node_obj);
+  } else if (auto got = deps_.api->GetNode(node); got.ok()) {
+    node_obj = std::move(*got);
+  } else {
+    cordoned = got.status();
+  }
+  if (!cordoned.ok()) {
+    if (absl::IsNotFound(cordoned.status())) {
       ++counters_.unknown_nodes;
       log->warn("node {}: not in the cluster; nothing to cordon or drain", node);
       j.set_phase("done");
@@ -368,32 +421,41 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
       Finish(key, j);
     } else {
       ++counters_.api_errors;
-      log->warn("node {}: {}; retrying", node, node_obj.status());
+      log->warn("node {}: {}; retrying", node, cordoned.status());
+      Finish(key, j);
       std::this_thread::sleep_for(std::chrono::seconds(1));  // the scheduler relaunches it
     }
     return;
   }
-  const std::string uid = (*node_obj)["metadata"].value("uid", "");
-  const std::string left = deadline > 0 ? Seconds(deadline - deps_.clock->NowUnixMs()) + " before the deadline" : "no deadline";
+  std::string uid;
+  try {
+    uid = node_obj.at("metadata").value("uid", "");
+  } catch (const nlohmann::json::exception&) {
+    // Events are then recorded without the uid; nothing else needs it.
+  }
   if (!resumed) {
-    std::string plan =
-        policy == "drain"    ? "cordon, taint and drain"
-        : policy == "cordon" ? "cordon and taint"
-                             : "taint PreferNoSchedule" +
-                                   std::string(config_.rebalance_cordon ? " and cordon" : "");
-    Step(j, "planned", absl::StrCat(plan, " (", left, ")"));
     Event(j, uid, "Warning", "InterruptionNotice",
           absl::StrCat(n.provider(), " ", kind, " notice ", n.event_id(), ": will ", plan, " (",
                        left, ")"));
-    Notify(j, "notice", absl::StrCat("will ", plan, " (", left, ")"));
+  }
+  if (cordon) {
+    if (!j.cordoned() && !resumed) {
+      const int64_t took = deps_.clock->NowUnixMs() - j.received_unix_ms();
+      HistogramsFor(n.provider(), kind).notice_to_cordon.Observe(static_cast<double>(took) / 1000);
+      log->info("node {}: cordoned {} ms after the notice arrived", node, took);
+    }
+    j.set_cordoned(j.cordoned() || *cordoned);
+    Step(j, "cordoned", *cordoned ? "" : "was already unschedulable");
   }
   if (config_.dry_run) {
-    auto plan = drainer_.Drain(node, {.deadline_unix_ms = deadline, .dry_run = true}, *cancel,
-                               [] { return true; });
-    std::string pods = plan.ok() ? absl::StrJoin(plan->planned_pods, ", ") : std::string(plan.status().message());
-    log->info("DRY RUN node {}: would {} {}; pods: {}", node, policy, n.event_id(), pods);
-    Step(j, "planned", absl::StrCat("dry run: would evict ", plan.ok() ? plan->planned_pods.size() : 0,
-                                    " pod(s): ", pods));
+    auto planned = drainer_.Drain(node, {.deadline_unix_ms = deadline, .dry_run = true}, *cancel,
+                                  [] { return true; });
+    std::string pods = planned.ok() ? absl::StrJoin(planned->planned_pods, ", ")
+                                    : std::string(planned.status().message());
+    log->info("DRY RUN node {}: would {} {}; pods: {}", node, plan, n.event_id(), pods);
+    Step(j, "planned",
+         absl::StrCat("dry run: would evict ", planned.ok() ? planned->planned_pods.size() : 0,
+                      " pod(s): ", pods));
     j.set_phase("done");
     j.set_outcome("dry run");
     Finish(key, j);
@@ -406,19 +468,6 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     Finish(key, j);  // stays "acting"; the scheduler retries
     std::this_thread::sleep_for(std::chrono::seconds(1));
   };
-  if (!MayAct()) return;
-  const bool hard = policy == "drain" || policy == "cordon";
-  if (hard || config_.rebalance_cordon) {
-    auto cordoned = deps_.api->SetUnschedulable(node, true);
-    if (!cordoned.ok()) return fail(cordoned.status());
-    if (!j.cordoned() && !resumed) {
-      const int64_t took = deps_.clock->NowUnixMs() - j.received_unix_ms();
-      HistogramsFor(n.provider(), kind).notice_to_cordon.Observe(static_cast<double>(took) / 1000);
-      log->info("node {}: cordoned {} ms after the notice arrived", node, took);
-    }
-    j.set_cordoned(j.cordoned() || *cordoned);
-    Step(j, "cordoned", *cordoned ? "" : "was already unschedulable");
-  }
   if (!MayAct()) return;
   const std::string effect = hard ? "NoSchedule" : "PreferNoSchedule";
   auto tainted = deps_.api->PutTaint(node, {config_.taint_key, kind, effect});
@@ -512,12 +561,13 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
   }
   if (!MayAct()) return;
   if (j.tainted()) {
-    const auto policy = policies_.at(j.notice().kind());
-    const std::string effect = policy == "taint" ? "PreferNoSchedule" : "NoSchedule";
+    const std::string effect =
+        PolicyFor(j.notice().kind()) == "taint" ? "PreferNoSchedule" : "NoSchedule";
     auto removed = deps_.api->RemoveTaint(node, config_.taint_key, effect);
     if (!removed.ok() && !absl::IsNotFound(removed.status())) {
       ++counters_.api_errors;
       log->warn("node {}: undo: {}", node, removed.status());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       return;  // retried by the scheduler
     }
     j.set_tainted(false);
@@ -527,6 +577,8 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     auto unlabelled = deps_.api->SetLabel(node, kExcludeLbLabel, std::nullopt);
     if (!unlabelled.ok() && !absl::IsNotFound(unlabelled.status())) {
       ++counters_.api_errors;
+      log->warn("node {}: undo: {}", node, unlabelled.status());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       return;
     }
     j.set_labelled(false);
@@ -536,6 +588,8 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     auto uncordoned = deps_.api->SetUnschedulable(node, false);
     if (!uncordoned.ok() && !absl::IsNotFound(uncordoned.status())) {
       ++counters_.api_errors;
+      log->warn("node {}: undo: {}", node, uncordoned.status());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       return;
     }
     j.set_cordoned(false);

@@ -137,6 +137,8 @@ class Remediator {
   void SchedulerLoop();
   void Journal(Entry& entry);             // persists entry.journal (mu_ held or entry private)
   void Launch(Entry& entry, bool undo);   // mu_ held
+  void PruneJournal(int64_t now);         // mu_ held
+  const std::string& PolicyFor(nodewatch::v1::InterruptionKind kind) const;
   void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
            std::shared_ptr<std::atomic<bool>> cancel);
   void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);

@@ -44,7 +44,9 @@ std::string Webhook::Render(const std::map<std::string, std::string>& fields) co
     out.append(t, i, open - i);
     auto it = fields.find(t.substr(open + 2, close - open - 2));
     if (it != fields.end()) {
-      std::string quoted = nlohmann::json(it->second).dump();  // JSON-escaped, with quotes
+      // JSON-escaped, with quotes; bytes that are not UTF-8 (from an API error) become U+FFFD.
+      std::string quoted =
+          nlohmann::json(it->second).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       out.append(quoted, 1, quoted.size() - 2);
     }
     i = close + 2;
