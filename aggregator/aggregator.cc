@@ -104,15 +104,18 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
   std::shared_ptr<grpc::ServerCredentials> ingest_creds;
   std::shared_ptr<grpc::ServerCredentials> query_creds;
   if (config.insecure) {
-    log->warn("--insecure: listeners are plaintext and agents are not authenticated; for local "
-              "demos only");
+    log->warn(
+        "--insecure: listeners are plaintext and agents are not authenticated; for local "
+        "demos only");
     ingest_creds = grpc::InsecureServerCredentials();
     query_creds = grpc::InsecureServerCredentials();
     query_options.allow_unauthenticated = query_options.bearer_token.empty();
   } else {
     TlsFiles files{config.tls_ca, config.tls_cert, config.tls_key};
-    ASSIGN_OR_RETURN(ingest_creds, MakeServerCredentials(files, ClientCertPolicy::kRequireAndVerify));
-    ASSIGN_OR_RETURN(query_creds, MakeServerCredentials(files, ClientCertPolicy::kRequestAndVerify));
+    ASSIGN_OR_RETURN(ingest_creds,
+                     MakeServerCredentials(files, ClientCertPolicy::kRequireAndVerify));
+    ASSIGN_OR_RETURN(query_creds,
+                     MakeServerCredentials(files, ClientCertPolicy::kRequestAndVerify));
   }
 
   agg->ingest_ = std::make_unique<IngestService>(*agg->engine_, config.insecure,
@@ -140,10 +143,10 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                      StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_,
                                             *agg->query_, *agg->store_, agg->remediator_.get()));
   }
-  log->info("nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
-            "store {}/db",
-            NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->metrics_port(),
-            config.data_dir);
+  log->info(
+      "nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
+      "store {}/db",
+      NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->metrics_port(), config.data_dir);
   return agg;
 }
 

@@ -77,8 +77,8 @@ bool WaitForLeader(agg::Aggregator& a) {
   return false;
 }
 
-int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles& server,
-                  int trials, const std::string& clouds) {
+int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles& server, int trials,
+                  const std::string& clouds) {
   nt::FakeKubeApi api({.max_termination_ms = 200});
   if (!api.Start()) return 1;
   auto aggregator = nt::StartInProcessAggregator(
@@ -101,11 +101,28 @@ int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles&
     api.AddNode(nt::FakeKubeApi::MakeNode(node));
     auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
     nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
-                         {"--node-name", node, "--aggregator", ingest, "--spool-dir",
-                          dir + "/spool-" + name, "--interval", "1h", "--cloud", cloud,
-                          "--metadata-endpoint", sim.url(), "--tls-ca", pki.ca_file(),
-                          "--tls-cert", cert.cert, "--tls-key", cert.key, "--log-level", "warn",
-                          "--azure-poll-interval", fast ? "200ms" : "1s"},
+                         {"--node-name",
+                          node,
+                          "--aggregator",
+                          ingest,
+                          "--spool-dir",
+                          dir + "/spool-" + name,
+                          "--interval",
+                          "1h",
+                          "--cloud",
+                          cloud,
+                          "--metadata-endpoint",
+                          sim.url(),
+                          "--tls-ca",
+                          pki.ca_file(),
+                          "--tls-cert",
+                          cert.cert,
+                          "--tls-key",
+                          cert.key,
+                          "--log-level",
+                          "warn",
+                          "--azure-poll-interval",
+                          fast ? "200ms" : "1s"},
                          dir + "/agent-" + name + ".log");
     agent.Start();
     for (int i = 0; i < 100 && !(*aggregator)->engine().GetNode(node); ++i) {
@@ -187,10 +204,11 @@ int Drain110(const std::string& dir) {
     if (r.method == "POST" && r.status == 201) last_eviction = std::max(last_eviction, r.time_ms);
   }
   const int64_t overhead = took - kPodStopMs;
-  std::printf("drain of %d pods: %lld ms (pods stop in %lld ms; last eviction accepted at +%lld ms;"
-              " %d API requests)\n",
-              kPods, static_cast<long long>(took), static_cast<long long>(kPodStopMs),
-              static_cast<long long>(last_eviction - start), requests);
+  std::printf(
+      "drain of %d pods: %lld ms (pods stop in %lld ms; last eviction accepted at +%lld ms;"
+      " %d API requests)\n",
+      kPods, static_cast<long long>(took), static_cast<long long>(kPodStopMs),
+      static_cast<long long>(last_eviction - start), requests);
   nb::PrintBench("drain_110_pods_total_ms", static_cast<double>(took), "ms");
   nb::PrintBench("drain_110_pods_handler_overhead_ms", static_cast<double>(overhead), "ms");
   return 0;
@@ -280,10 +298,11 @@ int main(int argc, char** argv) {
   }
   std::string dir = nt::MakeTempDir("nodewatch-remediation-bench");
   nt::TestPki pki(dir + "/pki");
-  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+  auto server = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
   int failures = 0;
-  if (parts.find("cordon") != std::string::npos) failures += CordonLatency(dir, pki, server, trials, clouds);
+  if (parts.find("cordon") != std::string::npos)
+    failures += CordonLatency(dir, pki, server, trials, clouds);
   if (parts.find("drain") != std::string::npos) failures += Drain110(dir);
   if (parts.find("mass") != std::string::npos) failures += Mass(dir, pki, server);
   std::filesystem::remove_all(dir);

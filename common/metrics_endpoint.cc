@@ -1,9 +1,9 @@
 #include "common/metrics_endpoint.h"
 
-#include <limits>
-
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
+
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 

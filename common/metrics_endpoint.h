@@ -28,8 +28,8 @@ namespace nodewatch {
 // A fixed-bucket histogram fed from hot paths (thread-safe) and exported by MetricFamilies.
 class HistogramData {
  public:
-  explicit HistogramData(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)),
-                                                             counts_(bounds_.size() + 1, 0) {}
+  explicit HistogramData(std::vector<double> upper_bounds)
+      : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
   void Observe(double value);
   struct Snapshot {
     std::vector<double> bounds;

@@ -76,7 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)drainer.Drain("n1", {.deadline_unix_ms = now + 60'000, .dry_run = true}, cancel,
                       [] { return true; });
   // A real drain with a deadline that ends it within a few rounds.
-  (void)drainer.Drain("n1", {.deadline_unix_ms = now + 5, .margin_ms = 0, .poll_ms = 10},
-                      cancel, [] { return true; });
+  (void)drainer.Drain("n1", {.deadline_unix_ms = now + 5, .margin_ms = 0, .poll_ms = 10}, cancel,
+                      [] { return true; });
   return 0;
 }

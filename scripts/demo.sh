@@ -47,7 +47,7 @@ start_aggregator() {
   "$BIN/nodewatch-aggregator" --listen "$INGEST" --query-listen "$QUERY" --metrics-listen "$METRICS" \
     --data-dir "$DEMO/aggregator" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/aggregator.crt" \
     --tls-key "$DEMO/pki/aggregator.key" --remediation on --kube-api-server "$KUBE" \
-    --lease-namespace nodewatch >>"$DEMO/aggregator.log" 2>&1 &
+    --lease-namespace nodewatch --identity demo-aggregator >>"$DEMO/aggregator.log" 2>&1 &
   AGG_PID=$!
   pids+=("$AGG_PID")
 }
@@ -102,7 +102,7 @@ done
 sleep 1
 cli nodes
 
-say "The aggregator cordons, taints and drains $NODE (waiting for the drain to end)"
+say "The aggregator (same --identity, so it takes its Lease back at once) cordons, taints and drains $NODE"
 for _ in $(seq 120); do
   cli history "$NODE" --kind remediation 2>/dev/null | grep -qE 'drained|drain-incomplete' && break
   sleep 0.5

@@ -122,9 +122,9 @@ std::string SummarizeRecord(const Record& r) {
       for (const auto& a : i.addresses()) addrs.push_back(a.address());
       return absl::StrCat("provider=", OrDash(i.provider()), " region=", OrDash(i.region()),
                           " zone=", OrDash(i.zone()), " type=", OrDash(i.instance_type()),
-                          " lifecycle=", Lifecycle(i.lifecycle()), " kernel=",
-                          OrDash(i.kernel_release()), " addresses=",
-                          addrs.empty() ? "-" : absl::StrJoin(addrs, ","));
+                          " lifecycle=", Lifecycle(i.lifecycle()),
+                          " kernel=", OrDash(i.kernel_release()),
+                          " addresses=", addrs.empty() ? "-" : absl::StrJoin(addrs, ","));
     }
     case Record::kHeartbeat: {
       const auto& h = r.heartbeat();
@@ -135,8 +135,9 @@ std::string SummarizeRecord(const Record& r) {
     }
     case Record::kInterruption: {
       const auto& n = r.interruption();
-      return absl::StrCat(OrDash(n.provider()), " ", KindName(n.kind()), " event=",
-                          OrDash(n.event_id()), " deadline=", FormatTime(n.deadline_unix_ms()),
+      return absl::StrCat(OrDash(n.provider()), " ", KindName(n.kind()),
+                          " event=", OrDash(n.event_id()),
+                          " deadline=", FormatTime(n.deadline_unix_ms()),
                           " state=", nodewatch::v1::NoticeState_Name(n.state()).substr(13));
     }
     case Record::kNetwork: {
@@ -144,8 +145,8 @@ std::string SummarizeRecord(const Record& r) {
       uint64_t bytes = 0;
       for (const auto& f : n.flows()) bytes += f.bytes();
       return absl::StrCat("flows=", n.flows_size(), " bytes=", Bytes(bytes),
-                          " retransmits=", n.tcp_retransmits(), " failed_connects=",
-                          n.tcp_failed_connects());
+                          " retransmits=", n.tcp_retransmits(),
+                          " failed_connects=", n.tcp_failed_connects());
     }
     case Record::kDisk: {
       const auto& d = r.disk();
@@ -158,9 +159,9 @@ std::string SummarizeRecord(const Record& r) {
                                      " event=", OrDash(m.event_id()));
       if (m.pods_evicted() + m.pods_force_deleted() + m.pods_remaining() + m.pods_blocked_by_pdb() >
           0) {
-        absl::StrAppend(&out, " evicted=", m.pods_evicted(), " force_deleted=",
-                        m.pods_force_deleted(), " pdb_blocked=", m.pods_blocked_by_pdb(),
-                        " remaining=", m.pods_remaining());
+        absl::StrAppend(
+            &out, " evicted=", m.pods_evicted(), " force_deleted=", m.pods_force_deleted(),
+            " pdb_blocked=", m.pods_blocked_by_pdb(), " remaining=", m.pods_remaining());
       }
       if (!m.message().empty()) absl::StrAppend(&out, ": ", m.message());
       return out;
@@ -187,8 +188,10 @@ std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int
 std::string HistoryTable(const std::vector<Record>& records) {
   std::vector<std::vector<std::string>> rows = {{"TIME", "SEQ", "KIND", "DETAILS"}};
   for (const auto& r : records) {
-    rows.push_back({FormatTime(r.time_unix_ms()), absl::StrCat(r.seq()), RecordKindName(r),
-                    SummarizeRecord(r)});
+    // Records the aggregator wrote (remediation steps) have seqs above 2^63: not the agent's.
+    const bool local = r.seq() >= (1ull << 63);
+    rows.push_back({FormatTime(r.time_unix_ms()), local ? "-" : absl::StrCat(r.seq()),
+                    RecordKindName(r), SummarizeRecord(r)});
   }
   return Table(rows);
 }

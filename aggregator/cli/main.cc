@@ -69,8 +69,9 @@ int main(int argc, char** argv) {
   options.AddBool("insecure", &c.insecure, "Plaintext (an aggregator started with --insecure).");
   options.AddDuration("since", &c.since_ms, "How far back to look.");
   options.AddDuration("until", &c.until_ms, "Stop this long before now (default: now).");
-  options.AddStringList("kind", &c.kinds,
-                        "history: node-info|heartbeat|interruption|network|disk|remediation (repeatable).");
+  options.AddStringList(
+      "kind", &c.kinds,
+      "history: node-info|heartbeat|interruption|network|disk|remediation (repeatable).");
   options.AddString("output", &c.output, "table or json (also -o).");
   options.AddInt("limit", &c.limit, "history: at most this many records (0: all).", 0, 1LL << 40);
   options.AddString("node", &c.node, "interruptions: only this node.");

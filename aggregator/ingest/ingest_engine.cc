@@ -267,8 +267,7 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
   return s.acked_seq();
 }
 
-absl::StatusOr<uint64_t> IngestEngine::ApplyLocal(Touched& touched, Item& item,
-                                                  WriteSet* writes) {
+absl::StatusOr<uint64_t> IngestEngine::ApplyLocal(Touched& touched, Item& item, WriteSet* writes) {
   NodeEntry* entry = Touch(touched, item.node, /*create=*/false);
   if (entry == nullptr) {
     return absl::NotFoundError(absl::StrCat("node '", item.node, "' is not known"));
@@ -285,7 +284,8 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyLocal(Touched& touched, Item& item,
 }
 
 bool IngestEngine::RememberNotice(NodeEntry& entry, const nodewatch::v1::InterruptionNotice& n) {
-  std::string key = absl::StrCat(n.provider(), "\t", n.event_id(), "\t", static_cast<int>(n.state()));
+  std::string key =
+      absl::StrCat(n.provider(), "\t", n.event_id(), "\t", static_cast<int>(n.state()));
   if (!entry.notice_keys.insert(key).second) return false;
   auto* keys = entry.stored.mutable_notice_keys();
   keys->Add(std::move(key));
@@ -330,8 +330,7 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
       }
       GetLogger("agg.ingest")
           ->info("node {}: stored interruption notice {} {} event {} state {} (seq {})", node,
-                 n.provider(),
-                 nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
+                 n.provider(), nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
                  nodewatch::v1::NoticeState_Name(n.state()), r.record->seq());
       if (notice_listener_ && r.record->seq() <= kMaxSeq) {
         notice_listener_(node, touched[node].stored.info(), n);
@@ -344,10 +343,11 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
     }
   } else {
     ++counters_.commit_errors;
-    GetLogger("agg.ingest")->error("group commit of {} records failed: {}", writes.records.size(),
-                                   written);
+    GetLogger("agg.ingest")
+        ->error("group commit of {} records failed: {}", writes.records.size(), written);
     for (auto& r : results) {
-      if (r.ok()) r = absl::UnavailableError(absl::StrCat("store write failed: ", written.message()));
+      if (r.ok())
+        r = absl::UnavailableError(absl::StrCat("store write failed: ", written.message()));
     }
   }
   for (size_t i = 0; i < group.size(); ++i) group[i]->done(std::move(results[i]));

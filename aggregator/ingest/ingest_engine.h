@@ -34,10 +34,10 @@
 namespace nodewatch::aggregator {
 
 struct IngestOptions {
-  size_t max_group_items = 1024;       // messages per group commit
-  size_t max_group_records = 50'000;   // records per group commit
-  size_t max_batch_records = 10'000;   // a bigger batch is refused
-  size_t max_pending_seqs = 65'536;    // out-of-order seqs held per node
+  size_t max_group_items = 1024;           // messages per group commit
+  size_t max_group_records = 50'000;       // records per group commit
+  size_t max_batch_records = 10'000;       // a bigger batch is refused
+  size_t max_pending_seqs = 65'536;        // out-of-order seqs held per node
   int64_t max_future_skew_ms = 3'600'000;  // record times further ahead are filed at receive time
 };
 
@@ -64,9 +64,9 @@ class IngestEngine {
 
   // Runs on the writer thread once per newly stored interruption notice (never for a duplicate),
   // after its commit. Must not block. Set before Start().
-  using NoticeListener = std::function<void(const std::string& node,
-                                            const nodewatch::v1::NodeInfo& info,
-                                            const nodewatch::v1::InterruptionNotice& notice)>;
+  using NoticeListener =
+      std::function<void(const std::string& node, const nodewatch::v1::NodeInfo& info,
+                         const nodewatch::v1::InterruptionNotice& notice)>;
   void SetNoticeListener(NoticeListener listener) { notice_listener_ = std::move(listener); }
 
   // Loads the node directory and starts the writer.

@@ -14,11 +14,8 @@
 
 namespace nodewatch::aggregator {
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(const std::string& address,
-                                                                        IngestEngine& engine,
-                                                                        IngestService& ingest,
-                                                                        QueryService& query,
-                                                                        Store& store,
-                                                                        const Remediator* remediator);
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
+    const std::string& address, IngestEngine& engine, IngestService& ingest, QueryService& query,
+    Store& store, const Remediator* remediator);
 
 }  // namespace nodewatch::aggregator

@@ -20,11 +20,11 @@ struct PodWork {
   std::string ns, name, uid;
   int64_t grace_s = 30;
   Phase phase = Phase::kEvict;
-  int64_t next_ms = 0;           // when to act next
-  bool blocked = false;          // a PDB refused it at least once
-  bool no_eviction = false;      // multi-PDB or no Eviction API: delete at the force point
+  int64_t next_ms = 0;       // when to act next
+  bool blocked = false;      // a PDB refused it at least once
+  bool no_eviction = false;  // multi-PDB or no Eviction API: delete at the force point
   bool force_deleted = false;
-  int64_t gone_by_ms = 0;        // deletionTimestamp of the current deletion
+  int64_t gone_by_ms = 0;  // deletionTimestamp of the current deletion
   std::string error;
   std::string Id() const { return ns + "/" + name; }
 };
@@ -68,12 +68,10 @@ std::string DaemonSetOwner(const json& pod) {
 absl::StatusOr<DrainReport> Drainer::Drain(const std::string& node, const DrainOptions& options,
                                            const std::atomic<bool>& cancel,
                                            const std::function<bool()>& may_act) {
-  return GuardJson("drain " + node,
-                   [&] { return DrainUnguarded(node, options, cancel, may_act); });
+  return GuardJson("drain " + node, [&] { return DrainUnguarded(node, options, cancel, may_act); });
 }
 
-absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node,
-                                                    const DrainOptions& o,
+absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node, const DrainOptions& o,
                                                     const std::atomic<bool>& cancel,
                                                     const std::function<bool()>& may_act) {
   auto log = GetLogger("agg.drain");
@@ -83,9 +81,7 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node,
       o.deadline_unix_ms > 0 ? o.deadline_unix_ms : report.started_unix_ms + o.max_drain_ms;
   const int64_t target_ms = o.deadline_unix_ms > 0 ? o.deadline_unix_ms - o.margin_ms : 0;
   // Seconds a deletion may take from `now` and still end before the deadline's margin.
-  auto fit_seconds = [&](int64_t now) {
-    return std::max<int64_t>((target_ms - now) / 1000, 1);
-  };
+  auto fit_seconds = [&](int64_t now) { return std::max<int64_t>((target_ms - now) / 1000, 1); };
   // The last moment a pod's full grace still fits; from then on it is deleted, not evicted.
   auto force_at = [&](const PodWork& p) {
     return target_ms > 0 ? target_ms - p.grace_s * 1000 : INT64_MAX;
@@ -107,8 +103,8 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node,
       continue;
     }
     const std::string phase = pod.contains("status") ? pod["status"].value("phase", "") : "";
-    if (std::string ds = DaemonSetOwner(pod); !ds.empty() && phase != "Succeeded" &&
-                                              phase != "Failed") {
+    if (std::string ds = DaemonSetOwner(pod);
+        !ds.empty() && phase != "Succeeded" && phase != "Failed") {
       std::string key = w.ns + "/" + ds;
       if (!daemonsets.count(key)) {
         ASSIGN_OR_RETURN(daemonsets[key], api_.DaemonSetExists(w.ns, ds));
@@ -176,11 +172,12 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node,
         p.phase = Phase::kDone;
         return;
       case EvictOutcome::kBlocked: {
-        if (!p.blocked) log->info("node {}: eviction of {} refused: {}", node, p.Id(), result->message);
+        if (!p.blocked)
+          log->info("node {}: eviction of {} refused: {}", node, p.Id(), result->message);
         p.blocked = true;
         if (now >= force_at(p)) return force_delete(p, now);
-        const int64_t retry = result->retry_after_seconds > 0 ? result->retry_after_seconds * 1000LL
-                                                              : o.pdb_retry_ms;
+        const int64_t retry =
+            result->retry_after_seconds > 0 ? result->retry_after_seconds * 1000LL : o.pdb_retry_ms;
         p.next_ms = std::min(now + retry, force_at(p));
         return;
       }

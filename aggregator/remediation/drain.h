@@ -4,8 +4,8 @@
 //   - evicts every other pod in parallel through the Eviction API, with the pod's own grace, or
 //     the time left when that grace no longer fits (`deadline - now - margin`, at least 1 s);
 //   - retries PDB refusals (429) at Retry-After or `pdb_retry_ms`, but never past the moment the
-//     pod's grace stops fitting: then it deletes the pod with grace max(deadline - now - margin, 1),
-//     so a PDB or a multi-PDB pod cannot burn the whole window (what NTH lets happen);
+//     pod's grace stops fitting: then it deletes the pod with grace max(deadline - now - margin,
+//     1), so a PDB or a multi-PDB pod cannot burn the whole window (what NTH lets happen);
 //   - waits for each pod to go (no longer listed on the node, or a new uid under the same name:
 //     one LIST per round instead of a GET per pod), and shortens the grace of a terminating pod
 //     whose deletion would end after the deadline;
@@ -27,25 +27,25 @@
 namespace nodewatch::aggregator {
 
 struct DrainOptions {
-  int64_t deadline_unix_ms = 0;   // 0: no deadline; then never force, give up after max_drain_ms
-  int64_t margin_ms = 5'000;      // pods should be gone this long before the deadline
-  int64_t pdb_retry_ms = 5'000;   // retry delay after a 429 without Retry-After
-  int64_t poll_ms = 500;          // how often the node's pods are listed while evictions end
+  int64_t deadline_unix_ms = 0;  // 0: no deadline; then never force, give up after max_drain_ms
+  int64_t margin_ms = 5'000;     // pods should be gone this long before the deadline
+  int64_t pdb_retry_ms = 5'000;  // retry delay after a 429 without Retry-After
+  int64_t poll_ms = 500;         // how often the node's pods are listed while evictions end
   int64_t max_drain_ms = 600'000;
-  int parallelism = 32;           // requests in flight for this node
+  int parallelism = 32;  // requests in flight for this node
   bool dry_run = false;
 };
 
 struct DrainReport {
-  bool complete = false;          // every evictable pod is gone
-  bool interrupted = false;       // canceled, or leadership lost
-  int evicted = 0;                // gone after an eviction (or already gone)
-  int force_deleted = 0;          // deleted with a clamped grace (PDB or grace past the deadline)
-  int pdb_blocked = 0;            // pods whose eviction a PDB refused at least once
-  int multiple_pdbs = 0;          // pods the Eviction API can never evict (HTTP 500)
+  bool complete = false;     // every evictable pod is gone
+  bool interrupted = false;  // canceled, or leadership lost
+  int evicted = 0;           // gone after an eviction (or already gone)
+  int force_deleted = 0;     // deleted with a clamped grace (PDB or grace past the deadline)
+  int pdb_blocked = 0;       // pods whose eviction a PDB refused at least once
+  int multiple_pdbs = 0;     // pods the Eviction API can never evict (HTTP 500)
   int skipped_daemonset = 0;
   int skipped_mirror = 0;
-  int remaining = 0;              // evictable pods still present at the end
+  int remaining = 0;                        // evictable pods still present at the end
   std::vector<std::string> remaining_pods;  // "ns/name"
   std::vector<std::string> planned_pods;    // dry-run: what would be evicted
   std::vector<std::string> errors;          // first API errors, for the Event and the history

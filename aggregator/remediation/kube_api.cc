@@ -163,8 +163,8 @@ absl::StatusOr<bool> KubeApi::SetLabel(const std::string& node, const std::strin
                                        const std::optional<std::string>& value) {
   return GuardJson("label " + node, [&]() -> absl::StatusOr<bool> {
     ASSIGN_OR_RETURN(json current, GetNode(node));
-    const json* labels = current["metadata"].contains("labels") ? &current["metadata"]["labels"]
-                                                                : nullptr;
+    const json* labels =
+        current["metadata"].contains("labels") ? &current["metadata"]["labels"] : nullptr;
     bool has = labels != nullptr && labels->contains(key);
     if (value.has_value() ? (has && (*labels)[key] == *value) : !has) return false;
     json patch = {{"metadata", {{"labels", {{key, value ? json(*value) : json(nullptr)}}}}}};
@@ -182,8 +182,8 @@ absl::StatusOr<std::vector<json>> KubeApi::ListPodsOnNode(const std::string& nod
     std::vector<json> pods;
     std::string cont;
     do {
-      std::string path = absl::StrCat("/api/v1/pods?fieldSelector=spec.nodeName%3D", node,
-                                       "&limit=500");
+      std::string path =
+          absl::StrCat("/api/v1/pods?fieldSelector=spec.nodeName%3D", node, "&limit=500");
       if (!cont.empty()) absl::StrAppend(&path, "&continue=", cont);
       ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.path = path, .timeout_ms = 30'000}));
       if (!r.ok()) return KubeError("list pods on " + node, r);
@@ -199,9 +199,9 @@ absl::StatusOr<std::vector<json>> KubeApi::ListPodsOnNode(const std::string& nod
 }
 
 absl::StatusOr<bool> KubeApi::DaemonSetExists(const std::string& ns, const std::string& name) {
-  ASSIGN_OR_RETURN(KubeResponse r,
-                   client_.Do({.path = absl::StrCat("/apis/apps/v1/namespaces/", ns,
-                                                    "/daemonsets/", name)}));
+  ASSIGN_OR_RETURN(
+      KubeResponse r,
+      client_.Do({.path = absl::StrCat("/apis/apps/v1/namespaces/", ns, "/daemonsets/", name)}));
   if (r.status == 404) return false;
   if (!r.ok()) return KubeError("get daemonset " + ns + "/" + name, r);
   return true;
@@ -248,8 +248,8 @@ absl::StatusOr<EvictResult> KubeApi::Evict(const std::string& ns, const std::str
       out.outcome = EvictOutcome::kGone;
     } else if (r.status == 429 || (r.status >= 500 && r.retry_after_seconds > 0)) {
       out.outcome = EvictOutcome::kBlocked;
-    } else if (r.status == 500 && out.message.find("more than one PodDisruptionBudget") !=
-                                      std::string::npos) {
+    } else if (r.status == 500 &&
+               out.message.find("more than one PodDisruptionBudget") != std::string::npos) {
       out.outcome = EvictOutcome::kMultiplePdbs;
     } else if (r.status == 403 && r.body.find("NamespaceTerminating") != std::string::npos) {
       out.outcome = EvictOutcome::kNamespaceTerminating;
@@ -263,8 +263,8 @@ absl::StatusOr<EvictResult> KubeApi::Evict(const std::string& ns, const std::str
 
 absl::StatusOr<bool> KubeApi::DeletePod(const std::string& ns, const std::string& name,
                                         int64_t grace_seconds, const std::string& uid) {
-  json body = {{"apiVersion", "v1"}, {"kind", "DeleteOptions"},
-               {"gracePeriodSeconds", grace_seconds}};
+  json body = {
+      {"apiVersion", "v1"}, {"kind", "DeleteOptions"}, {"gracePeriodSeconds", grace_seconds}};
   if (!uid.empty()) body["preconditions"] = {{"uid", uid}};
   ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "DELETE",
                                                .path = PodPath(ns, name),
@@ -300,39 +300,39 @@ absl::Status KubeApi::RecordNodeEvent(const std::string& node, const std::string
                 {"eventTime", nullptr},
                 {"reportingComponent", component},
                 {"reportingInstance", component}};
-  ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "POST",
-                                               .path = "/api/v1/namespaces/default/events",
-                                               .content_type = "application/json",
-                                               .body = event.dump(
-                                                   -1, ' ', false, json::error_handler_t::replace),
-                                               .lane = KubeLane::kBackground}));
+  ASSIGN_OR_RETURN(KubeResponse r,
+                   client_.Do({.method = "POST",
+                               .path = "/api/v1/namespaces/default/events",
+                               .content_type = "application/json",
+                               .body = event.dump(-1, ' ', false, json::error_handler_t::replace),
+                               .lane = KubeLane::kBackground}));
   if (!r.ok()) return KubeError("record event " + reason + " on " + node, r);
   return absl::OkStatus();
 }
 
 absl::StatusOr<KubeResponse> KubeApi::GetLease(const std::string& ns, const std::string& name) {
-  return client_.Do({.path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns,
-                                          "/leases/", name),
-                     .timeout_ms = 5'000});
+  return client_.Do(
+      {.path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns, "/leases/", name),
+       .timeout_ms = 5'000});
 }
 
 absl::StatusOr<KubeResponse> KubeApi::CreateLease(const std::string& ns, const json& lease) {
-  return client_.Do({.method = "POST",
-                     .path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns,
-                                          "/leases"),
-                     .content_type = "application/json",
-                     .body = lease.dump(),
-                     .timeout_ms = 5'000});
+  return client_.Do(
+      {.method = "POST",
+       .path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns, "/leases"),
+       .content_type = "application/json",
+       .body = lease.dump(),
+       .timeout_ms = 5'000});
 }
 
 absl::StatusOr<KubeResponse> KubeApi::UpdateLease(const std::string& ns, const std::string& name,
                                                   const json& lease) {
-  return client_.Do({.method = "PUT",
-                     .path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns,
-                                          "/leases/", name),
-                     .content_type = "application/json",
-                     .body = lease.dump(),
-                     .timeout_ms = 5'000});
+  return client_.Do(
+      {.method = "PUT",
+       .path = absl::StrCat("/apis/coordination.k8s.io/v1/namespaces/", ns, "/leases/", name),
+       .content_type = "application/json",
+       .body = lease.dump(),
+       .timeout_ms = 5'000});
 }
 
 }  // namespace nodewatch::aggregator

@@ -49,9 +49,10 @@ class KubeApi {
   absl::StatusOr<bool> SetUnschedulable(const std::string& node, bool unschedulable,
                                         nlohmann::json* observed = nullptr);
   // Adds `taint` (replacing a taint with the same key and effect) or removes the taints with
-  // `key` and `effect` ("" : any effect). spec.taints is atomic, so the whole list is written with a merge patch carrying the
-  // resourceVersion that was read: a concurrent writer gives 409, and the list is re-read and
-  // recomputed (up to 8 tries). Nobody else's taint is ever lost. Returns whether it changed.
+  // `key` and `effect` ("" : any effect). spec.taints is atomic, so the whole list is written with
+  // a merge patch carrying the resourceVersion that was read: a concurrent writer gives 409, and
+  // the list is re-read and recomputed (up to 8 tries). Nobody else's taint is ever lost. Returns
+  // whether it changed.
   absl::StatusOr<bool> PutTaint(const std::string& node, const Taint& taint);
   absl::StatusOr<bool> RemoveTaint(const std::string& node, const std::string& key,
                                    const std::string& effect = "");
@@ -69,8 +70,8 @@ class KubeApi {
                                     int64_t grace_seconds);
   // DELETE with gracePeriodSeconds and a uid precondition (never deletes a recreated namesake).
   // false: the pod was already gone (404) or is another pod now (409 on the uid).
-  absl::StatusOr<bool> DeletePod(const std::string& ns, const std::string& name, int64_t grace_seconds,
-                                 const std::string& uid);
+  absl::StatusOr<bool> DeletePod(const std::string& ns, const std::string& name,
+                                 int64_t grace_seconds, const std::string& uid);
 
   // core/v1 Event about a Node (namespace "default"), on the background lane.
   absl::Status RecordNodeEvent(const std::string& node, const std::string& node_uid,

@@ -24,7 +24,8 @@
 namespace nodewatch::aggregator {
 namespace {
 
-constexpr size_t kMaxBodyBytes = 64 << 20;  // a 5,000-pod list is ~50 MB; anything larger is hostile
+constexpr size_t kMaxBodyBytes = 64
+                                 << 20;  // a 5,000-pod list is ~50 MB; anything larger is hostile
 constexpr int64_t kTokenRefreshMs = 60'000;
 
 int64_t SteadyMs() {
@@ -126,8 +127,7 @@ size_t AppendBody(char* data, size_t size, size_t n, void* out) {
 size_t CaptureRetryAfter(char* data, size_t size, size_t n, void* out) {
   absl::string_view line(data, size * n);
   constexpr absl::string_view kName = "retry-after:";
-  if (line.size() > kName.size() &&
-      absl::EqualsIgnoreCase(line.substr(0, kName.size()), kName)) {
+  if (line.size() > kName.size() && absl::EqualsIgnoreCase(line.substr(0, kName.size()), kName)) {
     int seconds = -1;
     if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(kName.size())), &seconds)) {
       *static_cast<int*>(out) = seconds;
@@ -360,8 +360,8 @@ absl::StatusOr<KubeConnection> LoadKubeconfig(const std::string& path, const std
     KubeConnection c;
     c.server = cluster["server"].as<std::string>();
     while (!c.server.empty() && c.server.back() == '/') c.server.pop_back();
-    ASSIGN_OR_RETURN(c.ca_pem, DataOrFile(cluster, "certificate-authority-data",
-                                          "certificate-authority", dir));
+    ASSIGN_OR_RETURN(
+        c.ca_pem, DataOrFile(cluster, "certificate-authority-data", "certificate-authority", dir));
     c.insecure_skip_verify = cluster["insecure-skip-tls-verify"].as<bool>(false);
     if (ctx["namespace"]) c.ns = ctx["namespace"].as<std::string>();
     if (user.IsMap()) {
@@ -377,8 +377,8 @@ absl::StatusOr<KubeConnection> LoadKubeconfig(const std::string& path, const std
         if (p.is_relative()) p = std::filesystem::path(dir) / p;
         c.token_file = p.string();
       }
-      ASSIGN_OR_RETURN(c.client_cert_pem, DataOrFile(user, "client-certificate-data",
-                                                     "client-certificate", dir));
+      ASSIGN_OR_RETURN(c.client_cert_pem,
+                       DataOrFile(user, "client-certificate-data", "client-certificate", dir));
       ASSIGN_OR_RETURN(c.client_key_pem, DataOrFile(user, "client-key-data", "client-key", dir));
     }
     c.source = absl::StrCat("kubeconfig ", path, " (context ", ctx_name, ")");

@@ -23,15 +23,15 @@ namespace nodewatch::aggregator {
 
 // Where the API server is and how to authenticate, from in-cluster files or a kubeconfig.
 struct KubeConnection {
-  std::string server;             // https://host:port (http:// only for tests)
-  std::string ca_pem;             // trusted CA bundle (PEM); empty: system roots
+  std::string server;  // https://host:port (http:// only for tests)
+  std::string ca_pem;  // trusted CA bundle (PEM); empty: system roots
   bool insecure_skip_verify = false;
-  std::string token;              // static bearer token
-  std::string token_file;         // re-read every minute and after a 401 (projected tokens rotate)
-  std::string client_cert_pem;    // client certificate authentication
+  std::string token;            // static bearer token
+  std::string token_file;       // re-read every minute and after a 401 (projected tokens rotate)
+  std::string client_cert_pem;  // client certificate authentication
   std::string client_key_pem;
-  std::string ns = "default";     // namespace for the Lease
-  std::string source;             // "in-cluster", "kubeconfig <path>", "flags": for logs
+  std::string ns = "default";  // namespace for the Lease
+  std::string source;          // "in-cluster", "kubeconfig <path>", "flags": for logs
 };
 
 // In-cluster: $KUBERNETES_SERVICE_HOST/PORT and the service-account directory (token, ca.crt,
@@ -51,8 +51,8 @@ enum class KubeLane { kInterruption, kBackground };
 
 struct KubeRequest {
   std::string method = "GET";
-  std::string path;               // with query, e.g. "/api/v1/pods?fieldSelector=..."
-  std::string content_type;       // set for bodies
+  std::string path;          // with query, e.g. "/api/v1/pods?fieldSelector=..."
+  std::string content_type;  // set for bodies
   std::string body;
   KubeLane lane = KubeLane::kInterruption;
   int64_t timeout_ms = 10'000;
@@ -61,7 +61,7 @@ struct KubeRequest {
 struct KubeResponse {
   int status = 0;
   std::string body;
-  int retry_after_seconds = -1;   // the Retry-After header, -1 when absent
+  int retry_after_seconds = -1;  // the Retry-After header, -1 when absent
   bool ok() const { return status >= 200 && status < 300; }
   // The body as JSON (a discarded value when it is not JSON).
   nlohmann::json Json() const;

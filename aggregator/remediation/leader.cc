@@ -25,7 +25,9 @@ LeaderElector::LeaderElector(KubeApi& api, const Clock& clock, LeaderElectionOpt
 
 LeaderElector::~LeaderElector() { Stop(); }
 
-void LeaderElector::Start() { thread_ = std::thread([this] { Loop(); }); }
+void LeaderElector::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void LeaderElector::Stop() {
   {
@@ -49,8 +51,8 @@ void LeaderElector::SetLeading(bool leading) {
   if (leading_.exchange(leading) == leading) return;
   ++transitions_;
   GetLogger("agg.leader")
-      ->info("{} {} the Lease {}/{}", options_.identity, leading ? "acquired" : "lost",
-             options_.ns, options_.name);
+      ->info("{} {} the Lease {}/{}", options_.identity, leading ? "acquired" : "lost", options_.ns,
+             options_.name);
   if (on_change_) on_change_(leading);
 }
 
@@ -80,8 +82,8 @@ bool LeaderElector::TryAcquireOrRenew() {
   try {
     return TryAcquireOrRenewUnguarded();
   } catch (const nlohmann::json::exception& e) {
-    GetLogger("agg.leader")->warn("lease {}/{}: malformed answer: {}", options_.ns, options_.name,
-                                  e.what());
+    GetLogger("agg.leader")
+        ->warn("lease {}/{}: malformed answer: {}", options_.ns, options_.name, e.what());
     return false;
   }
 }
@@ -140,7 +142,8 @@ bool LeaderElector::TryAcquireOrRenewUnguarded() {
     observed_ms_ = NowMs();
     return true;
   }
-  if (put->status != 409) log->warn("renew lease {}/{}: {}", options_.ns, options_.name, put->Describe());
+  if (put->status != 409)
+    log->warn("renew lease {}/{}: {}", options_.ns, options_.name, put->Describe());
   return false;
 }
 
@@ -164,8 +167,8 @@ void LeaderElector::ReleaseUnguarded() {
   lease["spec"]["renewTime"] = KubeMicroTime(now);
   auto put = api_.UpdateLease(options_.ns, options_.name, lease);
   if (put.ok() && put->ok()) {
-    GetLogger("agg.leader")->info("{} released the Lease {}/{}", options_.identity, options_.ns,
-                                  options_.name);
+    GetLogger("agg.leader")
+        ->info("{} released the Lease {}/{}", options_.identity, options_.ns, options_.name);
   }
 }
 

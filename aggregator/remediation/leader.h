@@ -1,7 +1,7 @@
 // LeaderElector: client-go's Lease algorithm (reference/kubernetes-api.md §6.2) so that of several
-// aggregator replicas exactly one acts on the cluster. Expiry is judged on the local monotonic clock
-// from the last time the observed record changed (tolerates clock skew); renewals that fail for
-// RenewDeadline end leadership. IsLeader() is checked before every write to the cluster, which
+// aggregator replicas exactly one acts on the cluster. Expiry is judged on the local monotonic
+// clock from the last time the observed record changed (tolerates clock skew); renewals that fail
+// for RenewDeadline end leadership. IsLeader() is checked before every write to the cluster, which
 // keeps the window where two replicas believe they lead as small as the library allows.
 //
 //   LeaderElector elector(api, clock, {.ns = "nodewatch", .identity = "agg-0_<uuid>"},
@@ -26,7 +26,7 @@ namespace nodewatch::aggregator {
 struct LeaderElectionOptions {
   std::string ns = "default";
   std::string name = "nodewatch-aggregator";
-  std::string identity;                  // <hostname>_<random>
+  std::string identity;  // <hostname>_<random>
   int64_t lease_duration_ms = 15'000;
   int64_t renew_deadline_ms = 10'000;
   int64_t retry_period_ms = 2'000;
@@ -35,7 +35,8 @@ struct LeaderElectionOptions {
 class LeaderElector {
  public:
   using OnChange = std::function<void(bool leading)>;
-  LeaderElector(KubeApi& api, const Clock& clock, LeaderElectionOptions options, OnChange on_change);
+  LeaderElector(KubeApi& api, const Clock& clock, LeaderElectionOptions options,
+                OnChange on_change);
   ~LeaderElector();
   void Start();
   // Stops campaigning; if leading, releases the Lease (holder "", duration 1 s).
@@ -61,8 +62,8 @@ class LeaderElector {
   std::atomic<bool> leading_{false};
   std::atomic<int64_t> last_renew_ms_{0};
   std::atomic<uint64_t> transitions_{0};
-  std::string observed_record_;   // spec as last seen, to detect changes
-  int64_t observed_ms_ = 0;       // local time of the last change
+  std::string observed_record_;  // spec as last seen, to detect changes
+  int64_t observed_ms_ = 0;      // local time of the last change
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -77,14 +77,16 @@ absl::StatusOr<std::map<InterruptionKind, std::string>> ParsePolicies(
                            [&](const auto& k) { return k.second == kv.first; });
     if (it == Kinds().end()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "config key 'policy': unknown kind in '", entry, "' (want one of spot-terminate, "
+          "config key 'policy': unknown kind in '", entry,
+          "' (want one of spot-terminate, "
           "spot-stop, spot-hibernate, rebalance, scheduled-maintenance, terminate, reboot, "
           "redeploy, freeze)"));
     }
     if (kv.second != "drain" && kv.second != "cordon" && kv.second != "taint" &&
         kv.second != "none") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config key 'policy': unknown action in '", entry, "' (want drain, cordon, taint or none)"));
+      return absl::InvalidArgumentError(absl::StrCat("config key 'policy': unknown action in '",
+                                                     entry,
+                                                     "' (want drain, cordon, taint or none)"));
     }
     policies[it->first] = kv.second;
   }
@@ -105,17 +107,17 @@ absl::Status Remediator::Start() {
   auto log = GetLogger("agg.remediation");
   // The journal, then any stored notice of the last day it does not know (a crash between the
   // notice's commit and its journal entry).
-  absl::Status scanned = deps_.store->ScanState(kJournalPrefix, [&](const std::string& key,
-                                                                    const std::string& value) {
-    Entry entry;
-    entry.key = key;
-    if (!entry.journal.ParseFromString(value)) {
-      log->error("drain journal entry '{}' does not parse; ignored", key);
-      return true;
-    }
-    entries_[key] = std::move(entry);
-    return true;
-  });
+  absl::Status scanned =
+      deps_.store->ScanState(kJournalPrefix, [&](const std::string& key, const std::string& value) {
+        Entry entry;
+        entry.key = key;
+        if (!entry.journal.ParseFromString(value)) {
+          log->error("drain journal entry '{}' does not parse; ignored", key);
+          return true;
+        }
+        entries_[key] = std::move(entry);
+        return true;
+      });
   if (!scanned.ok()) return scanned;
   const int64_t now = deps_.clock->NowUnixMs();
   std::vector<std::pair<std::string, InterruptionNotice>> missed;
@@ -131,7 +133,8 @@ absl::Status Remediator::Start() {
   if (!recovered.ok()) return recovered;
   for (auto& [node, notice] : missed) inbox_.emplace_back(node, notice);
   size_t open = 0;
-  for (const auto& [key, e] : entries_) open += e.journal.phase() == "pending" || e.journal.phase() == "acting";
+  for (const auto& [key, e] : entries_)
+    open += e.journal.phase() == "pending" || e.journal.phase() == "acting";
   log->info("remediation: {} journal entries ({} unfinished), {} notices recovered; identity {}{}",
             entries_.size(), open, missed.size(), identity_, config_.dry_run ? "; DRY RUN" : "");
 
@@ -393,8 +396,8 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   const std::string left =
       deadline > 0 ? Seconds(deadline - deps_.clock->NowUnixMs()) + " before the deadline"
                    : "no deadline";
-  const std::string plan = policy == "drain"    ? "cordon, taint and drain"
-                           : policy == "cordon" ? "cordon and taint"
+  const std::string plan = policy == "drain"          ? "cordon, taint and drain"
+                           : policy == "cordon"       ? "cordon and taint"
                            : config_.rebalance_cordon ? "taint PreferNoSchedule and cordon"
                                                       : "taint PreferNoSchedule";
   if (!resumed) {
@@ -690,7 +693,8 @@ void Remediator::CollectMetrics(MetricFamilies& f) const {
             d(c.drains_completed), {{"result", "complete"}});
   f.Counter("nodewatch_remediation_drains_total", "Drains finished, by result.",
             d(c.drains_incomplete), {{"result", "incomplete"}});
-  f.Counter("nodewatch_remediation_pods_evicted_total", "Pods evicted and gone.", d(c.pods_evicted));
+  f.Counter("nodewatch_remediation_pods_evicted_total", "Pods evicted and gone.",
+            d(c.pods_evicted));
   f.Counter("nodewatch_remediation_pods_force_deleted_total",
             "Pods deleted with a grace clamped to the deadline (PDB-blocked or grace too long).",
             d(c.pods_force_deleted));
@@ -720,15 +724,14 @@ void Remediator::CollectMetrics(MetricFamilies& f) const {
               {{"result", "dropped"}});
   }
   std::lock_guard<std::mutex> lock(histograms_mu_);
-  const char* names[3][2] = {
-      {"nodewatch_remediation_notice_to_cordon_seconds",
-       "From the notice reaching the aggregator to the node cordoned."},
-      {"nodewatch_remediation_cordon_to_drained_seconds", "Drain duration."},
-      {"nodewatch_remediation_deadline_slack_seconds",
-       "Time left before the deadline when the drain ended."}};
+  const char* names[3][2] = {{"nodewatch_remediation_notice_to_cordon_seconds",
+                              "From the notice reaching the aggregator to the node cordoned."},
+                             {"nodewatch_remediation_cordon_to_drained_seconds", "Drain duration."},
+                             {"nodewatch_remediation_deadline_slack_seconds",
+                              "Time left before the deadline when the drain ended."}};
   for (int i = 0; i < 3; ++i) {
     for (const auto& [labels, h] : histograms_) {
-      const HistogramData& data = i == 0 ? h->notice_to_cordon
+      const HistogramData& data = i == 0   ? h->notice_to_cordon
                                   : i == 1 ? h->cordon_to_drained
                                            : h->deadline_slack;
       f.Histogram(names[i][0], names[i][1], data,

@@ -42,19 +42,19 @@
 namespace nodewatch::aggregator {
 
 struct RemediationConfig {
-  std::string mode = "auto";            // auto | on | off
-  std::string kubeconfig;               // empty: in-cluster, $KUBECONFIG, ~/.kube/config
-  std::string kube_api_server;          // direct URL (overrides the kubeconfig's server)
+  std::string mode = "auto";    // auto | on | off
+  std::string kubeconfig;       // empty: in-cluster, $KUBECONFIG, ~/.kube/config
+  std::string kube_api_server;  // direct URL (overrides the kubeconfig's server)
   std::string kube_token_file;
   bool dry_run = false;
   bool leader_elect = true;
-  std::string lease_namespace;          // empty: the connection's namespace
+  std::string lease_namespace;  // empty: the connection's namespace
   std::string lease_name = "nodewatch-aggregator";
   int64_t lease_duration_ms = 15'000;
   int64_t lease_renew_deadline_ms = 10'000;
   int64_t lease_retry_period_ms = 2'000;
-  std::string identity;                 // empty: <hostname>_<random>
-  std::vector<std::string> policies;    // "kind=action" overrides
+  std::string identity;               // empty: <hostname>_<random>
+  std::vector<std::string> policies;  // "kind=action" overrides
   std::string taint_key = "nodewatch.io/interruption";
   bool exclude_from_load_balancers = true;
   int64_t drain_margin_ms = 5'000;
@@ -88,7 +88,7 @@ struct RemediationCounters {
   std::atomic<uint64_t> undone{0};
   std::atomic<uint64_t> unknown_nodes{0};
   std::atomic<uint64_t> api_errors{0};
-  std::atomic<uint64_t> expired{0};          // deadline passed before any replica could act
+  std::atomic<uint64_t> expired{0};  // deadline passed before any replica could act
   std::atomic<uint64_t> acknowledgements{0};
 };
 
@@ -135,9 +135,9 @@ class Remediator {
   };
 
   void SchedulerLoop();
-  void Journal(Entry& entry);             // persists entry.journal (mu_ held or entry private)
-  void Launch(Entry& entry, bool undo);   // mu_ held
-  void PruneJournal(int64_t now);         // mu_ held
+  void Journal(Entry& entry);            // persists entry.journal (mu_ held or entry private)
+  void Launch(Entry& entry, bool undo);  // mu_ held
+  void PruneJournal(int64_t now);        // mu_ held
   const std::string& PolicyFor(nodewatch::v1::InterruptionKind kind) const;
   void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
            std::shared_ptr<std::atomic<bool>> cancel);

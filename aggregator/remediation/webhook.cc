@@ -87,7 +87,8 @@ void Webhook::Loop() {
       ok = Post(body);
     }
     ++(ok ? counters_.sent : counters_.failed);
-    if (!ok) GetLogger("agg.webhook")->warn("webhook: gave up after {} attempt(s)", options_.retries + 1);
+    if (!ok)
+      GetLogger("agg.webhook")->warn("webhook: gave up after {} attempt(s)", options_.retries + 1);
     lock.lock();
   }
 }

@@ -20,18 +20,18 @@
 namespace nodewatch::aggregator {
 
 struct WebhookOptions {
-  std::string url;                               // empty: off
+  std::string url;  // empty: off
   std::string body_template = R"({"text":"{{text}}"})";
-  std::vector<std::string> headers;              // "Name: value"
+  std::vector<std::string> headers;  // "Name: value"
   int64_t timeout_ms = 5'000;
-  int retries = 3;                               // attempts after the first
-  int64_t retry_backoff_ms = 1'000;              // doubles per attempt
-  size_t max_queue = 1'000;                      // beyond: dropped and counted
+  int retries = 3;                   // attempts after the first
+  int64_t retry_backoff_ms = 1'000;  // doubles per attempt
+  size_t max_queue = 1'000;          // beyond: dropped and counted
 };
 
 struct WebhookCounters {
   std::atomic<uint64_t> sent{0};
-  std::atomic<uint64_t> failed{0};   // gave up after every retry
+  std::atomic<uint64_t> failed{0};  // gave up after every retry
   std::atomic<uint64_t> retried{0};
   std::atomic<uint64_t> dropped{0};  // queue full
 };

@@ -50,7 +50,8 @@ class RetentionFilter final : public rocksdb::CompactionFilter {
   bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& /*value*/,
               std::string* /*new_value*/, bool* /*value_changed*/) const override {
     if (key.size() != kRecordKeySize) return false;  // never drop what we do not understand
-    int64_t t = UnflipTime(ReadBigEndian(std::string_view(key.data(), key.size()), time_offset_, 8));
+    int64_t t =
+        UnflipTime(ReadBigEndian(std::string_view(key.data(), key.size()), time_offset_, 8));
     return t < WallMs() - retention_ms_;
   }
   const char* Name() const override { return name_; }
@@ -71,7 +72,8 @@ class RocksDbStore final : public Store {
 
   absl::Status Open(const StoreOptions& options) {
     options_ = options;
-    records_filter_ = std::make_unique<RetentionFilter>(options.retention_ms, 4, "records-retention");
+    records_filter_ =
+        std::make_unique<RetentionFilter>(options.retention_ms, 4, "records-retention");
     interruptions_filter_ =
         std::make_unique<RetentionFilter>(options.retention_ms, 0, "interruptions-retention");
 
@@ -105,12 +107,11 @@ class RocksDbStore final : public Store {
     interruptions.compaction_filter = interruptions_filter_.get();
     rocksdb::ColumnFamilyOptions nodes = base();
 
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, base()},
-        {kRecordsCf, records},
-        {kInterruptionsCf, interruptions},
-        {kNodesCf, nodes},
-        {kStateCf, base()}};
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, base()},
+                                                        {kRecordsCf, records},
+                                                        {kInterruptionsCf, interruptions},
+                                                        {kNodesCf, nodes},
+                                                        {kStateCf, base()}};
     rocksdb::DB* db = nullptr;
     auto s = rocksdb::DB::Open(db_options, options.path, cfs, &handles_, &db);
     if (!s.ok()) return FromRocks(s, absl::StrCat("open RocksDB at '", options.path, "'"));
@@ -128,8 +129,8 @@ class RocksDbStore final : public Store {
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       StoredNode node;
       if (!node.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        return absl::DataLossError(absl::StrCat("node entry '", it->key().ToString(),
-                                                "' does not parse"));
+        return absl::DataLossError(
+            absl::StrCat("node entry '", it->key().ToString(), "' does not parse"));
       }
       out.push_back(std::move(node));
     }
@@ -160,8 +161,8 @@ class RocksDbStore final : public Store {
     return FromRocks(db_->Write(wo, &batch), "write batch");
   }
 
-  absl::Status ScanRecords(uint32_t node_id, int64_t since_ms, uint64_t since_seq,
-                           int64_t until_ms, const RecordVisitor& visit) override {
+  absl::Status ScanRecords(uint32_t node_id, int64_t since_ms, uint64_t since_seq, int64_t until_ms,
+                           const RecordVisitor& visit) override {
     std::string lower = RecordKey(node_id, since_ms, since_seq);
     std::string upper = RecordKey(node_id, until_ms, 0);
     rocksdb::Slice upper_slice(upper);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,8 +15,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <filesystem>
 
 #include "common/tls.h"
 #include "grpcpp/grpcpp.h"
@@ -27,10 +26,9 @@ namespace nodewatch::testing {
 
 class Cluster {
  public:
-  explicit Cluster(const std::string& name)
-      : dir_(MakeTempDir(name)), pki_(dir_ + "/pki") {
-    server_ = pki_.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                        .ips = {"127.0.0.1"}});
+  explicit Cluster(const std::string& name) : dir_(MakeTempDir(name)), pki_(dir_ + "/pki") {
+    server_ = pki_.Issue(
+        "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
     operator_ = pki_.Issue("operator", {.cn = "alice", .orgs = {"nodewatch:operators"}});
     ingest_port_ = FreePort();
     query_port_ = FreePort();
@@ -49,9 +47,9 @@ class Cluster {
 
   void StartAggregator(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
-        "--listen", ingest_address(), "--query-listen", query_address(), "--metrics-listen", "",
-        "--data-dir", dir_ + "/aggregator", "--tls-ca", pki_.ca_file(), "--tls-cert",
-        server_.cert, "--tls-key", server_.key};
+        "--listen",   ingest_address(), "--query-listen",     query_address(), "--metrics-listen",
+        "",           "--data-dir",     dir_ + "/aggregator", "--tls-ca",      pki_.ca_file(),
+        "--tls-cert", server_.cert,     "--tls-key",          server_.key};
     // Never let a test act on whatever cluster ~/.kube/config points at.
     if (std::find(extra.begin(), extra.end(), "--remediation") == extra.end()) {
       args.insert(args.end(), {"--remediation", "off"});
@@ -61,7 +59,8 @@ class Cluster {
                                                dir_ + "/aggregator.log");
     aggregator_->Start();
     ASSERT_TRUE(WaitFor([&] { return ListNodes().has_value(); }, 15'000))
-        << "aggregator did not come up:\n" << aggregator_->log();
+        << "aggregator did not come up:\n"
+        << aggregator_->log();
   }
   void KillAggregator(int signal) { aggregator_->Stop(signal); }
   Subprocess& aggregator() { return *aggregator_; }
@@ -71,9 +70,10 @@ class Cluster {
                          std::optional<CertFiles> cert = std::nullopt) {
     if (!cert) cert = NodeCert(node);
     std::vector<std::string> args = {
-        "--node-name", node, "--aggregator", ingest_address(), "--spool-dir", SpoolDir(node),
-        "--tls-ca", pki_.ca_file(), "--tls-cert", cert->cert, "--tls-key", cert->key,
-        "--max-backoff", "1s", "--cloud", "none"};
+        "--node-name",   node,           "--aggregator", ingest_address(),
+        "--spool-dir",   SpoolDir(node), "--tls-ca",     pki_.ca_file(),
+        "--tls-cert",    cert->cert,     "--tls-key",    cert->key,
+        "--max-backoff", "1s",           "--cloud",      "none"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto agent = std::make_unique<Subprocess>(BinaryPath("nodewatch-agent"), args,
                                               dir_ + "/agent-" + node + ".log");
@@ -92,8 +92,8 @@ class Cluster {
     return nodewatch::v1::QueryService::NewStub(grpc::CreateChannel(query_address(), creds));
   }
   static std::shared_ptr<grpc::ChannelCredentials> MakeCreds(const std::string& ca,
-                                                              const std::string& cert,
-                                                              const std::string& key) {
+                                                             const std::string& cert,
+                                                             const std::string& key) {
     auto creds = nodewatch::MakeChannelCredentials({ca, cert, key});
     EXPECT_TRUE(creds.ok()) << creds.status();
     return *creds;

@@ -28,11 +28,14 @@ int64_t NowMs() {
 }
 
 // Remediation flags with short Lease timings so failovers take seconds, not 15 s.
-std::vector<std::string> RemediationArgs(const FakeKubeApi& api, const std::string& extra_hook = "") {
+std::vector<std::string> RemediationArgs(const FakeKubeApi& api,
+                                         const std::string& extra_hook = "") {
   std::vector<std::string> args = {
-      "--kube-api-server", api.url(), "--remediation", "on", "--lease-namespace", "nodewatch",
-      "--lease-duration", "3s", "--lease-renew-deadline", "2s", "--lease-retry-period", "500ms",
-      "--drain-margin", "2s", "--pdb-retry", "1s", "--drain-poll", "250ms"};
+      "--kube-api-server",      api.url(),   "--remediation",        "on",
+      "--lease-namespace",      "nodewatch", "--lease-duration",     "3s",
+      "--lease-renew-deadline", "2s",        "--lease-retry-period", "500ms",
+      "--drain-margin",         "2s",        "--pdb-retry",          "1s",
+      "--drain-poll",           "250ms"};
   if (!extra_hook.empty()) {
     args.push_back("--webhook-url");
     args.push_back(extra_hook);
@@ -90,8 +93,8 @@ TEST_P(RemediationE2E, BusyNodeIsEmptiedBeforeTheDeadlineAndTheTimelineIsReadabl
 
   const int64_t armed = NowMs();
   tc.arm(sim);
-  ASSERT_TRUE(Cluster::WaitFor([&] { return Step(c, node, "drained").has_value(); },
-                               kWindowMs + 10'000))
+  ASSERT_TRUE(
+      Cluster::WaitFor([&] { return Step(c, node, "drained").has_value(); }, kWindowMs + 10'000))
       << c.aggregator().log();
   auto drained = *Step(c, node, "drained");
   const int64_t deadline = drained.remediation().deadline_unix_ms();
@@ -112,8 +115,9 @@ TEST_P(RemediationE2E, BusyNodeIsEmptiedBeforeTheDeadlineAndTheTimelineIsReadabl
   json k8s_node = api.GetNode(node).value();
   EXPECT_TRUE(k8s_node["spec"].value("unschedulable", false));
   EXPECT_TRUE(HasTaint(k8s_node, "nodewatch.io/interruption", "NoSchedule"));
-  EXPECT_EQ(k8s_node["metadata"]["labels"]["node.kubernetes.io/exclude-from-external-load-balancers"],
-            "nodewatch");
+  EXPECT_EQ(
+      k8s_node["metadata"]["labels"]["node.kubernetes.io/exclude-from-external-load-balancers"],
+      "nodewatch");
   // Clamped deletions all end before deadline - margin.
   for (const auto& r : api.Journal()) {
     if (r.method != "DELETE") continue;
@@ -144,8 +148,8 @@ TEST_P(RemediationE2E, BusyNodeIsEmptiedBeforeTheDeadlineAndTheTimelineIsReadabl
                  c.dir() + "/cli.out");
   cli.Start();
   Cluster::WaitFor([&] { return !cli.running(); }, 10'000);
-  for (const char* text : {"spot-terminate event=", "planned", "cordoned", "tainted",
-                           "drain-started", "drained"}) {
+  for (const char* text :
+       {"spot-terminate event=", "planned", "cordoned", "tainted", "drain-started", "drained"}) {
     EXPECT_THAT(cli.log(), HasSubstr(text));
   }
   sim.Stop();
@@ -155,9 +159,11 @@ INSTANTIATE_TEST_SUITE_P(
     Clouds, RemediationE2E,
     ::testing::Values(
         CloudCase{"aws", {}, [](MetadataSimulator& s) { s.ArmAwsSpot("terminate", 0, kWindowMs); }},
-        CloudCase{"gcp", {"--gcp-preemption-notice", "20s"},
+        CloudCase{"gcp",
+                  {"--gcp-preemption-notice", "20s"},
                   [](MetadataSimulator& s) { s.SetGcpPreempted(true); }},
-        CloudCase{"azure", {},
+        CloudCase{"azure",
+                  {},
                   [](MetadataSimulator& s) {
                     s.AddAzureEvent("e2e-preempt", "Preempt", {"nodewatch-vmss_3"},
                                     NowMs() + kWindowMs);
@@ -182,7 +188,7 @@ TEST(RemediationFailover, AKilledAggregatorsDrainIsFinishedByTheNextLeader) {
   ASSERT_TRUE(Cluster::WaitFor([&] { return c.GetNode(node).has_value(); }, 15'000));
   sim.ArmAwsSpot("terminate", 0, 30'000);
   ASSERT_TRUE(Cluster::WaitFor([&] { return Step(c, node, "drain-started").has_value(); }, 10'000));
-  c.KillAggregator(SIGKILL);  // mid-drain: pods are terminating, nothing is finished
+  c.KillAggregator(SIGKILL);                // mid-drain: pods are terminating, nothing is finished
   c.StartAggregator(RemediationArgs(api));  // new identity: waits out the dead holder's Lease
   ASSERT_TRUE(Cluster::WaitFor([&] { return Step(c, node, "drained").has_value(); }, 25'000))
       << c.aggregator().log();
@@ -209,13 +215,15 @@ TEST(RemediationReplicas, OfTwoAggregatorsExactlyOneActs) {
   // The second replica: same CA and server certificate, its own store and ports.
   const int ingest_b = FreePort();
   const int query_b = FreePort();
-  auto server_b = c.pki().Issue("aggregator-b", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                                  .ips = {"127.0.0.1"}});
-  std::vector<std::string> args_b = {
-      "--listen", "127.0.0.1:" + std::to_string(ingest_b), "--query-listen",
-      "127.0.0.1:" + std::to_string(query_b), "--metrics-listen", "", "--data-dir",
-      c.dir() + "/aggregator-b", "--tls-ca", c.pki().ca_file(), "--tls-cert", server_b.cert,
-      "--tls-key", server_b.key};
+  auto server_b = c.pki().Issue(
+      "aggregator-b", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
+  std::vector<std::string> args_b = {"--listen",         "127.0.0.1:" + std::to_string(ingest_b),
+                                     "--query-listen",   "127.0.0.1:" + std::to_string(query_b),
+                                     "--metrics-listen", "",
+                                     "--data-dir",       c.dir() + "/aggregator-b",
+                                     "--tls-ca",         c.pki().ca_file(),
+                                     "--tls-cert",       server_b.cert,
+                                     "--tls-key",        server_b.key};
   auto remediation = RemediationArgs(api);
   args_b.insert(args_b.end(), remediation.begin(), remediation.end());
   Subprocess b(BinaryPath("nodewatch-aggregator"), args_b, c.dir() + "/aggregator-b.log");
@@ -223,7 +231,8 @@ TEST(RemediationReplicas, OfTwoAggregatorsExactlyOneActs) {
   c.StartAgent(node, {"--cloud", "aws", "--metadata-endpoint", sim.url(), "--aggregator",
                       "127.0.0.1:" + std::to_string(ingest_b)});
   ASSERT_TRUE(Cluster::WaitFor([&] { return c.GetNode(node).has_value(); }, 15'000));
-  ASSERT_TRUE(Cluster::WaitFor([&] { return api.GetLease("nodewatch", "nodewatch-aggregator").has_value(); }, 10'000));
+  ASSERT_TRUE(Cluster::WaitFor(
+      [&] { return api.GetLease("nodewatch", "nodewatch-aggregator").has_value(); }, 10'000));
   sim.ArmAwsSpot("terminate", 0, kWindowMs);
   ASSERT_TRUE(Cluster::WaitFor([&] { return api.PodsOnNode(node).empty(); }, kWindowMs));
   std::this_thread::sleep_for(std::chrono::seconds(2));  // let a second actor show itself
@@ -260,12 +269,15 @@ TEST(RemediationAws, RebalanceIsClearedAfterItsTtlAndACanceledMaintenanceIsUndon
   ASSERT_TRUE(Cluster::WaitFor([&] { return c.GetNode(node).has_value(); }, 15'000));
 
   sim.ArmAwsRebalance();
-  ASSERT_TRUE(Cluster::WaitFor([&] {
-    return HasTaint(api.GetNode(node).value(), "nodewatch.io/interruption", "PreferNoSchedule");
-  }, 10'000));
+  ASSERT_TRUE(Cluster::WaitFor(
+      [&] {
+        return HasTaint(api.GetNode(node).value(), "nodewatch.io/interruption", "PreferNoSchedule");
+      },
+      10'000));
   EXPECT_FALSE(api.GetNode(node).value()["spec"].value("unschedulable", false));
   ASSERT_TRUE(Cluster::WaitFor([&] { return Step(c, node, "cleared").has_value(); }, 15'000));
-  EXPECT_FALSE(HasTaint(api.GetNode(node).value(), "nodewatch.io/interruption", "PreferNoSchedule"));
+  EXPECT_FALSE(
+      HasTaint(api.GetNode(node).value(), "nodewatch.io/interruption", "PreferNoSchedule"));
 
   // Maintenance in 5 minutes (inside the 10 minute lead): drained now; then AWS cancels it.
   const std::string event = "instance-event-0d59937288b749b32";

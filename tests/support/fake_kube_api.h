@@ -11,7 +11,8 @@
 //   api.Start();                                          // http://127.0.0.1:<port>
 //   api.AddNode(FakeKubeApi::MakeNode("node-a"));
 //   api.AddPod(FakeKubeApi::MakePod("default", "web-1", "node-a", {.owner_kind = "ReplicaSet"}));
-//   api.AddPdb({.ns = "default", .name = "web", .selector = {{"app", "web"}}, .disruptions_allowed = 0});
+//   api.AddPdb({.ns = "default", .name = "web", .selector = {{"app", "web"}}, .disruptions_allowed
+//   = 0});
 //   ... run the client ...
 //   EXPECT_EQ(api.CountRequests("PATCH", "/api/v1/nodes/node-a"), 1);
 #pragma once
@@ -57,21 +58,21 @@ class FakeKubeApi {
   };
 
   struct PodSpec {
-    std::string owner_kind;                 // "", "ReplicaSet", "DaemonSet", "StatefulSet", "Job"...
-    std::string owner_name;                 // defaults to the pod name + "-owner"
+    std::string owner_kind;  // "", "ReplicaSet", "DaemonSet", "StatefulSet", "Job"...
+    std::string owner_name;  // defaults to the pod name + "-owner"
     std::map<std::string, std::string> labels;
-    int64_t grace_seconds = 30;             // spec.terminationGracePeriodSeconds
-    std::string phase = "Running";          // Running|Pending|Succeeded|Failed
+    int64_t grace_seconds = 30;     // spec.terminationGracePeriodSeconds
+    std::string phase = "Running";  // Running|Pending|Succeeded|Failed
     bool ready = true;
-    bool mirror = false;                    // annotation kubernetes.io/config.mirror
-    bool empty_dir = false;                 // a spec.volumes[].emptyDir volume
+    bool mirror = false;     // annotation kubernetes.io/config.mirror
+    bool empty_dir = false;  // a spec.volumes[].emptyDir volume
   };
 
   // Kubelet behaviour for one pod after a graceful delete.
   struct PodBehaviour {
-    bool stuck = false;                     // never goes away
-    bool recreate_same_name = false;        // reappears at once with a new uid
-    int64_t termination_ms = -1;            // -1: the Options rule
+    bool stuck = false;               // never goes away
+    bool recreate_same_name = false;  // reappears at once with a new uid
+    int64_t termination_ms = -1;      // -1: the Options rule
   };
 
   struct Pdb {
@@ -83,32 +84,32 @@ class FakeKubeApi {
     int desired_healthy = 1;
     int64_t generation = 1;
     int64_t observed_generation = 1;
-    bool always_allow_unhealthy = false;    // unhealthyPodEvictionPolicy: AlwaysAllow
+    bool always_allow_unhealthy = false;  // unhealthyPodEvictionPolicy: AlwaysAllow
   };
 
   // Path regexes (faults, CountRequests, WaitForRequest) match anywhere in the path, like
   // std::regex_search: anchor them with ^...$ to match a whole path.
   struct Fault {
-    std::string method;                     // "" matches any
-    std::string path_regex;                 // ECMAScript regex over the path (no query)
+    std::string method;      // "" matches any
+    std::string path_regex;  // ECMAScript regex over the path (no query)
     int status = 500;
-    std::string body;                       // "" : a Status body built from status
-    int retry_after_seconds = 0;            // >0: Retry-After header
-    int count = 1;                          // how many matching requests get it
-    int64_t delay_ms = 0;                   // answer after this delay (status 0: delay only)
-    bool reset_connection = false;          // close without answering
+    std::string body;               // "" : a Status body built from status
+    int retry_after_seconds = 0;    // >0: Retry-After header
+    int count = 1;                  // how many matching requests get it
+    int64_t delay_ms = 0;           // answer after this delay (status 0: delay only)
+    bool reset_connection = false;  // close without answering
   };
 
   struct Request {
     std::string method;
-    std::string path;                       // without query
+    std::string path;  // without query
     std::string query;
     std::string content_type;
     std::string accept;
     std::string authorization;
     std::string body;
-    int status = 0;                         // 0: the connection was reset without an answer
-    int64_t time_ms = 0;                    // Unix ms when the request arrived
+    int status = 0;       // 0: the connection was reset without an answer
+    int64_t time_ms = 0;  // Unix ms when the request arrived
   };
 
   explicit FakeKubeApi(Options options);
@@ -125,7 +126,7 @@ class FakeKubeApi {
   void AddNode(nlohmann::json node);
   void AddPod(nlohmann::json pod);
   void AddDaemonSet(const std::string& ns, const std::string& name);
-  void AddPdb(const Pdb& pdb);            // replaces a PDB with the same namespace and name
+  void AddPdb(const Pdb& pdb);  // replaces a PDB with the same namespace and name
   // PDB controller tick: set disruptionsAllowed (e.g. after a replacement became Ready).
   void SetPdbDisruptionsAllowed(const std::string& ns, const std::string& name, int allowed);
   void SetPodBehaviour(const std::string& ns, const std::string& name, PodBehaviour behaviour);
@@ -142,19 +143,18 @@ class FakeKubeApi {
   std::optional<nlohmann::json> GetNode(const std::string& name);
   std::optional<nlohmann::json> GetPod(const std::string& ns, const std::string& name);
   std::vector<nlohmann::json> PodsOnNode(const std::string& node);  // not yet gone
-  std::vector<nlohmann::json> Events();                              // core/v1 Events stored
+  std::vector<nlohmann::json> Events();                             // core/v1 Events stored
   std::optional<nlohmann::json> GetLease(const std::string& ns, const std::string& name);
 
   void InjectFault(Fault fault);
   void ClearFaults();
 
-  std::vector<Request> Journal();          // every request since the last ClearJournal()
+  std::vector<Request> Journal();  // every request since the last ClearJournal()
   void ClearJournal();
   int CountRequests(const std::string& method, const std::string& path_regex);
   // Blocks until a request matching method + path regex arrives (true) or timeout_ms passes.
   // Requests already in the journal count; method "" matches any.
-  bool WaitForRequest(const std::string& method, const std::string& path_regex,
-                      int64_t timeout_ms);
+  bool WaitForRequest(const std::string& method, const std::string& path_regex, int64_t timeout_ms);
 
  private:
   // All server state and the kubelet/node-lifecycle simulator thread (fake_kube_api.cc).

@@ -22,20 +22,18 @@ inline void SeedInterruptibleNode(FakeKubeApi& api, const std::string& node) {
                                   {.owner_kind = "DaemonSet", .owner_name = "node-exporter"}));
   api.AddPod(FakeKubeApi::MakePod("kube-system", "kube-proxy-" + node, node, {.mirror = true}));
   for (int i = 0; i < 30; ++i) {
-    api.AddPod(FakeKubeApi::MakePod("default", node + "-web-" + std::to_string(i), node,
-                                    {.owner_kind = "ReplicaSet",
-                                     .labels = {{"app", "web"}},
-                                     .grace_seconds = 1 + i % 3}));
+    api.AddPod(FakeKubeApi::MakePod(
+        "default", node + "-web-" + std::to_string(i), node,
+        {.owner_kind = "ReplicaSet", .labels = {{"app", "web"}}, .grace_seconds = 1 + i % 3}));
   }
   for (int i = 0; i < 4; ++i) {
     api.AddPod(FakeKubeApi::MakePod("default", node + "-db-" + std::to_string(i), node,
                                     {.owner_kind = "StatefulSet", .grace_seconds = 300}));
   }
   for (int i = 0; i < 3; ++i) {
-    api.AddPod(FakeKubeApi::MakePod("payments", node + "-api-" + std::to_string(i), node,
-                                    {.owner_kind = "ReplicaSet",
-                                     .labels = {{"app", "api-" + node}},
-                                     .grace_seconds = 3}));
+    api.AddPod(FakeKubeApi::MakePod(
+        "payments", node + "-api-" + std::to_string(i), node,
+        {.owner_kind = "ReplicaSet", .labels = {{"app", "api-" + node}}, .grace_seconds = 3}));
   }
   api.AddPdb({.ns = "payments",
               .name = "api-" + node,

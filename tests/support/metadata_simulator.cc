@@ -42,7 +42,7 @@ std::string Header(mg_connection* conn, const char* name) {
 }
 
 std::string EtagOf(const std::string& value) {
-  return absl::StrCat(std::hash<std::string>{}(value) & 0xffffffffffffULL);
+  return absl::StrCat(std::hash<std::string>{}(value)&0xffffffffffffULL);
 }
 
 }  // namespace
@@ -53,8 +53,9 @@ MetadataSimulator::~MetadataSimulator() { Stop(); }
 bool MetadataSimulator::Start() {
   port_ = options_.port != 0 ? options_.port : FreePort();
   std::string ports = "127.0.0.1:" + std::to_string(port_);
-  const char* opts[] = {"listening_ports", ports.c_str(), "num_threads", "64",
-                        "request_timeout_ms", "120000", "enable_keep_alive", "yes", nullptr};
+  const char* opts[] = {
+      "listening_ports", ports.c_str(),       "num_threads", "64",   "request_timeout_ms",
+      "120000",          "enable_keep_alive", "yes",         nullptr};
   mg_callbacks callbacks{};
   ctx_ = mg_start(&callbacks, this, opts);
   if (ctx_ == nullptr) return false;
@@ -122,7 +123,8 @@ int MetadataSimulator::Handle(mg_connection* conn) {
     for (absl::string_view kv : absl::StrSplit(query, '&', absl::SkipEmpty())) {
       std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
       char decoded[1024];
-      mg_url_decode(p.second.c_str(), static_cast<int>(p.second.size()), decoded, sizeof decoded, 1);
+      mg_url_decode(p.second.c_str(), static_cast<int>(p.second.size()), decoded, sizeof decoded,
+                    1);
       params[p.first] = decoded;
     }
     reply = Control(path.substr(6), params);
@@ -139,9 +141,9 @@ int MetadataSimulator::Handle(mg_connection* conn) {
   if (faulted && fault == Fault::kMalformed && reply.status == 404) {
     reply = {200, "{\"action\": 17, \"time\": [\"garbage\"]}", {}};
   }
-  std::string head = absl::StrCat("HTTP/1.1 ", reply.status, " ",
-                                  reply.status == 200 ? "OK" : "Error", "\r\nContent-Length: ",
-                                  reply.body.size(), "\r\n");
+  std::string head =
+      absl::StrCat("HTTP/1.1 ", reply.status, " ", reply.status == 200 ? "OK" : "Error",
+                   "\r\nContent-Length: ", reply.body.size(), "\r\n");
   if (!reply.headers.count("Content-Type")) reply.headers["Content-Type"] = "text/plain";
   for (const auto& [k, v] : reply.headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
   absl::StrAppend(&head, "\r\n");
@@ -185,12 +187,15 @@ MetadataSimulator::Reply MetadataSimulator::Aws(const std::string& method, const
   if (auto f = kFacts.find(key); f != kFacts.end()) return {200, f->second, {}};
   if (key == "spot/instance-action") {
     if (aws_spot_action_.empty() || now < aws_spot_visible_ms_) return {404, "Not Found", {}};
-    nlohmann::json j = {{"action", aws_spot_action_}, {"time", Rfc3339(aws_spot_visible_ms_ + aws_spot_window_ms_)}};
+    nlohmann::json j = {{"action", aws_spot_action_},
+                        {"time", Rfc3339(aws_spot_visible_ms_ + aws_spot_window_ms_)}};
     return {200, j.dump(), {{"Content-Type", "application/json"}}};
   }
   if (key == "events/recommendations/rebalance") {
-    if (aws_rebalance_visible_ms_ < 0 || now < aws_rebalance_visible_ms_) return {404, "Not Found", {}};
-    return {200, absl::StrCat("{\"noticeTime\": \"", Rfc3339(aws_rebalance_visible_ms_), "\"}"), {}};
+    if (aws_rebalance_visible_ms_ < 0 || now < aws_rebalance_visible_ms_)
+      return {404, "Not Found", {}};
+    return {
+        200, absl::StrCat("{\"noticeTime\": \"", Rfc3339(aws_rebalance_visible_ms_), "\"}"), {}};
   }
   if (key == "events/maintenance/scheduled") {
     if (aws_events_.empty()) return {200, "[]", {}};
@@ -247,13 +252,15 @@ MetadataSimulator::Reply MetadataSimulator::Gcp(const std::string& path, const s
     int64_t timeout_sec = 300;
     (void)absl::SimpleAtoi(params["timeout_sec"], &timeout_sec);
     const std::string last = params["last_etag"];
-    changed_cv_.wait_for(lock, std::chrono::seconds(timeout_sec), [&] {
-      return stopping_ || EtagOf(GcpValue(key)) != last;
-    });
+    changed_cv_.wait_for(lock, std::chrono::seconds(timeout_sec),
+                         [&] { return stopping_ || EtagOf(GcpValue(key)) != last; });
     value = GcpValue(key);
   }
-  return {200, value,
-          {{"Metadata-Flavor", "Google"}, {"ETag", EtagOf(value)}, {"Content-Type", "application/text"}}};
+  return {200,
+          value,
+          {{"Metadata-Flavor", "Google"},
+           {"ETag", EtagOf(value)},
+           {"Content-Type", "application/text"}}};
 }
 
 MetadataSimulator::Reply MetadataSimulator::Azure(const std::string& method,
@@ -276,7 +283,8 @@ MetadataSimulator::Reply MetadataSimulator::Azure(const std::string& method,
         {"network",
          {{"interface",
            {{{"ipv4",
-              {{"ipAddress", {{{"privateIpAddress", "10.240.0.7"}, {"publicIpAddress", ""}}}}}}}}}}}};
+              {{"ipAddress",
+                {{{"privateIpAddress", "10.240.0.7"}, {"publicIpAddress", ""}}}}}}}}}}}};
     return {200, j.dump(), {{"Content-Type", "application/json"}}};
   }
   if (path != "/metadata/scheduledevents") return {404, "Not Found", {}};
@@ -294,17 +302,17 @@ MetadataSimulator::Reply MetadataSimulator::Azure(const std::string& method,
   }
   nlohmann::json events = nlohmann::json::array();
   for (const auto& [id, e] : azure_events_) {
-    events.push_back({{"EventId", id},
-                      {"EventStatus", e.status},
-                      {"EventType", e.type},
-                      {"ResourceType", "VirtualMachine"},
-                      {"Resources", e.resources},
-                      {"NotBefore", e.status == "Started" ? "" : Rfc1123(e.not_before)},
-                      {"Description", e.type == "Preempt"
-                                          ? "The Spot Virtual Machine is being deleted."
-                                          : "Scheduled maintenance."},
-                      {"EventSource", "Platform"},
-                      {"DurationInSeconds", e.type == "Freeze" ? 5 : -1}});
+    events.push_back(
+        {{"EventId", id},
+         {"EventStatus", e.status},
+         {"EventType", e.type},
+         {"ResourceType", "VirtualMachine"},
+         {"Resources", e.resources},
+         {"NotBefore", e.status == "Started" ? "" : Rfc1123(e.not_before)},
+         {"Description", e.type == "Preempt" ? "The Spot Virtual Machine is being deleted."
+                                             : "Scheduled maintenance."},
+         {"EventSource", "Platform"},
+         {"DurationInSeconds", e.type == "Freeze" ? 5 : -1}});
   }
   nlohmann::json doc = {{"DocumentIncarnation", azure_incarnation_}, {"Events", events}};
   return {200, doc.dump(), {{"Content-Type", "application/json"}}};
@@ -313,13 +321,12 @@ MetadataSimulator::Reply MetadataSimulator::Azure(const std::string& method,
 MetadataSimulator::Reply MetadataSimulator::DigitalOcean(const std::string& path) {
   if (path == "/metadata/v1/id") return {200, "318240117", {}};
   if (path == "/metadata/v1.json") {
-    nlohmann::json j = {
-        {"droplet_id", 318240117},
-        {"hostname", "pool-s2vcpu4gb-x1y2z"},
-        {"region", "fra1"},
-        {"interfaces",
-         {{"public", {{{"ipv4", {{"ip_address", "203.0.113.30"}}}}}},
-          {"private", {{{"ipv4", {{"ip_address", "10.114.0.2"}}}}}}}}};
+    nlohmann::json j = {{"droplet_id", 318240117},
+                        {"hostname", "pool-s2vcpu4gb-x1y2z"},
+                        {"region", "fra1"},
+                        {"interfaces",
+                         {{"public", {{{"ipv4", {{"ip_address", "203.0.113.30"}}}}}},
+                          {"private", {{{"ipv4", {{"ip_address", "10.114.0.2"}}}}}}}}};
     return {200, j.dump(), {{"Content-Type", "application/json"}}};
   }
   return {404, "Not Found", {}};
@@ -332,9 +339,8 @@ MetadataSimulator::Reply MetadataSimulator::Control(
     return it == params.end() ? d : it->second;
   };
   auto num = [&](const std::string& k, int64_t d) {
-    int64_t v = d;
-    (void)absl::SimpleAtoi(get(k), &v);
-    return v;
+    int64_t v = 0;
+    return absl::SimpleAtoi(get(k), &v) ? v : d;  // SimpleAtoi zeroes `v` when it fails
   };
   const int64_t now = NowMs();
   if (command == "aws/spot") {
@@ -342,9 +348,9 @@ MetadataSimulator::Reply MetadataSimulator::Control(
   } else if (command == "aws/rebalance") {
     ArmAwsRebalance(num("at_ms", now));
   } else if (command == "aws/scheduled") {
-    SetAwsScheduledEvent(get("id", "instance-event-0d59937288b749b32"), get("code", "system-reboot"),
-                         get("state", "active"), num("not_before_ms", now + 3'600'000),
-                         num("not_after_ms", 0));
+    SetAwsScheduledEvent(get("id", "instance-event-0d59937288b749b32"),
+                         get("code", "system-reboot"), get("state", "active"),
+                         num("not_before_ms", now + 3'600'000), num("not_after_ms", 0));
   } else if (command == "aws/expire-tokens") {
     ExpireAwsTokens();
   } else if (command == "gcp/preempted") {

@@ -4,8 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <future>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -30,9 +30,9 @@ namespace {
 
 using nlohmann::json;
 using testing::FakeKubeApi;
+using ::testing::HasSubstr;
 using testing::HookServer;
 using testing::SeedInterruptibleNode;
-using ::testing::HasSubstr;
 
 int64_t NowMs() { return SystemClock::Get().NowUnixMs(); }
 
@@ -99,16 +99,19 @@ TEST_F(KubeTest, CordonSendsOneStrategicMergePatchAndNoneWhenAlreadyCordoned) {
 TEST_F(KubeTest, TaintUnderAConcurrentWriterKeepsEveryonesTaints) {
   api_->AddNode(FakeKubeApi::MakeNode("n1"));
   api_->OnNextNodeWrite("n1", [](json& node) {
-    node["spec"]["taints"] = json::array(
-        {{{"key", "other.io/maintenance"}, {"effect", "NoExecute"}, {"timeAdded", "2024-01-01T00:00:00Z"}}});
+    node["spec"]["taints"] = json::array({{{"key", "other.io/maintenance"},
+                                           {"effect", "NoExecute"},
+                                           {"timeAdded", "2024-01-01T00:00:00Z"}}});
   });
-  ASSERT_TRUE(*kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
+  ASSERT_TRUE(
+      *kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
   json node = api_->GetNode("n1").value();
   EXPECT_TRUE(HasTaint(node, "other.io/maintenance", "NoExecute"));
   EXPECT_TRUE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
   EXPECT_GE(api_->CountRequests("PATCH", "/api/v1/nodes/n1"), 2);  // the first got 409
   // Putting it again changes nothing; removing leaves the other writer's taint.
-  EXPECT_FALSE(*kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
+  EXPECT_FALSE(
+      *kube_->PutTaint("n1", {"nodewatch.io/interruption", "spot-terminate", "NoSchedule"}));
   ASSERT_TRUE(*kube_->RemoveTaint("n1", "nodewatch.io/interruption", "NoSchedule"));
   node = api_->GetNode("n1").value();
   EXPECT_FALSE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
@@ -149,12 +152,12 @@ clusters:
   cluster: {server: "https://10.0.0.1:6443/", certificate-authority: ca.pem}
 - name: c2
   cluster: {server: "https://10.0.0.2:6443", certificate-authority-data: )"
-                                << absl::Base64Escape("INLINE CA") << R"(}
+                                 << absl::Base64Escape("INLINE CA") << R"(}
 users:
 - name: u1
   user: {token: abc, client-certificate-data: )"
-                                << absl::Base64Escape("CERT") << R"(, client-key-data: )"
-                                << absl::Base64Escape("KEY") << R"(}
+                                 << absl::Base64Escape("CERT") << R"(, client-key-data: )"
+                                 << absl::Base64Escape("KEY") << R"(}
 - name: u2
   user: {exec: {command: aws}}
 )";
@@ -180,9 +183,10 @@ TEST_F(KubeTest, DrainEmptiesABusyNodeBeforeTheDeadlineDespiteAStubbornPdb) {
   std::atomic<bool> cancel{false};
   const int64_t start = NowMs();
   const int64_t deadline = start + 12'000;
-  auto report = drainer.Drain("n1", {.deadline_unix_ms = deadline, .margin_ms = 2'000,
-                                     .pdb_retry_ms = 1'000, .poll_ms = 200},
-                              cancel, [] { return true; });
+  auto report = drainer.Drain(
+      "n1",
+      {.deadline_unix_ms = deadline, .margin_ms = 2'000, .pdb_retry_ms = 1'000, .poll_ms = 200},
+      cancel, [] { return true; });
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->complete);
   EXPECT_LT(NowMs(), deadline - 2'000 + 500);
@@ -213,10 +217,13 @@ TEST_F(KubeTest, DrainEmptiesABusyNodeBeforeTheDeadlineDespiteAStubbornPdb) {
 
 TEST_F(KubeTest, DrainHonoursRetryAfterAndTreats404AsGone) {
   AddNodeWithPods("n1", 2);
-  api_->InjectFault({.method = "POST", .path_regex = ".*/n1-web-0/eviction", .status = 429,
-                     .retry_after_seconds = 1, .count = 1});
-  api_->InjectFault({.method = "POST", .path_regex = ".*/n1-web-1/eviction", .status = 404,
+  api_->InjectFault({.method = "POST",
+                     .path_regex = ".*/n1-web-0/eviction",
+                     .status = 429,
+                     .retry_after_seconds = 1,
                      .count = 1});
+  api_->InjectFault(
+      {.method = "POST", .path_regex = ".*/n1-web-1/eviction", .status = 404, .count = 1});
   Drainer drainer(*kube_, SystemClock::Get());
   std::atomic<bool> cancel{false};
   auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 30'000, .poll_ms = 100}, cancel,
@@ -236,17 +243,17 @@ TEST_F(KubeTest, DrainHonoursRetryAfterAndTreats404AsGone) {
 
 TEST_F(KubeTest, MultiplePdbsAreReportedAndDeletedWhenTheGraceStopsFitting) {
   api_->AddNode(FakeKubeApi::MakeNode("n1"));
-  api_->AddPod(FakeKubeApi::MakePod("default", "both", "n1",
-                                    {.owner_kind = "ReplicaSet", .labels = {{"app", "x"}},
-                                     .grace_seconds = 2}));
+  api_->AddPod(FakeKubeApi::MakePod(
+      "default", "both", "n1",
+      {.owner_kind = "ReplicaSet", .labels = {{"app", "x"}}, .grace_seconds = 2}));
   api_->AddPdb({.ns = "default", .name = "a", .selector = {{"app", "x"}}});
   api_->AddPdb({.ns = "default", .name = "b", .selector = {{"app", "x"}}});
   Drainer drainer(*kube_, SystemClock::Get());
   std::atomic<bool> cancel{false};
   const int64_t deadline = NowMs() + 6'000;
-  auto report = drainer.Drain("n1", {.deadline_unix_ms = deadline, .margin_ms = 1'000,
-                                     .poll_ms = 100},
-                              cancel, [] { return true; });
+  auto report =
+      drainer.Drain("n1", {.deadline_unix_ms = deadline, .margin_ms = 1'000, .poll_ms = 100},
+                    cancel, [] { return true; });
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->complete);
   EXPECT_EQ(report->multiple_pdbs, 1);
@@ -286,9 +293,9 @@ TEST_F(KubeTest, AStuckPodIsReportedAtTheDeadline) {
   api_->SetPodBehaviour("default", "n1-web-1", {.stuck = true});
   Drainer drainer(*kube_, SystemClock::Get());
   std::atomic<bool> cancel{false};
-  auto report = drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 3'000, .margin_ms = 500,
-                                     .poll_ms = 100},
-                              cancel, [] { return true; });
+  auto report =
+      drainer.Drain("n1", {.deadline_unix_ms = NowMs() + 3'000, .margin_ms = 500, .poll_ms = 100},
+                    cancel, [] { return true; });
   ASSERT_TRUE(report.ok());
   EXPECT_FALSE(report->complete);
   EXPECT_EQ(report->remaining, 1);
@@ -297,8 +304,11 @@ TEST_F(KubeTest, AStuckPodIsReportedAtTheDeadline) {
 
 TEST_F(KubeTest, OnlyOneOfTwoElectorsLeadsAndTheOtherTakesOverOnRelease) {
   auto fast = [](const std::string& id) {
-    return LeaderElectionOptions{.ns = "nodewatch", .name = "agg", .identity = id,
-                                 .lease_duration_ms = 2'000, .renew_deadline_ms = 1'500,
+    return LeaderElectionOptions{.ns = "nodewatch",
+                                 .name = "agg",
+                                 .identity = id,
+                                 .lease_duration_ms = 2'000,
+                                 .renew_deadline_ms = 1'500,
                                  .retry_period_ms = 200};
   };
   LeaderElector a(*kube_, SystemClock::Get(), fast("a"), nullptr);
@@ -322,8 +332,12 @@ TEST_F(KubeTest, OnlyOneOfTwoElectorsLeadsAndTheOtherTakesOverOnRelease) {
 
 TEST_F(KubeTest, ALeaderThatCannotRenewStopsLeading) {
   LeaderElector a(*kube_, SystemClock::Get(),
-                  {.ns = "nodewatch", .name = "agg", .identity = "a", .lease_duration_ms = 2'000,
-                   .renew_deadline_ms = 1'000, .retry_period_ms = 200},
+                  {.ns = "nodewatch",
+                   .name = "agg",
+                   .identity = "a",
+                   .lease_duration_ms = 2'000,
+                   .renew_deadline_ms = 1'000,
+                   .retry_period_ms = 200},
                   nullptr);
   a.Start();
   ASSERT_TRUE(WaitFor([&] { return a.IsLeader(); }, 3'000));
@@ -336,8 +350,11 @@ TEST_F(KubeTest, ALeaderThatCannotRenewStopsLeading) {
 
 TEST(WebhookTest, RetriesUntilDeliveredAndEscapesFields) {
   HookServer server(/*failures=*/2);
-  Webhook hook({.url = server.url(), .headers = {"X-Team: sre"}, .timeout_ms = 2'000,
-                .retries = 3, .retry_backoff_ms = 50});
+  Webhook hook({.url = server.url(),
+                .headers = {"X-Team: sre"},
+                .timeout_ms = 2'000,
+                .retries = 3,
+                .retry_backoff_ms = 50});
   hook.Send({{"text", "node \"n1\": spot\nnotice"}});
   ASSERT_TRUE(WaitFor([&] { return hook.counters().sent.load() == 1; }, 5'000));
   EXPECT_EQ(server.attempts(), 3);
@@ -405,13 +422,16 @@ class RemediatorTest : public KubeTest {
     auto policies = ParsePolicies(config.policies);
     ASSERT_TRUE(policies.ok());
     remediator_ = std::make_unique<Remediator>(
-        Remediator::Deps{.api = kube_.get(), .store = store_.get(), .engine = engine_.get(),
+        Remediator::Deps{.api = kube_.get(),
+                         .store = store_.get(),
+                         .engine = engine_.get(),
                          .clock = &SystemClock::Get(),
-                         .send_command = [this](const std::string& node,
-                                                const nodewatch::v1::Command& c) {
-                           commands_.push_back(node + " " + c.acknowledge_scheduled_event().event_id());
-                           return 1;
-                         }},
+                         .send_command =
+                             [this](const std::string& node, const nodewatch::v1::Command& c) {
+                               commands_.push_back(node + " " +
+                                                   c.acknowledge_scheduled_event().event_id());
+                               return 1;
+                             }},
         config, *policies);
     ASSERT_TRUE(remediator_->Start().ok());
   }
@@ -485,8 +505,8 @@ TEST_F(RemediatorTest, DryRunChangesNothing) {
   AddNodeWithPods("n1", 3);
   Hello("n1");
   StartRemediator({.dry_run = true});
-  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
-                                     "i-1", NowMs() + 20'000));
+  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "i-1",
+                                     NowMs() + 20'000));
   ASSERT_TRUE(WaitFor([&] { return Steps("n1").size() >= 2; }, 5'000));
   for (const auto& r : api_->Journal()) EXPECT_EQ(r.method, "GET") << r.path;
   EXPECT_EQ(api_->PodsOnNode("n1").size(), 3u);
@@ -519,15 +539,19 @@ TEST_F(RemediatorTest, RebalanceTaintsPreferNoScheduleAndClearsAfterTheTtl) {
   AddNodeWithPods("n1", 1);
   Hello("n1");
   StartRemediator({.rebalance_ttl_ms = 1'500});
-  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_REBALANCE, "rebalance-1",
-                                     0));
-  ASSERT_TRUE(WaitFor([&] {
-    return HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption", "PreferNoSchedule");
-  }, 5'000));
+  remediator_->OnNotice(
+      "n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_REBALANCE, "rebalance-1", 0));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption",
+                        "PreferNoSchedule");
+      },
+      5'000));
   EXPECT_FALSE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
   EXPECT_EQ(api_->PodsOnNode("n1").size(), 1u);  // no drain
   ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "cleared"); }, 5'000));
-  EXPECT_FALSE(HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption", "PreferNoSchedule"));
+  EXPECT_FALSE(
+      HasTaint(api_->GetNode("n1").value(), "nodewatch.io/interruption", "PreferNoSchedule"));
 }
 
 TEST_F(RemediatorTest, UnknownNodeIsCountedNotFatal) {
