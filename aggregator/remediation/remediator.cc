@@ -370,11 +370,10 @@ void Remediator::Finish(const std::string& key, const DrainJournalEntry& journal
   Journal(entry);
 }
 
-Remediator::Histograms& Remediator::HistogramsFor(const std::string& provider,
-                                                  const std::string& kind) {
-  std::lock_guard<std::mutex> lock(histograms_mu_);
-  auto& slot = histograms_[{provider, kind}];
-  if (!slot) slot = std::make_unique<Histograms>();
+Remediator::Series& Remediator::SeriesFor(const std::string& provider, const std::string& kind) {
+  std::lock_guard<std::mutex> lock(series_mu_);
+  auto& slot = series_[{provider, kind}];
+  if (!slot) slot = std::make_unique<Series>();
   return *slot;
 }
 
@@ -444,7 +443,7 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   if (cordon) {
     if (!j.cordoned() && !resumed) {
       const int64_t took = deps_.clock->NowUnixMs() - j.received_unix_ms();
-      HistogramsFor(n.provider(), kind).notice_to_cordon.Observe(static_cast<double>(took) / 1000);
+      SeriesFor(n.provider(), kind).notice_to_cordon.Observe(static_cast<double>(took) / 1000);
       log->info("node {}: cordoned {} ms after the notice arrived", node, took);
     }
     j.set_cordoned(j.cordoned() || *cordoned);
@@ -511,7 +510,12 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     counters_.pods_blocked_by_pdb += static_cast<uint64_t>(report->pdb_blocked);
     counters_.pods_remaining_at_deadline += static_cast<uint64_t>(report->remaining);
     ++(report->complete ? counters_.drains_completed : counters_.drains_incomplete);
-    auto& h = HistogramsFor(n.provider(), kind);
+    auto& h = SeriesFor(n.provider(), kind);
+    h.pods_evicted += static_cast<uint64_t>(report->evicted);
+    h.pods_force_deleted += static_cast<uint64_t>(report->force_deleted);
+    h.pods_blocked_by_pdb += static_cast<uint64_t>(report->pdb_blocked);
+    h.pods_remaining += static_cast<uint64_t>(report->remaining);
+    ++(report->complete ? h.drains_complete : h.drains_incomplete);
     h.cordon_to_drained.Observe(static_cast<double>(now - started) / 1000);
     if (deadline > 0) h.deadline_slack.Observe(static_cast<double>(deadline - now) / 1000);
     std::string summary = absl::StrCat(
@@ -689,21 +693,6 @@ void Remediator::CollectMetrics(MetricFamilies& f) const {
           IsLeader() ? 1 : 0);
   f.Counter("nodewatch_remediation_notices_total", "Interruption notices handed to remediation.",
             d(c.notices));
-  f.Counter("nodewatch_remediation_drains_total", "Drains finished, by result.",
-            d(c.drains_completed), {{"result", "complete"}});
-  f.Counter("nodewatch_remediation_drains_total", "Drains finished, by result.",
-            d(c.drains_incomplete), {{"result", "incomplete"}});
-  f.Counter("nodewatch_remediation_pods_evicted_total", "Pods evicted and gone.",
-            d(c.pods_evicted));
-  f.Counter("nodewatch_remediation_pods_force_deleted_total",
-            "Pods deleted with a grace clamped to the deadline (PDB-blocked or grace too long).",
-            d(c.pods_force_deleted));
-  f.Counter("nodewatch_remediation_pods_remaining_at_deadline_total",
-            "Evictable pods still running when a drain reached its deadline.",
-            d(c.pods_remaining_at_deadline));
-  f.Counter("nodewatch_remediation_evictions_blocked_by_pdb_total",
-            "Pods whose eviction a PodDisruptionBudget refused at least once.",
-            d(c.pods_blocked_by_pdb));
   f.Counter("nodewatch_remediation_undone_total", "Canceled notices whose actions were undone.",
             d(c.undone));
   f.Counter("nodewatch_remediation_unknown_nodes_total",
@@ -723,19 +712,51 @@ void Remediator::CollectMetrics(MetricFamilies& f) const {
     f.Counter("nodewatch_webhook_deliveries_total", "Webhook messages, by result.", d(w.dropped),
               {{"result", "dropped"}});
   }
-  std::lock_guard<std::mutex> lock(histograms_mu_);
+  std::lock_guard<std::mutex> lock(series_mu_);
+  auto labels = [](const auto& key) {
+    return MetricFamilies::Labels{{"provider", key.first}, {"kind", key.second}};
+  };
+  struct CounterSpec {
+    const char* name;
+    const char* help;
+    std::atomic<uint64_t> Series::*value;
+    const char* result;  // the `result` label, or nullptr
+  };
+  const CounterSpec counters[] = {
+      {"nodewatch_remediation_drains_total", "Drains finished, by result.",
+       &Series::drains_complete, "complete"},
+      {"nodewatch_remediation_drains_total", "Drains finished, by result.",
+       &Series::drains_incomplete, "incomplete"},
+      {"nodewatch_remediation_pods_evicted_total", "Pods evicted and gone.", &Series::pods_evicted,
+       nullptr},
+      {"nodewatch_remediation_pods_force_deleted_total",
+       "Pods deleted with a grace clamped to the deadline (PDB-blocked or grace too long).",
+       &Series::pods_force_deleted, nullptr},
+      {"nodewatch_remediation_pods_remaining_at_deadline_total",
+       "Evictable pods still running when a drain reached its deadline.", &Series::pods_remaining,
+       nullptr},
+      {"nodewatch_remediation_evictions_blocked_by_pdb_total",
+       "Pods whose eviction a PodDisruptionBudget refused at least once.",
+       &Series::pods_blocked_by_pdb, nullptr},
+  };
+  for (const auto& spec : counters) {
+    for (const auto& [key, series] : series_) {
+      auto l = labels(key);
+      if (spec.result != nullptr) l["result"] = spec.result;
+      f.Counter(spec.name, spec.help, d(((*series).*(spec.value)).load()), l);
+    }
+  }
   const char* names[3][2] = {{"nodewatch_remediation_notice_to_cordon_seconds",
                               "From the notice reaching the aggregator to the node cordoned."},
                              {"nodewatch_remediation_cordon_to_drained_seconds", "Drain duration."},
                              {"nodewatch_remediation_deadline_slack_seconds",
                               "Time left before the deadline when the drain ended."}};
   for (int i = 0; i < 3; ++i) {
-    for (const auto& [labels, h] : histograms_) {
-      const HistogramData& data = i == 0   ? h->notice_to_cordon
-                                  : i == 1 ? h->cordon_to_drained
-                                           : h->deadline_slack;
-      f.Histogram(names[i][0], names[i][1], data,
-                  {{"provider", labels.first}, {"kind", labels.second}});
+    for (const auto& [key, series] : series_) {
+      const HistogramData& data = i == 0   ? series->notice_to_cordon
+                                  : i == 1 ? series->cordon_to_drained
+                                           : series->deadline_slack;
+      f.Histogram(names[i][0], names[i][1], data, labels(key));
     }
   }
 }

@@ -79,7 +79,7 @@ std::string KindSlug(nodewatch::v1::InterruptionKind kind);
 struct RemediationCounters {
   std::atomic<uint64_t> notices{0};
   std::atomic<uint64_t> actions_started{0};
-  std::atomic<uint64_t> drains_completed{0};
+  std::atomic<uint64_t> drains_completed{0};  // fleet totals; metrics have them by kind
   std::atomic<uint64_t> drains_incomplete{0};
   std::atomic<uint64_t> pods_evicted{0};
   std::atomic<uint64_t> pods_force_deleted{0};
@@ -128,7 +128,14 @@ class Remediator {
     bool running = false;
     std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   };
-  struct Histograms {
+  // Metrics per (provider, kind): at most 5 x 9 series.
+  struct Series {
+    std::atomic<uint64_t> drains_complete{0};
+    std::atomic<uint64_t> drains_incomplete{0};
+    std::atomic<uint64_t> pods_evicted{0};
+    std::atomic<uint64_t> pods_force_deleted{0};
+    std::atomic<uint64_t> pods_remaining{0};
+    std::atomic<uint64_t> pods_blocked_by_pdb{0};
     HistogramData notice_to_cordon{{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30}};
     HistogramData cordon_to_drained{{1, 5, 10, 20, 30, 60, 90, 120, 300, 600}};
     HistogramData deadline_slack{{0, 5, 10, 20, 30, 60, 90, 120, 300}};
@@ -152,7 +159,7 @@ class Remediator {
   void Notify(const nodewatch::internal::DrainJournalEntry& journal, const std::string& action,
               const std::string& message);
   bool MayAct() const;
-  Histograms& HistogramsFor(const std::string& provider, const std::string& kind);
+  Series& SeriesFor(const std::string& provider, const std::string& kind);
 
   Deps deps_;
   const RemediationConfig config_;
@@ -179,8 +186,8 @@ class Remediator {
   bool events_stop_ = false;
   std::thread events_thread_;
 
-  mutable std::mutex histograms_mu_;
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<Histograms>> histograms_;
+  mutable std::mutex series_mu_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Series>> series_;
 };
 
 }  // namespace nodewatch::aggregator

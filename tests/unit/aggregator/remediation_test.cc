@@ -17,6 +17,7 @@
 #include "aggregator/remediation/remediator.h"
 #include "aggregator/remediation/webhook.h"
 #include "aggregator/store/store.h"
+#include "common/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/env.h"
@@ -24,6 +25,7 @@
 #include "tests/support/hook_server.h"
 #include "tests/support/kube_scenarios.h"
 #include "tests/support/process.h"
+#include "tests/support/test_pki.h"
 
 namespace nodewatch::aggregator {
 namespace {
@@ -134,6 +136,47 @@ TEST_F(KubeTest, TokenFileIsReloadedAfterA401) {
   EXPECT_EQ(client_->counters().token_reloads.load(), 1u);
   auto journal = api_->Journal();
   EXPECT_EQ(journal.back().authorization, "Bearer token-two");
+}
+
+// The API server is always HTTPS in production: the fake sits behind a TLS terminator (socat,
+// with client-certificate verification) so the client's CA, client certificate and key blobs are
+// exercised for real.
+TEST(KubeTlsTest, VerifiesTheServerAndPresentsAClientCertificate) {
+  auto dir = nodewatch::testing::MakeTempDir("kube-tls");
+  nodewatch::testing::TestPki pki(dir + "/pki");
+  auto server = pki.Issue("apiserver", {.cn = "kube-apiserver", .ips = {"127.0.0.1"}});
+  auto client = pki.Issue("aggregator", {.cn = "system:serviceaccount:nodewatch:aggregator"});
+  auto read = [](const std::string& path) { return ReadFileToString(path).value(); };
+  FakeKubeApi api({});
+  ASSERT_TRUE(api.Start());
+  api.AddNode(FakeKubeApi::MakeNode("n1"));
+  const int tls_port = nodewatch::testing::FreePort();
+  nodewatch::testing::Subprocess terminator(
+      "/usr/bin/socat",
+      {"OPENSSL-LISTEN:" + std::to_string(tls_port) + ",bind=127.0.0.1,reuseaddr,fork,cert=" +
+           server.cert + ",key=" + server.key + ",cafile=" + pki.ca_file() + ",verify=1",
+       "TCP:127.0.0.1:" + std::to_string(api.port())},
+      dir + "/socat.log");
+  terminator.Start();
+  KubeConnection conn{.server = "https://127.0.0.1:" + std::to_string(tls_port),
+                      .ca_pem = read(pki.ca_file()),
+                      .client_cert_pem = read(client.cert),
+                      .client_key_pem = read(client.key)};
+  auto client_ok = MakeCurlKubeClient(conn);
+  KubeApi kube(*client_ok);
+  ASSERT_TRUE(WaitFor([&] { return kube.GetNode("n1").ok(); }, 5'000)) << terminator.log();
+  // No client certificate: the server refuses the handshake.
+  KubeConnection anonymous = conn;
+  anonymous.client_cert_pem.clear();
+  anonymous.client_key_pem.clear();
+  auto client_anon = MakeCurlKubeClient(anonymous);
+  EXPECT_TRUE(absl::IsUnavailable(KubeApi(*client_anon).GetNode("n1").status()));
+  // A server the configured CA did not sign is not trusted.
+  nodewatch::testing::TestPki other(dir + "/other");
+  KubeConnection wrong_ca = conn;
+  wrong_ca.ca_pem = read(other.ca_file());
+  auto client_wrong = MakeCurlKubeClient(wrong_ca);
+  EXPECT_TRUE(absl::IsUnavailable(KubeApi(*client_wrong).GetNode("n1").status()));
 }
 
 TEST(KubeconfigTest, InlineDataFilePathsAndTokens) {
@@ -499,6 +542,30 @@ TEST_F(RemediatorTest, SpotNoticeCordonsTaintsLabelsDrainsAndRecordsTheTimeline)
   }
   EXPECT_THAT(reasons, ::testing::ElementsAre("InterruptionNotice", "Cordoned", "Drained"));
   EXPECT_EQ(remediator_->counters().pods_evicted.load(), 5u);
+  // Exported by provider and kind, never by node.
+  MetricFamilies families;
+  remediator_->CollectMetrics(families);
+  bool found_evicted = false;
+  bool found_histogram = false;
+  for (const auto& family : families.Take()) {
+    for (const auto& metric : family.metric) {
+      std::map<std::string, std::string> labels;
+      for (const auto& l : metric.label) labels[l.name] = l.value;
+      EXPECT_EQ(labels.count("node"), 0u);
+      if (family.name == "nodewatch_remediation_pods_evicted_total") {
+        EXPECT_EQ(labels["provider"], "azure");
+        EXPECT_EQ(labels["kind"], "spot-terminate");
+        EXPECT_EQ(metric.counter.value, 5);
+        found_evicted = true;
+      }
+      if (family.name == "nodewatch_remediation_notice_to_cordon_seconds") {
+        EXPECT_EQ(metric.histogram.sample_count, 1u);
+        found_histogram = true;
+      }
+    }
+  }
+  EXPECT_TRUE(found_evicted);
+  EXPECT_TRUE(found_histogram);
 }
 
 TEST_F(RemediatorTest, DryRunChangesNothing) {
