@@ -567,38 +567,29 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     }
   }
   if (!MayAct()) return;
+  // A failed step leaves the entry as it is; the scheduler runs the undo again (NotFound: the
+  // node is gone, nothing left to undo there).
+  auto undone = [&](const absl::StatusOr<bool>& result) {
+    if (result.ok() || absl::IsNotFound(result.status())) return true;
+    ++counters_.api_errors;
+    log->warn("node {}: undo: {}", node, result.status());
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return false;
+  };
   if (j.tainted()) {
     const std::string effect =
         PolicyFor(j.notice().kind()) == "taint" ? "PreferNoSchedule" : "NoSchedule";
-    auto removed = deps_.api->RemoveTaint(node, config_.taint_key, effect);
-    if (!removed.ok() && !absl::IsNotFound(removed.status())) {
-      ++counters_.api_errors;
-      log->warn("node {}: undo: {}", node, removed.status());
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      return;  // retried by the scheduler
-    }
+    if (!undone(deps_.api->RemoveTaint(node, config_.taint_key, effect))) return;
     j.set_tainted(false);
     done.push_back("removed the taint");
   }
   if (j.labelled()) {
-    auto unlabelled = deps_.api->SetLabel(node, kExcludeLbLabel, std::nullopt);
-    if (!unlabelled.ok() && !absl::IsNotFound(unlabelled.status())) {
-      ++counters_.api_errors;
-      log->warn("node {}: undo: {}", node, unlabelled.status());
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      return;
-    }
+    if (!undone(deps_.api->SetLabel(node, kExcludeLbLabel, std::nullopt))) return;
     j.set_labelled(false);
     done.push_back("removed the load-balancer exclusion");
   }
   if (j.cordoned() && !others_hold_cordon) {
-    auto uncordoned = deps_.api->SetUnschedulable(node, false);
-    if (!uncordoned.ok() && !absl::IsNotFound(uncordoned.status())) {
-      ++counters_.api_errors;
-      log->warn("node {}: undo: {}", node, uncordoned.status());
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      return;
-    }
+    if (!undone(deps_.api->SetUnschedulable(node, false))) return;
     j.set_cordoned(false);
     done.push_back("uncordoned");
   }
