@@ -9,7 +9,7 @@ CMAKE_FLAGS ?=
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: deps build demo test test-asan bench fuzz format clean
+.PHONY: deps build demo test test-asan bench fuzz format clean talos-extension image
 
 deps:
 	@bash scripts/install-deps.sh
@@ -33,6 +33,14 @@ test-asan: deps
 	  agent_message_fuzz spool_segment_fuzz config_yaml_fuzz kube_response_fuzz
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -L unit
+
+# The agent as a Talos system extension: OCI layout + archive under $(BUILD_DIR)/talos-extension.
+talos-extension: build
+	bash scripts/build-talos-extension.sh $(BUILD_DIR)/bin/nodewatch-agent $(BUILD_DIR)/talos-extension
+
+# The aggregator's OCI image (self-contained rootfs, non-root user) under $(BUILD_DIR)/image.
+image: build
+	bash scripts/build-image.sh $(BUILD_DIR)/bin/nodewatch-aggregator $(BUILD_DIR)/image
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR) "$(BENCH)"
