@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   librocksdb-dev libspdlog-dev libfmt-dev libssl-dev openssl libabsl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev
-  procps iproute2 curl python3 socat
+  procps iproute2 curl python3 socat unzip
 )
 
 missing=()
@@ -19,14 +19,27 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+apt_updated=0
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  apt_updated=1
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# node and npm (the Helm chart tests, tests/helm/run.sh) are checked by command, not by package:
+# a node from another source (e.g. a nodesource nodejs that bundles npm) must not be replaced, and
+# Debian's npm package would conflict with it.
+for tool in node:nodejs npm:npm; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    echo "install-deps: installing ${tool#*:} (no ${tool%%:*} on PATH)"
+    if [ "$apt_updated" -eq 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+    $SUDO apt-get install -y -qq --no-install-recommends "${tool#*:}"
+  fi
+done
