@@ -8,6 +8,7 @@
 
 #include <fstream>
 
+#include "common/file_util.h"
 #include "nodewatch/v1/agent.grpc.pb.h"
 #include "tests/integration/harness.h"
 
@@ -94,11 +95,28 @@ TEST_F(SecurityIntegration, ACertificateForNodeACannotSpeakForNodeB) {
   EXPECT_THAT(c_.aggregator().log(), ::testing::HasSubstr("refused agent stream"));
 }
 
+// The kubelet keeps its client certificate and key in one file
+// (/var/lib/kubelet/pki/kubelet-client-current.pem); an agent reusing the node identity points both
+// --tls-cert and --tls-key at it.
+TEST_F(SecurityIntegration, TheKubeletsCombinedCertificateAndKeyFileWorks) {
+  auto cert = c_.NodeCert("kubelet-node");
+  const std::string combined = c_.dir() + "/kubelet-client-current.pem";
+  std::ofstream(combined) << ReadFileToString(cert.cert).value()
+                          << ReadFileToString(cert.key).value();
+  c_.StartAgent("kubelet-node", {"--interval", "200ms"}, CertFiles{combined, combined});
+  ASSERT_TRUE(Cluster::WaitFor(
+      [&] {
+        auto node = c_.GetNode("kubelet-node");
+        return node && node->connected() && node->records() >= 2;
+      },
+      15'000))
+      << c_.agent("kubelet-node").log();
+}
+
 TEST_F(SecurityIntegration, OnlyKubeletStyleNodeCertificatesMayStream) {
   // An operator certificate is valid but is not a node's.
-  RawAgent op(c_.ingest_address(),
-              Cluster::MakeCreds(c_.pki().ca_file(), c_.operator_cert().cert,
-                                 c_.operator_cert().key));
+  RawAgent op(c_.ingest_address(), Cluster::MakeCreds(c_.pki().ca_file(), c_.operator_cert().cert,
+                                                      c_.operator_cert().key));
   op.Send(Hello("alice"));
   EXPECT_FALSE(op.ReadAck().has_value());
   EXPECT_EQ(op.Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -220,9 +238,9 @@ TEST_F(SecurityIntegration, TheQueryApiNeedsAnOperatorCredential) {
   EXPECT_EQ(call(ca_only), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(call(NodeCreds("node-q")), grpc::StatusCode::UNAUTHENTICATED);  // a node is no operator
   EXPECT_EQ(call(ca_only, "wrong-token-wrong-token"), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(call(Cluster::MakeCreds(c_.pki().ca_file(), c_.operator_cert().cert,
-                                    c_.operator_cert().key)),
-            grpc::StatusCode::OK);
+  EXPECT_EQ(
+      call(Cluster::MakeCreds(c_.pki().ca_file(), c_.operator_cert().cert, c_.operator_cert().key)),
+      grpc::StatusCode::OK);
 }
 
 TEST(QueryTokenIntegration, ABearerTokenFromTheTokenFileIsAccepted) {
@@ -230,8 +248,8 @@ TEST(QueryTokenIntegration, ABearerTokenFromTheTokenFileIsAccepted) {
   std::string token_file = c.dir() + "/token";
   std::ofstream(token_file) << "s3cr3t-operator-token-0123456789\n";
   c.StartAggregator({"--operator-token-file", token_file});
-  auto stub = nodewatch::v1::QueryService::NewStub(grpc::CreateChannel(
-      c.query_address(), Cluster::MakeCreds(c.pki().ca_file(), "", "")));
+  auto stub = nodewatch::v1::QueryService::NewStub(
+      grpc::CreateChannel(c.query_address(), Cluster::MakeCreds(c.pki().ca_file(), "", "")));
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", "Bearer s3cr3t-operator-token-0123456789");
   nodewatch::v1::ListNodesResponse response;
