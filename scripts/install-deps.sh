@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   librocksdb-dev libspdlog-dev libfmt-dev libssl-dev openssl libabsl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev
-  procps iproute2 curl python3 socat unzip
+  procps iproute2 curl python3 socat unzip prometheus
 )
 
 missing=()
