@@ -22,10 +22,10 @@ struct PodWork {
   Phase phase = Phase::kEvict;
   int64_t next_ms = 0;       // when to act next
   bool blocked = false;      // a PDB refused it at least once
+  bool refused = false;      // any eviction attempt was refused (a PDB, or another error)
   bool no_eviction = false;  // multi-PDB or no Eviction API: delete at the force point
   bool force_deleted = false;
   int64_t gone_by_ms = 0;  // deletionTimestamp of the current deletion
-  std::string error;
   std::string Id() const { return ns + "/" + name; }
 };
 
@@ -155,7 +155,9 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node, con
     p.next_ms = now;
   };
   auto evict = [&](PodWork& p, int64_t now) {
-    if (p.no_eviction || (p.blocked && now >= force_at(p))) return force_delete(p, now);
+    // Refused before and out of time: delete (a refusal must not turn into a retry storm at the
+    // force point).
+    if (p.no_eviction || (p.refused && now >= force_at(p))) return force_delete(p, now);
     const int64_t grace = target_ms > 0 && p.grace_s > fit_seconds(now) ? fit_seconds(now) : -1;
     auto result = api_.Evict(p.ns, p.name, grace);
     if (!result.ok()) {
@@ -175,6 +177,7 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node, con
         if (!p.blocked)
           log->info("node {}: eviction of {} refused: {}", node, p.Id(), result->message);
         p.blocked = true;
+        p.refused = true;
         if (now >= force_at(p)) return force_delete(p, now);
         const int64_t retry =
             result->retry_after_seconds > 0 ? result->retry_after_seconds * 1000LL : o.pdb_retry_ms;
@@ -189,6 +192,7 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node, con
       case EvictOutcome::kNamespaceTerminating:
       case EvictOutcome::kRejected:
         note_error(p, result->message);
+        p.refused = true;
         p.next_ms = std::min(now + o.pdb_retry_ms, force_at(p));
         return;
     }

@@ -306,6 +306,26 @@ TEST_F(KubeTest, MultiplePdbsAreReportedAndDeletedWhenTheGraceStopsFitting) {
   EXPECT_EQ(api_->CountRequests("POST", ".*/both/eviction"), 1);  // never retried
 }
 
+TEST_F(KubeTest, AnEvictionThatIsAlwaysRefusedEndsInATimelyDeleteNotARetryStorm) {
+  AddNodeWithPods("n1", 1);
+  api_->InjectFault({.method = "POST",
+                     .path_regex = ".*/eviction",
+                     .status = 403,
+                     .count = 1000});  // e.g. RBAC without pods/eviction
+  Drainer drainer(*kube_, SystemClock::Get());
+  std::atomic<bool> cancel{false};
+  const int64_t deadline = NowMs() + 6'000;
+  auto report = drainer.Drain(
+      "n1",
+      {.deadline_unix_ms = deadline, .margin_ms = 1'000, .pdb_retry_ms = 1'000, .poll_ms = 100},
+      cancel, [] { return true; });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->complete);
+  EXPECT_EQ(report->force_deleted, 1);
+  EXPECT_LE(api_->CountRequests("POST", ".*/eviction"), 5);
+  EXPECT_FALSE(report->errors.empty());
+}
+
 TEST_F(KubeTest, WithoutTheEvictionApiPodsAreDeleted) {
   AddNodeWithPods("n1", 3);
   api_->SetEvictionSupported(false);
