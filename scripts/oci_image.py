@@ -28,29 +28,35 @@ def blob(layout, data, media_type):
     return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
 
 
+def add_tree(tar, tree, mtime):
+    """Adds every entry under `tree` to `tar`: sorted, owned by 0:0, at `mtime`, no group/other
+    write bit, no pax times; so the same tree always gives the same bytes."""
+    entries = []
+    for root, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            entries.append(os.path.join(root, name))
+    for path in sorted(entries, key=lambda p: os.path.relpath(p, tree)):
+        rel = os.path.relpath(path, tree)
+        st = os.lstat(path)
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            sys.exit("oci_image: %s is not a file, directory or symlink" % rel)
+        info = tar.gettarinfo(path, arcname=rel)
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = mtime
+        info.mode = stat.S_IMODE(st.st_mode) & ~0o022
+        info.pax_headers = {}
+        if info.isreg():
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+        else:
+            tar.addfile(info)
+
+
 def layer_tar(tree, mtime):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        entries = []
-        for root, dirs, files in os.walk(tree):
-            for name in dirs + files:
-                entries.append(os.path.join(root, name))
-        for path in sorted(entries, key=lambda p: os.path.relpath(p, tree)):
-            rel = os.path.relpath(path, tree)
-            st = os.lstat(path)
-            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                sys.exit("oci_image: %s is not a file, directory or symlink" % rel)
-            info = tar.gettarinfo(path, arcname=rel)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = mtime
-            info.mode = stat.S_IMODE(st.st_mode) & ~0o022
-            info.pax_headers = {}
-            if info.isreg():
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
+        add_tree(tar, tree, mtime)
     uncompressed = raw.getvalue()
     compressed = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6) as gz:
@@ -105,21 +111,7 @@ def main():
     if args.archive:
         # The same layout as one tar (skopeo's oci-archive), itself reproducible.
         with tarfile.open(args.archive, "w", format=tarfile.PAX_FORMAT) as tar:
-            names = []
-            for root, dirs, files in os.walk(args.out):
-                for name in dirs + files:
-                    names.append(os.path.join(root, name))
-            for path in sorted(names):
-                info = tar.gettarinfo(path, arcname=os.path.relpath(path, args.out))
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime = mtime
-                info.pax_headers = {}
-                if info.isreg():
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
+            add_tree(tar, args.out, mtime)
     print(manifest_desc["digest"])
 
 
