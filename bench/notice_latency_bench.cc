@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "bench/bench_support.h"
+#include "bench/cloud_notices.h"
 #include "common/logging.h"
 #include "tests/support/inprocess_aggregator.h"
 #include "tests/support/metadata_simulator.h"
@@ -28,7 +29,6 @@ namespace nt = nodewatch::testing;
 
 using nodewatch::bench::NowMs;
 using nodewatch::bench::Percentile;
-
 
 int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -41,8 +41,8 @@ int main(int argc, char** argv) {
   }
   std::string dir = nt::MakeTempDir("nodewatch-latency-bench");
   nt::TestPki pki(dir + "/pki");
-  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+  auto server = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
   // The aggregator runs in this process so "stored" is read straight from the ingest engine
   // (no query round trip in the measurement); the agent is a real process over mTLS.
   auto aggregator = nt::StartInProcessAggregator(dir, pki, server);
@@ -63,10 +63,26 @@ int main(int argc, char** argv) {
     const std::string node = "latency-" + cloud;
     auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
     nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
-                         {"--node-name", node, "--aggregator", ingest, "--spool-dir",
-                          dir + "/spool-" + cloud, "--interval", "1h", "--cloud", cloud,
-                          "--metadata-endpoint", sim.url(), "--tls-ca", pki.ca_file(),
-                          "--tls-cert", cert.cert, "--tls-key", cert.key, "--log-level", "warn"},
+                         {"--node-name",
+                          node,
+                          "--aggregator",
+                          ingest,
+                          "--spool-dir",
+                          dir + "/spool-" + cloud,
+                          "--interval",
+                          "1h",
+                          "--cloud",
+                          cloud,
+                          "--metadata-endpoint",
+                          sim.url(),
+                          "--tls-ca",
+                          pki.ca_file(),
+                          "--tls-cert",
+                          cert.cert,
+                          "--tls-key",
+                          cert.key,
+                          "--log-level",
+                          "warn"},
                          dir + "/agent-" + cloud + ".log");
     agent.Start();
     for (int i = 0; i < 100 && stored(node) < 0; ++i) {
@@ -76,20 +92,7 @@ int main(int argc, char** argv) {
     std::vector<double> latencies;
     for (int t = 0; t < trials; ++t) {
       const int64_t baseline = stored(node);
-      if (cloud == "aws") {
-        // A random phase of the agent's 1 s poll; a new second so the notice is a new event.
-        int64_t next_second = (NowMs() / 1000 + 1) * 1000;
-        std::this_thread::sleep_until(std::chrono::system_clock::time_point(
-            std::chrono::milliseconds(next_second + static_cast<int64_t>(rng() % 1000))));
-        sim.ArmAwsSpot("terminate");
-      } else if (cloud == "gcp") {
-        sim.SetGcpPreempted(true);
-      } else {
-        // A random phase of the agent's poll, as for AWS.
-        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1000));
-        sim.AddAzureEvent("BENCH-" + std::to_string(t), "Preempt", {"nodewatch-vmss_3"},
-                          NowMs() + 30'000);
-      }
+      nb::ArmNotice(sim, cloud, t, rng);
       const int64_t visible = sim.last_visible_ms();
       const int64_t give_up = NowMs() + 10'000;
       while (stored(node) <= baseline && NowMs() < give_up) {
@@ -100,11 +103,7 @@ int main(int argc, char** argv) {
       } else {
         ++failures;
       }
-      // Take the notice back (Azure reports the end as a COMPLETED notice: let it land).
-      if (cloud == "aws") sim.Clear();
-      if (cloud == "gcp") sim.SetGcpPreempted(false);
-      if (cloud == "azure") sim.RemoveAzureEvent("BENCH-" + std::to_string(t));
-      std::this_thread::sleep_for(std::chrono::milliseconds(cloud == "azure" ? 1500 : 300));
+      nb::ClearNotice(sim, cloud, t, 300);
     }
     agent.Stop(SIGTERM);
     sim.Stop();

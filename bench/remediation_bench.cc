@@ -24,6 +24,7 @@
 #include "aggregator/remediation/drain.h"
 #include "aggregator/remediation/kube_api.h"
 #include "bench/bench_support.h"
+#include "bench/cloud_notices.h"
 #include "common/logging.h"
 #include "tests/support/fake_kube_api.h"
 #include "tests/support/inprocess_aggregator.h"
@@ -123,18 +124,7 @@ int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles&
     for (int t = 0; t < trials; ++t) {
       api.AddNode(nt::FakeKubeApi::MakeNode(node));  // schedulable again for the next notice
       const int64_t before = NowMs();
-      if (cloud == "aws") {
-        const int64_t next_second = (NowMs() / 1000 + 1) * 1000;  // a new event each trial
-        std::this_thread::sleep_until(std::chrono::system_clock::time_point(
-            std::chrono::milliseconds(next_second + static_cast<int64_t>(rng() % 1000))));
-        sim.ArmAwsSpot("terminate");
-      } else if (cloud == "gcp") {
-        sim.SetGcpPreempted(true);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1000));
-        sim.AddAzureEvent("BENCH-" + std::to_string(t), "Preempt", {"nodewatch-vmss_3"},
-                          NowMs() + 30'000);
-      }
+      nb::ArmNotice(sim, cloud, t, rng);
       const int64_t visible = sim.last_visible_ms();
       int64_t cordoned = 0;
       for (int64_t give_up = NowMs() + 10'000; !cordoned && NowMs() < give_up;) {
@@ -146,10 +136,7 @@ int CordonLatency(const std::string& dir, nt::TestPki& pki, const nt::CertFiles&
       } else {
         ++failures;
       }
-      if (cloud == "aws") sim.Clear();
-      if (cloud == "gcp") sim.SetGcpPreempted(false);
-      if (cloud == "azure") sim.RemoveAzureEvent("BENCH-" + std::to_string(t));
-      std::this_thread::sleep_for(std::chrono::milliseconds(cloud == "azure" ? 1500 : 500));
+      nb::ClearNotice(sim, cloud, t, 500);
       api.ClearJournal();
     }
     agent.Stop(SIGTERM);
