@@ -347,10 +347,8 @@ void Remediator::Launch(Entry& entry, bool undo) {
   std::string key = entry.key;
   auto cancel = entry.cancel;
   workers_[key] = std::thread([this, key, journal, cancel, undo] {
-    if (undo && journal.clear_at_unix_ms() > 0 && !journal.canceled()) {
-      ClearRebalance(key, journal);
-    } else if (undo) {
-      Undo(key, journal);
+    if (undo) {
+      Undo(key, journal);  // a cancellation, or a rebalance whose TTL passed
     } else {
       Act(key, journal, cancel);
     }
@@ -505,11 +503,6 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     if (!report.ok()) return fail(report.status());
     if (report->interrupted) return;  // canceled (the scheduler undoes) or no longer leader
     const int64_t now = deps_.clock->NowUnixMs();
-    counters_.pods_evicted += static_cast<uint64_t>(report->evicted);
-    counters_.pods_force_deleted += static_cast<uint64_t>(report->force_deleted);
-    counters_.pods_blocked_by_pdb += static_cast<uint64_t>(report->pdb_blocked);
-    counters_.pods_remaining_at_deadline += static_cast<uint64_t>(report->remaining);
-    ++(report->complete ? counters_.drains_completed : counters_.drains_incomplete);
     auto& h = SeriesFor(n.provider(), kind);
     h.pods_evicted += static_cast<uint64_t>(report->evicted);
     h.pods_force_deleted += static_cast<uint64_t>(report->force_deleted);
@@ -605,10 +598,6 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
   Notify(j, cleared ? "cleared" : "undone", message);
   log->info("node {}: {} {} {}", node, kind, j.notice().event_id(), message);
   Finish(key, j);
-}
-
-void Remediator::ClearRebalance(const std::string& key, DrainJournalEntry journal) {
-  Undo(key, std::move(journal));  // same steps; Undo tells the two apart by `canceled`
 }
 
 void Remediator::Step(const DrainJournalEntry& j, const std::string& action,

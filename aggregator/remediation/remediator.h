@@ -79,12 +79,6 @@ std::string KindSlug(nodewatch::v1::InterruptionKind kind);
 struct RemediationCounters {
   std::atomic<uint64_t> notices{0};
   std::atomic<uint64_t> actions_started{0};
-  std::atomic<uint64_t> drains_completed{0};  // fleet totals; metrics have them by kind
-  std::atomic<uint64_t> drains_incomplete{0};
-  std::atomic<uint64_t> pods_evicted{0};
-  std::atomic<uint64_t> pods_force_deleted{0};
-  std::atomic<uint64_t> pods_remaining_at_deadline{0};
-  std::atomic<uint64_t> pods_blocked_by_pdb{0};
   std::atomic<uint64_t> undone{0};
   std::atomic<uint64_t> unknown_nodes{0};
   std::atomic<uint64_t> api_errors{0};
@@ -148,8 +142,8 @@ class Remediator {
   const std::string& PolicyFor(nodewatch::v1::InterruptionKind kind) const;
   void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
            std::shared_ptr<std::atomic<bool>> cancel);
+  // Removes what the entry did: after a cancellation, or when a rebalance taint's TTL passed.
   void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
-  void ClearRebalance(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
   void Finish(const std::string& key, const nodewatch::internal::DrainJournalEntry& journal);
   void Step(const nodewatch::internal::DrainJournalEntry& journal, const std::string& action,
             const std::string& message, const DrainReport* report = nullptr);
