@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
   ASSIGN_OR_RETURN(agg->store_, OpenRocksDbStore({.path = config.data_dir + "/db",
                                                   .retention_ms = config.retention_ms}));
   agg->engine_ = std::make_unique<IngestEngine>(*agg->store_, clock);
+  RETURN_IF_ERROR(agg->StartCost(config, clock));
   if (config.remediation.mode != "off") {
     auto conn = ResolveKubeConnection(config.remediation);
     if (!conn.ok() && config.remediation.mode == "on") {
@@ -96,6 +97,7 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
   }
   RETURN_IF_ERROR(agg->engine_->Start());
   if (agg->remediator_) RETURN_IF_ERROR(agg->remediator_->Start());
+  agg->cost_monitor_->Start();
 
   QueryOptions query_options;
   if (!config.operator_token_file.empty()) {
@@ -129,7 +131,8 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
     return absl::UnavailableError(absl::StrCat("listen: cannot listen on '", config.listen, "'"));
   }
 
-  agg->query_ = std::make_unique<QueryService>(*agg->engine_, *agg->store_, clock, query_options);
+  agg->query_ = std::make_unique<QueryService>(*agg->engine_, *agg->store_, clock,
+                                               agg->cost_monitor_.get(), query_options);
   grpc::ServerBuilder query_builder;
   query_builder.AddListeningPort(config.query_listen, query_creds, &agg->query_port_);
   query_builder.RegisterService(agg->query_.get());
@@ -138,16 +141,55 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
     return absl::UnavailableError(
         absl::StrCat("query-listen: cannot listen on '", config.query_listen, "'"));
   }
+  if (!config.http_listen.empty()) {
+    ASSIGN_OR_RETURN(agg->http_,
+                     HttpApi::Start({.listen = config.http_listen,
+                                     .tls = !config.insecure,
+                                     .tls_files = {config.tls_ca, config.tls_cert, config.tls_key}},
+                                    *agg->query_, *agg->engine_, clock));
+  }
   if (!config.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(agg->metrics_,
-                     StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_,
-                                            *agg->query_, *agg->store_, agg->remediator_.get()));
+    ASSIGN_OR_RETURN(agg->metrics_, StartAggregatorMetrics(
+                                        config.metrics_listen, *agg->engine_, *agg->ingest_,
+                                        *agg->query_, *agg->store_, agg->remediator_.get(),
+                                        agg->cost_monitor_.get()));
   }
   log->info(
-      "nodewatch-aggregator {}: agents on port {}, operators on port {}, metrics on port {}, "
-      "store {}/db",
-      NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->metrics_port(), config.data_dir);
+      "nodewatch-aggregator {}: agents on port {}, operators on port {} (JSON on {}), metrics on "
+      "port {}, store {}/db",
+      NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->http_port(),
+      agg->metrics_port(), config.data_dir);
   return agg;
+}
+
+absl::Status Aggregator::StartCost(const AggregatorConfig& config, const Clock& clock) {
+  const CostConfig& c = config.cost;
+  if (!c.price_table.empty()) {
+    ASSIGN_OR_RETURN(PriceTable table, PriceTable::LoadFile(c.price_table));
+    prices_ = std::make_unique<PriceTable>(std::move(table));
+  } else {
+    prices_ = std::make_unique<PriceTable>(PriceTable::BuiltIn());
+  }
+  std::vector<CidrOverride> overrides;
+  for (const auto& spec : c.transfer_cidrs) {
+    ASSIGN_OR_RETURN(CidrOverride o, ParseCidrOverride(spec));
+    overrides.push_back(std::move(o));
+  }
+  classifier_ = std::make_unique<TransferClassifier>(std::move(overrides));
+  ledger_ = std::make_unique<CostLedger>(*classifier_, CostLedgerOptions{});
+  RETURN_IF_ERROR(ledger_->Load(*store_, clock.NowUnixMs()));
+  engine_->SetRecordTap(ledger_.get());
+  alert_webhook_ = std::make_unique<Webhook>(WebhookOptions{.url = c.webhook_url,
+                                                            .body_template = c.webhook_template,
+                                                            .headers = c.webhook_headers});
+  alerts_ = std::make_unique<AlertEngine>(*store_, alert_webhook_.get(), c.alerts);
+  RETURN_IF_ERROR(alerts_->Load());
+  cost_monitor_ = std::make_unique<CostMonitor>(*engine_, *store_, clock, *prices_, *ledger_,
+                                                *classifier_, *alerts_, c.monitor);
+  GetLogger("agg.cost")->info("prices: {} ({} instance types); {} transfer override(s)",
+                              prices_->origin(), prices_->instance_count(),
+                              c.transfer_cidrs.size());
+  return absl::OkStatus();
 }
 
 Aggregator::~Aggregator() { Shutdown(); }
@@ -158,6 +200,8 @@ void Aggregator::Shutdown() {
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   if (ingest_server_) ingest_server_->Shutdown(deadline);
   if (query_server_) query_server_->Shutdown(deadline);
+  http_.reset();
+  if (cost_monitor_) cost_monitor_->Stop();
   if (remediator_) remediator_->Stop();
   if (engine_) engine_->Stop();
   metrics_.reset();

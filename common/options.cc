@@ -1,5 +1,7 @@
 #include "common/options.h"
 
+#include <cmath>
+
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -89,6 +91,22 @@ void OptionSet::AddInt(const std::string& name, int64_t* target, const std::stri
     int64_t parsed = 0;
     if (!absl::SimpleAtoi(v, &parsed)) {
       return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not an integer"));
+    }
+    if (parsed < min || parsed > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(parsed, " is out of range [", min, ", ", max, "]"));
+    }
+    *target = parsed;
+    return absl::OkStatus();
+  });
+}
+
+void OptionSet::AddDouble(const std::string& name, double* target, const std::string& help,
+                          double min, double max) {
+  Add(name, Kind::kDouble, help, absl::StrCat(*target), [target, min, max](const std::string& v) {
+    double parsed = 0;
+    if (!absl::SimpleAtod(v, &parsed) || !std::isfinite(parsed)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not a number"));
     }
     if (parsed < min || parsed > max) {
       return absl::InvalidArgumentError(

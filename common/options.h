@@ -31,6 +31,8 @@ class OptionSet {
   void AddString(const std::string& name, std::string* target, const std::string& help);
   void AddInt(const std::string& name, int64_t* target, const std::string& help, int64_t min,
               int64_t max);
+  void AddDouble(const std::string& name, double* target, const std::string& help, double min,
+                 double max);
   void AddBool(const std::string& name, bool* target, const std::string& help);
   void AddDuration(const std::string& name, int64_t* target_ms, const std::string& help);
   void AddBytes(const std::string& name, uint64_t* target, const std::string& help);
@@ -48,7 +50,7 @@ class OptionSet {
   std::string Help() const;
 
  private:
-  enum class Kind { kString, kInt, kBool, kDuration, kBytes, kList };
+  enum class Kind { kString, kInt, kDouble, kBool, kDuration, kBytes, kList };
   struct Option {
     Kind kind;
     std::string help;

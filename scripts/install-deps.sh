@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache clang llvm libclang-rt-14-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   librocksdb-dev libspdlog-dev libfmt-dev libssl-dev openssl libabsl-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev libcivetweb-dev
   procps iproute2 curl python3 socat unzip prometheus
 )
 

@@ -1,6 +1,7 @@
 #include "aggregator/config/aggregator_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "aggregator/cost/transfer_classifier.h"
 
 namespace nodewatch::aggregator {
 
@@ -9,6 +10,9 @@ void RegisterAggregatorOptions(OptionSet& o, AggregatorConfig* c) {
   o.AddString("query-listen", &c->query_listen, "Address of the read-only operator API.");
   o.AddString("metrics-listen", &c->metrics_listen,
               "Address of the Prometheus /metrics endpoint; empty disables it.");
+  o.AddString("http-listen", &c->http_listen,
+              "Address of the operator JSON API (HTTPS with the server certificate, plain HTTP "
+              "with --insecure); empty disables it.");
   o.AddString("data-dir", &c->data_dir, "Directory of the RocksDB store.");
   o.AddDuration("retention", &c->retention_ms, "How long node history is kept.");
   o.AddString("tls-ca", &c->tls_ca, "PEM CA bundle that signs agent and operator certificates.");
@@ -78,6 +82,63 @@ void RegisterAggregatorOptions(OptionSet& o, AggregatorConfig* c) {
                   "Extra header for the webhook, 'Name: value' (repeatable).");
   o.AddDuration("webhook-timeout", &r->webhook_timeout_ms, "Timeout of one webhook attempt.");
   o.AddInt("webhook-retries", &r->webhook_retries, "Webhook attempts after the first.", 0, 10);
+  RegisterCostOptions(o, &c->cost);
+}
+
+void RegisterCostOptions(OptionSet& o, CostConfig* c) {
+  CostMonitorOptions* m = &c->monitor;
+  o.AddString("cluster", &m->cluster, "Cluster name on cost figures, metrics and alerts.");
+  o.AddString("environment", &m->environment,
+              "Environment label on cost figures and metrics (prod, staging, ...).");
+  o.AddString("price-table", &c->price_table,
+              "YAML price table (docs/cost.md); empty: the built-in list prices.");
+  o.AddStringList("transfer-cidr", &c->transfer_cidrs,
+                  "Where an address range is, for data-transfer classes: CIDR=REGION[/ZONE] or "
+                  "CIDR=same-zone|cross-zone|cross-region|internet|unclassified (repeatable).");
+  o.AddDuration("cost-interval", &m->interval_ms, "How often cost and alerts are evaluated.");
+  o.AddDouble("monthly-budget", &m->monthly_budget_usd,
+              "Monthly budget in USD for the budget alerts; 0: no budget alerts.", 0, 1e12);
+  o.AddDouble("budget-forecast-ratio", &m->forecast_ratio,
+              "budget-forecast fires when the month-end forecast passes this share of the "
+              "budget.",
+              0.01, 10);
+  o.AddDuration("alert-interruption-window", &m->interruption_window_ms,
+                "Window of the spot-interruption-spike rule.");
+  o.AddInt("alert-interruption-count", &m->interruption_spike_count,
+           "spot-interruption-spike fires at this many spot reclaims in the window.", 1, 1'000'000);
+  o.AddDouble("alert-fallback-share", &m->fallback_share,
+              "spot-interruption-spike also fires when on-demand fallback node-hours reach this "
+              "share of spot plus fallback node-hours this month.",
+              0, 1);
+  o.AddDouble("alert-transfer-spike-factor", &m->transfer_spike_factor,
+              "transfer-cost-spike fires when today's transfer cost per day passes this multiple "
+              "of the trailing week's daily average.",
+              1, 1000);
+  o.AddDouble("alert-transfer-spike-min", &m->transfer_spike_min_usd,
+              "transfer-cost-spike needs at least this many USD per day.", 0, 1e9);
+  o.AddDuration("alert-disk-full-within", &m->disk_full_within_ms,
+                "disk-filling fires for a filesystem predicted full within this long.");
+  o.AddInt("alert-repeated-interruptions", &m->repeated_count,
+           "repeated-interruptions fires for a node with this many notices in the window.", 2,
+           1'000'000);
+  o.AddDuration("alert-repeated-window", &m->repeated_window_ms,
+                "Window of the repeated-interruptions rule.");
+  o.AddDuration("alert-pending-for", &m->pending_for_ms,
+                "Spike and disk conditions must hold this long before they fire.");
+  o.AddDuration("alert-resolve-after", &c->alerts.resolve_after_ms,
+                "A firing alert resolves after its condition was false this long (no flapping).");
+  o.AddDuration("alert-renotify-after", &c->alerts.renotify_after_ms,
+                "An alert firing again within this long of its last message is not sent again.");
+  o.AddInt("alert-max-per-hour", &c->alerts.max_notifications_per_hour,
+           "Most alert messages sent per hour; the rest are counted as rate limited.", 1, 100'000);
+  o.AddString("alert-webhook-url", &c->webhook_url,
+              "POST alert messages here (Slack-compatible JSON by default); empty: alerts are "
+              "only kept and exported as metrics.");
+  o.AddString("alert-webhook-template", &c->webhook_template,
+              "JSON body with {{text}} {{rule}} {{subject}} {{state}} {{message}} {{value}} "
+              "{{threshold}}.");
+  o.AddStringList("alert-webhook-header", &c->webhook_headers,
+                  "Extra header for the alert webhook, 'Name: value' (repeatable).");
 }
 
 absl::Status ValidateAggregatorConfig(const AggregatorConfig& c) {
@@ -95,7 +156,15 @@ absl::Status ValidateAggregatorConfig(const AggregatorConfig& c) {
   if (!c.metrics_listen.empty() && !is_address(c.metrics_listen)) {
     return bad("metrics-listen", "'" + c.metrics_listen + "' is not host:port");
   }
+  if (!c.http_listen.empty() && !is_address(c.http_listen)) {
+    return bad("http-listen", "'" + c.http_listen + "' is not host:port");
+  }
   if (c.data_dir.empty()) return bad("data-dir", "must be set");
+  if (c.cost.monitor.interval_ms < 1000) return bad("cost-interval", "must be at least 1s");
+  if (c.cost.monitor.cluster.empty()) return bad("cluster", "must not be empty");
+  for (const auto& spec : c.cost.transfer_cidrs) {
+    if (auto o = ParseCidrOverride(spec); !o.ok()) return o.status();
+  }
   if (c.retention_ms < 3600'000) return bad("retention", "must be at least 1h");
   if (c.max_message_bytes < 64 * 1024 || c.max_message_bytes > (1ull << 30)) {
     return bad("max-message-bytes", "must be between 64KiB and 1GiB");

@@ -250,6 +250,7 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
         ++counters_.clamped_times;
       }
       writes->records.push_back({s.id(), key_time, &r});
+      if (tap_ != nullptr) tap_->Derive(item.node, s.info(), key_time, r, &writes->counters);
       s.set_records(s.records() + 1);
       if (r.has_interruption()) s.set_interruptions(s.interruptions() + 1);
     } else {
@@ -321,21 +322,23 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
   }
   if (written.ok()) {
     counters_.records_stored += writes.records.size();
+    std::map<uint32_t, const NodeEntry*> by_id;
+    for (const auto& [name, entry] : touched) by_id[entry.stored.id()] = &entry;
     for (const auto& r : writes.records) {
+      const NodeEntry& entry = *by_id.at(r.node_id);
+      const std::string& node = entry.stored.name();
+      if (tap_ != nullptr) tap_->Stored(node, entry.stored.info(), r.key_time_ms, *r.record);
       if (!r.record->has_interruption()) continue;
       const auto& n = r.record->interruption();
-      std::string node;
-      for (const auto& [name, entry] : touched) {
-        if (entry.stored.id() == r.node_id) node = name;
-      }
       GetLogger("agg.ingest")
           ->info("node {}: stored interruption notice {} {} event {} state {} (seq {})", node,
                  n.provider(), nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
                  nodewatch::v1::NoticeState_Name(n.state()), r.record->seq());
       if (notice_listener_ && r.record->seq() <= kMaxSeq) {
-        notice_listener_(node, touched[node].stored.info(), n);
+        notice_listener_(node, entry.stored.info(), n);
       }
     }
+    if (tap_ != nullptr && !writes.counters.empty()) tap_->CountersCommitted(writes.counters);
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {
       ids_[entry.stored.id()] = name;

@@ -54,6 +54,22 @@ struct IngestCounters {
   std::atomic<uint64_t> duplicate_notices{0};  // same cloud event spooled twice by an agent
 };
 
+// Sees every newly stored record (never a duplicate): derives rollup counters that commit
+// atomically with it, then hears about it once it is durable. Both calls run on the writer thread
+// and must be quick and must not block (no I/O).
+class RecordTap {
+ public:
+  virtual ~RecordTap() = default;
+  // Before the commit: appends counter deltas to commit together with `record`.
+  virtual void Derive(const std::string& node, const nodewatch::v1::NodeInfo& info,
+                      int64_t key_time_ms, const nodewatch::v1::Record& record,
+                      std::vector<CounterDelta>* out) = 0;
+  // After the commit succeeded, once per stored record, then once with every delta committed.
+  virtual void Stored(const std::string& node, const nodewatch::v1::NodeInfo& info,
+                      int64_t key_time_ms, const nodewatch::v1::Record& record) = 0;
+  virtual void CountersCommitted(const std::vector<CounterDelta>& deltas) = 0;
+};
+
 class IngestEngine {
  public:
   // Receives the node's watermark once the message's records are durable, or why it was refused.
@@ -68,6 +84,8 @@ class IngestEngine {
       std::function<void(const std::string& node, const nodewatch::v1::NodeInfo& info,
                          const nodewatch::v1::InterruptionNotice& notice)>;
   void SetNoticeListener(NoticeListener listener) { notice_listener_ = std::move(listener); }
+  // Set before Start(); not owned, must outlive the engine's writer.
+  void SetRecordTap(RecordTap* tap) { tap_ = tap; }
 
   // Loads the node directory and starts the writer.
   absl::Status Start();
@@ -125,6 +143,7 @@ class IngestEngine {
   const IngestOptions options_;
   IngestCounters counters_;
   NoticeListener notice_listener_;
+  RecordTap* tap_ = nullptr;
 
   mutable std::mutex mu_;  // guards nodes_, ids_, connected_
   std::map<std::string, NodeEntry> nodes_;

@@ -4,9 +4,9 @@ namespace nodewatch::aggregator {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
     const std::string& address, IngestEngine& engine, IngestService& ingest, QueryService& query,
-    Store& store, const Remediator* remediator) {
+    Store& store, const Remediator* remediator, const CostMonitor* cost) {
   return MetricsEndpoint::Start(
-      "metrics-listen", address, [&engine, &ingest, &query, &store, remediator] {
+      "metrics-listen", address, [&engine, &ingest, &query, &store, remediator, cost] {
         const auto& c = engine.counters();
         const auto& s = ingest.counters();
         auto d = [](uint64_t v) { return static_cast<double>(v); };
@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
         f.Counter("nodewatch_query_denied_total",
                   "Operator API calls refused for lack of credentials.", d(query.denied()));
         if (remediator != nullptr) remediator->CollectMetrics(f);
+        if (cost != nullptr) cost->CollectMetrics(f);
         return f.Take();
       });
 }

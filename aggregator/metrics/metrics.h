@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "aggregator/alerts/cost_monitor.h"
 #include "aggregator/ingest/ingest_engine.h"
 #include "aggregator/ingest/ingest_service.h"
 #include "aggregator/query/query_service.h"
@@ -16,6 +17,6 @@ namespace nodewatch::aggregator {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
     const std::string& address, IngestEngine& engine, IngestService& ingest, QueryService& query,
-    Store& store, const Remediator* remediator);
+    Store& store, const Remediator* remediator, const CostMonitor* cost);
 
 }  // namespace nodewatch::aggregator

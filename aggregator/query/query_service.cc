@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <deque>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -39,36 +40,50 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// absl and gRPC share the canonical code numbers.
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return {static_cast<grpc::StatusCode>(s.code()), std::string(s.message())};
+}
+
 }  // namespace
 
 QueryService::QueryService(IngestEngine& engine, Store& store, const Clock& clock,
-                           QueryOptions options)
-    : engine_(engine), store_(store), clock_(clock), options_(std::move(options)) {}
+                           CostMonitor* cost, QueryOptions options)
+    : engine_(engine), store_(store), clock_(clock), cost_(cost), options_(std::move(options)) {}
+
+absl::Status QueryService::CheckCredential(const std::string& authorization,
+                                           const std::string& peer_pem, const std::string& peer) {
+  if (!authorization.empty() && !options_.bearer_token.empty() &&
+      ConstantTimeEquals(authorization, "Bearer " + options_.bearer_token)) {
+    return absl::OkStatus();
+  }
+  if (!peer_pem.empty()) {
+    auto id = ParseCertificateIdentity(peer_pem);
+    if (id.ok() && id->HasOrganization(kOperatorGroup)) return absl::OkStatus();
+  }
+  if (options_.allow_unauthenticated) return absl::OkStatus();
+  ++denied_;
+  GetLogger("agg.query")->warn("query from {} refused: no operator credential", peer);
+  if (!authorization.empty()) return absl::PermissionDeniedError("bearer token not accepted");
+  return absl::UnauthenticatedError(
+      absl::StrCat("an operator credential is required: a client certificate with O=",
+                   kOperatorGroup, " or a bearer token"));
+}
 
 grpc::Status QueryService::Authorize(const grpc::CallbackServerContext& context) {
   const auto& metadata = context.client_metadata();
-  auto header = metadata.find("authorization");
-  if (header != metadata.end() && !options_.bearer_token.empty()) {
-    std::string value(header->second.data(), header->second.size());
-    if (ConstantTimeEquals(value, "Bearer " + options_.bearer_token)) return grpc::Status::OK;
+  std::string authorization;
+  if (auto header = metadata.find("authorization"); header != metadata.end()) {
+    authorization.assign(header->second.data(), header->second.size());
   }
+  std::string pem;
   auto auth = context.auth_context();
   if (auth && auth->IsPeerAuthenticated()) {
-    auto pem = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
-    if (!pem.empty()) {
-      auto id = ParseCertificateIdentity(std::string(pem.front().data(), pem.front().size()));
-      if (id.ok() && id->HasOrganization(kOperatorGroup)) return grpc::Status::OK;
-    }
+    auto values = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    if (!values.empty()) pem.assign(values.front().data(), values.front().size());
   }
-  if (options_.allow_unauthenticated) return grpc::Status::OK;
-  ++denied_;
-  GetLogger("agg.query")->warn("query from {} refused: no operator credential", context.peer());
-  if (header != metadata.end()) {
-    return {grpc::StatusCode::PERMISSION_DENIED, "bearer token not accepted"};
-  }
-  return {grpc::StatusCode::UNAUTHENTICATED,
-          absl::StrCat("an operator credential is required: a client certificate with O=",
-                       kOperatorGroup, " or a bearer token")};
+  return ToGrpc(CheckCredential(authorization, pem, context.peer()));
 }
 
 grpc::ServerUnaryReactor* QueryService::ListNodes(grpc::CallbackServerContext* context,
@@ -100,41 +115,101 @@ grpc::ServerUnaryReactor* QueryService::GetNode(grpc::CallbackServerContext* con
   return reactor;
 }
 
-grpc::ServerUnaryReactor* QueryService::ListInterruptions(
-    grpc::CallbackServerContext* context, const nodewatch::v1::ListInterruptionsRequest* request,
-    nodewatch::v1::ListInterruptionsResponse* response) {
+absl::StatusOr<nodewatch::v1::ListInterruptionsResponse> QueryService::Interruptions(
+    const nodewatch::v1::ListInterruptionsRequest& request) {
+  nodewatch::v1::ListInterruptionsResponse response;
+  const int64_t until = request.until_unix_ms() > 0 ? request.until_unix_ms()
+                                                    : clock_.NowUnixMs() + 86'400'000;
+  std::optional<uint32_t> only;
+  if (!request.node().empty()) {
+    only = engine_.NodeId(request.node());
+    if (!only) return absl::NotFoundError(absl::StrCat("no node '", request.node(), "'"));
+  }
+  // The drain journal says what remediation made of each notice ("drain/<node>/<provider>/<id>").
+  std::map<std::string, nodewatch::internal::DrainJournalEntry> journal;
+  auto js = store_.ScanState(
+      request.node().empty() ? "drain/" : absl::StrCat("drain/", request.node(), "/"),
+      [&](const std::string& key, const std::string& value) {
+        nodewatch::internal::DrainJournalEntry entry;
+        if (entry.ParseFromString(value)) journal[key] = std::move(entry);
+        return true;
+      });
+  if (!js.ok()) return js;
+  std::map<uint32_t, nodewatch::v1::NodeSummary> nodes;
+  auto s = store_.ScanInterruptions(
+      request.since_unix_ms(), until, [&](uint32_t id, int64_t time, const Record& r) {
+        if (only && *only != id) return true;
+        auto* e = response.add_interruptions();
+        const std::string name = engine_.NodeName(id).value_or(absl::StrCat("#", id));
+        e->set_node(name);
+        e->set_seq(r.seq());
+        e->set_time_unix_ms(time);
+        *e->mutable_notice() = r.interruption();
+        if (auto node = engine_.GetNode(name)) *e->mutable_node_info() = node->info();
+        auto j = journal.find(absl::StrCat("drain/", name, "/", r.interruption().provider(), "/",
+                                           r.interruption().event_id()));
+        if (j != journal.end()) {
+          e->set_drain_phase(j->second.phase());
+          e->set_drain_outcome(j->second.outcome());
+        }
+        return response.interruptions_size() < 100'000;
+      });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<nodewatch::v1::CostReport> QueryService::Cost(
+    const nodewatch::v1::CostRequest& request) {
+  if (cost_ == nullptr) return absl::UnavailableError("cost accounting is off");
+  return cost_->Report(request.include_nodes());
+}
+
+absl::StatusOr<nodewatch::v1::ListAlertsResponse> QueryService::Alerts(
+    const nodewatch::v1::ListAlertsRequest& request) {
+  if (cost_ == nullptr) return absl::UnavailableError("alerts are off");
+  nodewatch::v1::ListAlertsResponse response;
+  for (auto& a : cost_->Alerts(request.include_resolved())) *response.add_alerts() = std::move(a);
+  return response;
+}
+
+// Runs `answer` on the executor and finishes the unary call with its result.
+template <typename Response, typename Fn>
+static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                        const grpc::Status& auth, BoundedExecutor& executor,
+                                        Response* response, Fn answer) {
   auto* reactor = context->DefaultReactor();
-  grpc::Status status = Authorize(*context);
-  if (!status.ok()) {
-    reactor->Finish(status);
+  if (!auth.ok()) {
+    reactor->Finish(auth);
     return reactor;
   }
-  bool queued = executor_.TrySubmit([this, reactor, request, response] {
-    const int64_t until = request->until_unix_ms() > 0 ? request->until_unix_ms()
-                                                       : clock_.NowUnixMs() + 86'400'000;
-    std::optional<uint32_t> only;
-    if (!request->node().empty()) {
-      only = engine_.NodeId(request->node());
-      if (!only) {
-        reactor->Finish({grpc::StatusCode::NOT_FOUND, "no node '" + request->node() + "'"});
-        return;
-      }
-    }
-    auto s = store_.ScanInterruptions(
-        request->since_unix_ms(), until, [&](uint32_t id, int64_t time, const Record& r) {
-          if (only && *only != id) return true;
-          auto* e = response->add_interruptions();
-          e->set_node(engine_.NodeName(id).value_or(absl::StrCat("#", id)));
-          e->set_seq(r.seq());
-          e->set_time_unix_ms(time);
-          *e->mutable_notice() = r.interruption();
-          return response->interruptions_size() < 100'000;
-        });
-    reactor->Finish(s.ok() ? grpc::Status::OK
-                           : grpc::Status(grpc::StatusCode::INTERNAL, std::string(s.message())));
+  bool queued = executor.TrySubmit([reactor, response, answer] {
+    auto result = answer();
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(ToGrpc(result.status()));
   });
   if (!queued) reactor->Finish({grpc::StatusCode::RESOURCE_EXHAUSTED, "query queue is full"});
   return reactor;
+}
+
+grpc::ServerUnaryReactor* QueryService::ListInterruptions(
+    grpc::CallbackServerContext* context, const nodewatch::v1::ListInterruptionsRequest* request,
+    nodewatch::v1::ListInterruptionsResponse* response) {
+  return Answer(context, Authorize(*context), executor_, response,
+                [this, request] { return Interruptions(*request); });
+}
+
+grpc::ServerUnaryReactor* QueryService::GetCost(grpc::CallbackServerContext* context,
+                                                const nodewatch::v1::CostRequest* request,
+                                                nodewatch::v1::CostReport* response) {
+  return Answer(context, Authorize(*context), executor_, response,
+                [this, request] { return Cost(*request); });
+}
+
+grpc::ServerUnaryReactor* QueryService::ListAlerts(grpc::CallbackServerContext* context,
+                                                   const nodewatch::v1::ListAlertsRequest* request,
+                                                   nodewatch::v1::ListAlertsResponse* response) {
+  return Answer(context, Authorize(*context), executor_, response,
+                [this, request] { return Alerts(*request); });
 }
 
 // Streams a node's history page by page: each page is read on the executor, then written one

@@ -1,5 +1,6 @@
-// QueryService: the read-only operator API (ListNodes, GetNode, NodeHistory, ListInterruptions)
-// on its own listener. Every call needs an operator credential: a verified client certificate
+// QueryService: the read-only operator API (ListNodes, GetNode, NodeHistory, ListInterruptions,
+// GetCost, ListAlerts) on its own listener. The JSON API (http_api.h) answers from the same
+// methods. Every call needs an operator credential: a verified client certificate
 // with O=nodewatch:operators, or `authorization: Bearer <token>` matching the token file. Node
 // certificates are refused. RocksDB scans run on a small bounded executor, never in reactions.
 #pragma once
@@ -8,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "aggregator/alerts/cost_monitor.h"
 #include "aggregator/ingest/ingest_engine.h"
 #include "aggregator/store/store.h"
 #include "common/executor.h"
@@ -23,7 +25,9 @@ struct QueryOptions {
 
 class QueryService final : public nodewatch::v1::QueryService::CallbackService {
  public:
-  QueryService(IngestEngine& engine, Store& store, const Clock& clock, QueryOptions options);
+  // `cost` may be null (GetCost and ListAlerts then answer UNAVAILABLE).
+  QueryService(IngestEngine& engine, Store& store, const Clock& clock, CostMonitor* cost,
+               QueryOptions options);
 
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const nodewatch::v1::ListNodesRequest* request,
@@ -39,6 +43,25 @@ class QueryService final : public nodewatch::v1::QueryService::CallbackService {
       const nodewatch::v1::ListInterruptionsRequest* request,
       nodewatch::v1::ListInterruptionsResponse* response) override;
 
+  grpc::ServerUnaryReactor* GetCost(grpc::CallbackServerContext* context,
+                                    const nodewatch::v1::CostRequest* request,
+                                    nodewatch::v1::CostReport* response) override;
+  grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* context,
+                                       const nodewatch::v1::ListAlertsRequest* request,
+                                       nodewatch::v1::ListAlertsResponse* response) override;
+
+  // The answers themselves, shared with the JSON API. Blocking (RocksDB reads): call them off
+  // gRPC reactions.
+  absl::StatusOr<nodewatch::v1::ListInterruptionsResponse> Interruptions(
+      const nodewatch::v1::ListInterruptionsRequest& request);
+  absl::StatusOr<nodewatch::v1::CostReport> Cost(const nodewatch::v1::CostRequest& request);
+  absl::StatusOr<nodewatch::v1::ListAlertsResponse> Alerts(
+      const nodewatch::v1::ListAlertsRequest& request);
+
+  // Operator credentials: a bearer token (the whole "Bearer ..." header value, may be empty) or
+  // a verified client certificate (PEM, may be empty). Counts refusals.
+  absl::Status CheckCredential(const std::string& authorization, const std::string& peer_pem,
+                               const std::string& peer);
   uint64_t denied() const { return denied_.load(); }
 
  private:
@@ -48,6 +71,7 @@ class QueryService final : public nodewatch::v1::QueryService::CallbackService {
   IngestEngine& engine_;
   Store& store_;
   const Clock& clock_;
+  CostMonitor* cost_;
   const QueryOptions options_;
   BoundedExecutor executor_{2, 256};
   std::atomic<uint64_t> denied_{0};

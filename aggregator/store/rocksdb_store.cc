@@ -1,6 +1,7 @@
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/merge_operator.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -22,6 +23,33 @@ constexpr char kRecordsCf[] = "records";
 constexpr char kInterruptionsCf[] = "interruptions";
 constexpr char kNodesCf[] = "nodes";
 constexpr char kStateCf[] = "state";
+constexpr char kRollupsCf[] = "rollups";
+
+// Counters are 8-byte little-endian unsigned sums; an operand or value of another size (which this
+// store never writes) counts as zero rather than failing the read.
+uint64_t DecodeCounter(const rocksdb::Slice& s) {
+  if (s.size() != 8) return 0;
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(s[static_cast<size_t>(i)]);
+  return v;
+}
+std::string EncodeCounter(uint64_t v) {
+  std::string out(8, '\0');
+  for (size_t i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  return out;
+}
+
+class CounterAddOperator final : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    uint64_t sum = (existing != nullptr ? DecodeCounter(*existing) : 0) + DecodeCounter(value);
+    *new_value = EncodeCounter(sum);
+    return true;
+  }
+  const char* Name() const override { return "nodewatch.CounterAdd"; }
+};
 
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
@@ -106,12 +134,15 @@ class RocksDbStore final : public Store {
     rocksdb::ColumnFamilyOptions interruptions = base();
     interruptions.compaction_filter = interruptions_filter_.get();
     rocksdb::ColumnFamilyOptions nodes = base();
+    rocksdb::ColumnFamilyOptions rollups = base();
+    rollups.merge_operator = std::make_shared<CounterAddOperator>();
 
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, base()},
                                                         {kRecordsCf, records},
                                                         {kInterruptionsCf, interruptions},
                                                         {kNodesCf, nodes},
-                                                        {kStateCf, base()}};
+                                                        {kStateCf, base()},
+                                                        {kRollupsCf, rollups}};
     rocksdb::DB* db = nullptr;
     auto s = rocksdb::DB::Open(db_options, options.path, cfs, &handles_, &db);
     if (!s.ok()) return FromRocks(s, absl::StrCat("open RocksDB at '", options.path, "'"));
@@ -120,6 +151,7 @@ class RocksDbStore final : public Store {
     interruptions_ = handles_[2];
     nodes_ = handles_[3];
     state_ = handles_[4];
+    rollups_ = handles_[5];
     return absl::OkStatus();
   }
 
@@ -155,6 +187,10 @@ class RocksDbStore final : public Store {
       n->SerializeToString(&value);
       auto s = batch.Put(nodes_, n->name(), value);
       if (!s.ok()) return FromRocks(s, "batch put");
+    }
+    for (const auto& c : writes.counters) {
+      auto s = batch.Merge(rollups_, c.key, EncodeCounter(c.delta));
+      if (!s.ok()) return FromRocks(s, "batch merge");
     }
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync;
@@ -224,6 +260,22 @@ class RocksDbStore final : public Store {
     return FromRocks(it->status(), "scan state");
   }
 
+  absl::Status ScanCounters(
+      const std::string& prefix,
+      const std::function<bool(const std::string&, uint64_t)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), rollups_));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      if (!visit(it->key().ToString(), DecodeCounter(it->value()))) break;
+    }
+    return FromRocks(it->status(), "scan rollups");
+  }
+
+  absl::Status DeleteCounterRange(const std::string& begin, const std::string& end) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    return FromRocks(db_->DeleteRange(wo, rollups_, begin, end), "delete rollups");
+  }
+
   absl::Status CompactAll() override {
     rocksdb::CompactRangeOptions options;
     options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
@@ -254,6 +306,7 @@ class RocksDbStore final : public Store {
   rocksdb::ColumnFamilyHandle* interruptions_ = nullptr;
   rocksdb::ColumnFamilyHandle* nodes_ = nullptr;
   rocksdb::ColumnFamilyHandle* state_ = nullptr;
+  rocksdb::ColumnFamilyHandle* rollups_ = nullptr;
 };
 
 }  // namespace

@@ -34,11 +34,21 @@ struct StoredRecord {
   const nodewatch::v1::Record* record;
 };
 
-// Everything one group commit writes: applied atomically, synced before Write returns.
+// An amount added to a named counter in the `rollups` column family (data-transfer bytes per day,
+// node and class). Counters are unsigned 64-bit sums merged by RocksDB, never read-modify-write.
+struct CounterDelta {
+  std::string key;
+  uint64_t delta;
+};
+
+// Everything one group commit writes: applied atomically, synced before Write returns. Counter
+// deltas derived from the records commit with them, so a rollup never counts a record twice or
+// misses one, whatever crashes.
 struct WriteSet {
   std::vector<StoredRecord> records;
   std::vector<const nodewatch::internal::StoredNode*> nodes;
-  bool empty() const { return records.empty() && nodes.empty(); }
+  std::vector<CounterDelta> counters;
+  bool empty() const { return records.empty() && nodes.empty() && counters.empty(); }
 };
 
 // Return false to stop a scan.
@@ -65,6 +75,13 @@ class Store {
   virtual absl::Status ScanState(
       const std::string& prefix,
       const std::function<bool(const std::string& key, const std::string& value)>& visit) = 0;
+  // Every rollup counter whose key starts with `prefix`, in key order; return false to stop.
+  // Rollups are not subject to the history retention; DeleteCountersBefore prunes them.
+  virtual absl::Status ScanCounters(
+      const std::string& prefix,
+      const std::function<bool(const std::string& key, uint64_t value)>& visit) = 0;
+  // Deletes every counter key in [begin, end).
+  virtual absl::Status DeleteCounterRange(const std::string& begin, const std::string& end) = 0;
   // Approximate bytes on disk (SST files + memtables).
   virtual uint64_t ApproximateSizeBytes() = 0;
   // Compacts everything now, which also applies retention. RocksDB does this in the background

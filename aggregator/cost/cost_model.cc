@@ -1,0 +1,272 @@
+#include "aggregator/cost/cost_model.h"
+
+#include <algorithm>
+#include <ctime>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_format.h"
+
+namespace nodewatch::aggregator {
+
+using nodewatch::v1::CostReport;
+using nodewatch::v1::NodeSummary;
+
+namespace {
+
+constexpr double kHourMs = 3'600'000.0;
+constexpr double kBytesPerGb = 1e9;
+
+std::string LifecycleName(nodewatch::v1::Lifecycle l) {
+  switch (l) {
+    case nodewatch::v1::LIFECYCLE_SPOT:
+      return "spot";
+    case nodewatch::v1::LIFECYCLE_ON_DEMAND:
+      return "on-demand";
+    default:
+      return "unknown";
+  }
+}
+
+double OverlapHours(int64_t a_start, int64_t a_end, int64_t b_start, int64_t b_end) {
+  const int64_t start = std::max(a_start, b_start);
+  const int64_t end = std::min(a_end, b_end);
+  return end > start ? static_cast<double>(end - start) / kHourMs : 0.0;
+}
+
+struct NodeFacts {
+  const NodeSummary* node;
+  bool running;
+  int64_t start;
+  int64_t end;
+  std::optional<double> hourly;       // its price, by lifecycle
+  std::optional<InstancePrice> list;  // the table row
+  double hours_month;
+  double hours_today;
+};
+
+int64_t MonthStart(int64_t unix_ms, int month_offset) {
+  time_t seconds = static_cast<time_t>(unix_ms / 1000);
+  tm utc{};
+  gmtime_r(&seconds, &utc);
+  tm start{};
+  start.tm_year = utc.tm_year;
+  start.tm_mon = utc.tm_mon + month_offset;
+  start.tm_mday = 1;
+  return static_cast<int64_t>(timegm(&start)) * 1000;
+}
+
+void AddSpot(const std::vector<NodeFacts>& facts, const std::vector<InterruptionEvent>& events,
+             const CostInputs& in, int64_t month_start, CostReport* report) {
+  auto* spot = report->mutable_spot();
+  std::map<std::string, const NodeFacts*> by_name;
+  for (const auto& f : facts) by_name[f.node->name()] = &f;
+  for (const auto& f : facts) {
+    if (f.node->info().lifecycle() != nodewatch::v1::LIFECYCLE_SPOT || !f.list) continue;
+    spot->set_spot_usd_month(spot->spot_usd_month() + *f.hourly * f.hours_month);
+    spot->set_on_demand_equivalent_usd(spot->on_demand_equivalent_usd() +
+                                       f.list->on_demand * f.hours_month);
+  }
+  spot->set_gross_savings_usd(spot->on_demand_equivalent_usd() - spot->spot_usd_month());
+  // Match each spot reclaim of the month (oldest first) with the first unmatched on-demand node
+  // of the same provider and region that appeared within the window after it.
+  std::vector<const InterruptionEvent*> reclaims;
+  std::set<std::pair<std::string, std::string>> seen;  // (node, kind) counted once per node
+  for (const auto& e : events) {
+    if (e.time_ms < month_start || e.time_ms > in.now_ms || !IsSpotReclaim(e)) continue;
+    if (!seen.insert({e.node, std::to_string(e.kind)}).second) continue;
+    reclaims.push_back(&e);
+  }
+  std::sort(reclaims.begin(), reclaims.end(),
+            [](const auto* a, const auto* b) { return a->time_ms < b->time_ms; });
+  spot->set_interruptions_month(static_cast<uint32_t>(reclaims.size()));
+  std::set<const NodeFacts*> used;
+  double spot_hours = 0;
+  for (const auto& f : facts) {
+    if (f.node->info().lifecycle() == nodewatch::v1::LIFECYCLE_SPOT) spot_hours += f.hours_month;
+  }
+  for (const auto* e : reclaims) {
+    auto victim = by_name.find(e->node);
+    if (victim == by_name.end()) continue;
+    const auto& vinfo = victim->second->node->info();
+    const NodeFacts* best = nullptr;
+    for (const auto& f : facts) {
+      const auto& info = f.node->info();
+      if (info.lifecycle() != nodewatch::v1::LIFECYCLE_ON_DEMAND || used.count(&f) > 0 ||
+          info.provider() != vinfo.provider() || info.region() != vinfo.region() ||
+          f.start < e->time_ms || f.start > e->time_ms + in.fallback_window_ms) {
+        continue;
+      }
+      if (best == nullptr || f.start < best->start) best = &f;
+    }
+    if (best == nullptr || !best->hourly) continue;
+    used.insert(best);
+    const double victim_rate = victim->second->hourly.value_or(0);
+    spot->set_fallback_node_hours(spot->fallback_node_hours() + best->hours_month);
+    spot->set_fallback_extra_usd(spot->fallback_extra_usd() +
+                                 std::max(0.0, *best->hourly - victim_rate) * best->hours_month);
+  }
+  const double denominator = spot_hours + spot->fallback_node_hours();
+  spot->set_on_demand_fallback_share(denominator > 0 ? spot->fallback_node_hours() / denominator
+                                                     : 0);
+  spot->set_effective_savings_usd(spot->gross_savings_usd() - spot->fallback_extra_usd());
+  spot->set_effective_savings_pct(spot->on_demand_equivalent_usd() > 0
+                                      ? 100.0 * spot->effective_savings_usd() /
+                                            spot->on_demand_equivalent_usd()
+                                      : 0);
+}
+
+}  // namespace
+
+int64_t MonthStartMs(int64_t unix_ms) { return MonthStart(unix_ms, 0); }
+int64_t NextMonthStartMs(int64_t unix_ms) { return MonthStart(unix_ms, 1); }
+
+double TransferUsd(const ClassBytes& bytes, const TransferPrice& price) {
+  double usd = 0;
+  for (int c = 0; c < kTransferClasses; ++c) {
+    usd += static_cast<double>(bytes[static_cast<size_t>(c)]) / kBytesPerGb * price.per_gb[c];
+  }
+  return usd;
+}
+
+CostReport ComputeCost(const CostInputs& in) {
+  const PriceTable& prices = in.prices != nullptr ? *in.prices : PriceTable::BuiltIn();
+  const int64_t month_start = MonthStartMs(in.now_ms);
+  const int64_t month_end = NextMonthStartMs(in.now_ms);
+  const int64_t day_start = DayOf(in.now_ms) * 86'400'000;
+  const double hours_left = static_cast<double>(month_end - in.now_ms) / kHourMs;
+  const double hours_elapsed = std::max(1.0, static_cast<double>(in.now_ms - month_start) / kHourMs);
+
+  CostReport report;
+  report.set_computed_unix_ms(in.now_ms);
+  {
+    time_t seconds = static_cast<time_t>(in.now_ms / 1000);
+    tm utc{};
+    gmtime_r(&seconds, &utc);
+    report.set_month(absl::StrFormat("%04d-%02d", utc.tm_year + 1900, utc.tm_mon + 1));
+  }
+  report.set_monthly_budget_usd(in.monthly_budget_usd);
+  report.set_price_table(prices.origin());
+
+  std::vector<NodeFacts> facts;
+  facts.reserve(in.nodes.size());
+  for (const auto& n : in.nodes) {
+    NodeFacts f{.node = &n};
+    f.running = n.connected() || in.now_ms - n.last_seen_unix_ms() <= in.running_grace_ms;
+    f.start = n.first_seen_unix_ms();
+    f.end = f.running ? in.now_ms : std::max(n.last_seen_unix_ms(), f.start);
+    f.list = prices.Instance(n.info().provider(), n.info().region(), n.info().instance_type());
+    f.hourly = prices.HourlyPrice(n.info());
+    f.hours_month = OverlapHours(f.start, f.end, month_start, in.now_ms);
+    f.hours_today = OverlapHours(f.start, f.end, day_start, in.now_ms);
+    facts.push_back(f);
+  }
+
+  using GroupKey = std::tuple<std::string, std::string, std::string>;  // provider, region, life
+  std::map<GroupKey, nodewatch::v1::CostGroup> groups;
+  for (const auto& f : facts) {
+    const auto& info = f.node->info();
+    auto& g = groups[{info.provider(), info.region(), LifecycleName(info.lifecycle())}];
+    g.set_node_hours_month(g.node_hours_month() + f.hours_month);
+    if (f.running) g.set_nodes_running(g.nodes_running() + 1);
+    if (!f.hourly) {
+      if (f.running || f.hours_month > 0) g.set_unpriced_nodes(g.unpriced_nodes() + 1);
+      continue;
+    }
+    if (f.running) g.set_hourly_usd(g.hourly_usd() + *f.hourly);
+    g.set_today_usd(g.today_usd() + *f.hourly * f.hours_today);
+    g.set_month_to_date_usd(g.month_to_date_usd() + *f.hourly * f.hours_month);
+  }
+  for (auto& [key, g] : groups) {
+    g.set_cluster(in.cluster);
+    g.set_environment(in.environment);
+    g.set_provider(std::get<0>(key));
+    g.set_region(std::get<1>(key));
+    g.set_lifecycle(std::get<2>(key));
+    g.set_forecast_usd(g.month_to_date_usd() + g.hourly_usd() * hours_left);
+    report.set_hourly_usd(report.hourly_usd() + g.hourly_usd());
+    report.set_today_usd(report.today_usd() + g.today_usd());
+    report.set_month_to_date_usd(report.month_to_date_usd() + g.month_to_date_usd());
+    *report.add_groups() = std::move(g);
+  }
+
+  // Data transfer, priced at each provider's rates.
+  double transfer_month_usd = 0;
+  for (int c = 0; c < kTransferClasses; ++c) {
+    auto* t = report.add_transfer();
+    t->set_transfer_class(TransferClassName(static_cast<TransferClass>(c)));
+    t->set_bytes_month(in.transfer_month.total[static_cast<size_t>(c)]);
+    t->set_bytes_today(in.transfer_today.total[static_cast<size_t>(c)]);
+  }
+  auto price_class = [&](const std::map<std::string, ClassBytes>& by_provider, bool month) {
+    for (const auto& [provider, bytes] : by_provider) {
+      const TransferPrice price = prices.Transfer(provider, "*");
+      for (int c = 0; c < kTransferClasses; ++c) {
+        auto* t = report.mutable_transfer(c);
+        const double usd =
+            static_cast<double>(bytes[static_cast<size_t>(c)]) / kBytesPerGb * price.per_gb[c];
+        if (month) {
+          t->set_usd_month(t->usd_month() + usd);
+          transfer_month_usd += usd;
+        } else {
+          t->set_usd_today(t->usd_today() + usd);
+        }
+      }
+    }
+  };
+  price_class(in.transfer_month.by_provider, true);
+  price_class(in.transfer_today.by_provider, false);
+  const double transfer_per_hour = transfer_month_usd / hours_elapsed;
+  for (auto& t : *report.mutable_transfer()) {
+    t.set_usd_forecast(t.usd_month() + t.usd_month() / hours_elapsed * hours_left);
+    report.set_today_usd(report.today_usd() + t.usd_today());
+  }
+  report.set_month_to_date_usd(report.month_to_date_usd() + transfer_month_usd);
+  report.set_forecast_usd(report.month_to_date_usd() +
+                          (report.hourly_usd() + transfer_per_hour) * hours_left);
+
+  std::vector<nodewatch::v1::NamespaceTransfer> namespaces;
+  std::map<std::string, nodewatch::v1::NamespaceTransfer> by_ns;
+  for (const auto& [key, bytes] : in.transfer_month.by_namespace) {
+    auto& ns = by_ns[key.second];
+    ns.set_namespace_(key.second);
+    ClassBytes billable = bytes;
+    billable[static_cast<size_t>(TransferClass::kSameZone)] = 0;
+    for (uint64_t b : billable) ns.set_egress_bytes_month(ns.egress_bytes_month() + b);
+    ns.set_usd_month(ns.usd_month() + TransferUsd(bytes, prices.Transfer(key.first, "*")));
+  }
+  for (auto& [name, ns] : by_ns) namespaces.push_back(std::move(ns));
+  std::sort(namespaces.begin(), namespaces.end(), [](const auto& a, const auto& b) {
+    return a.usd_month() != b.usd_month() ? a.usd_month() > b.usd_month()
+                                          : a.egress_bytes_month() > b.egress_bytes_month();
+  });
+  if (namespaces.size() > 20) namespaces.resize(20);
+  for (auto& ns : namespaces) *report.add_namespaces() = std::move(ns);
+
+  AddSpot(facts, in.interruptions, in, month_start, &report);
+
+  if (in.include_nodes) {
+    for (const auto& f : facts) {
+      if (!f.running && f.hours_month == 0) continue;
+      const auto& info = f.node->info();
+      auto* n = report.add_nodes();
+      n->set_node(f.node->name());
+      n->set_region(info.region());
+      n->set_instance_type(info.instance_type());
+      n->set_lifecycle(LifecycleName(info.lifecycle()));
+      n->set_running(f.running);
+      n->set_priced(f.hourly.has_value());
+      n->set_hourly_usd(f.running ? f.hourly.value_or(0) : 0);
+      n->set_month_to_date_usd(f.hourly.value_or(0) * f.hours_month);
+      if (auto it = in.transfer_month.by_node.find(f.node->name());
+          it != in.transfer_month.by_node.end()) {
+        n->set_transfer_usd_month(
+            TransferUsd(it->second, prices.Transfer(info.provider(), info.region())));
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace nodewatch::aggregator
