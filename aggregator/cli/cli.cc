@@ -197,13 +197,93 @@ std::string HistoryTable(const std::vector<Record>& records) {
 }
 
 std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response) {
-  std::vector<std::vector<std::string>> rows = {
-      {"TIME", "NODE", "PROVIDER", "KIND", "EVENT", "DEADLINE", "STATE"}};
+  std::vector<std::vector<std::string>> rows = {{"TIME", "NODE", "PROVIDER", "KIND", "EVENT",
+                                                 "DEADLINE", "STATE", "DRAIN", "OUTCOME"}};
   for (const auto& e : response.interruptions()) {
     const auto& n = e.notice();
     rows.push_back({FormatTime(e.time_unix_ms()), e.node(), OrDash(n.provider()),
                     KindName(n.kind()), OrDash(n.event_id()), FormatTime(n.deadline_unix_ms()),
-                    nodewatch::v1::NoticeState_Name(n.state()).substr(13)});
+                    nodewatch::v1::NoticeState_Name(n.state()).substr(13), OrDash(e.drain_phase()),
+                    OrDash(e.drain_outcome())});
+  }
+  return Table(rows);
+}
+
+namespace {
+std::string Usd(double v) { return absl::StrFormat("$%.2f", v); }
+}  // namespace
+
+std::string CostSummary(const nodewatch::v1::CostReport& r) {
+  std::string out = absl::StrFormat(
+      "Month %s (computed %s, prices: %s)\n"
+      "  now %s/h   today %s   month to date %s   forecast %s",
+      r.month(), FormatTime(r.computed_unix_ms()), r.price_table(), Usd(r.hourly_usd()),
+      Usd(r.today_usd()), Usd(r.month_to_date_usd()), Usd(r.forecast_usd()));
+  if (r.monthly_budget_usd() > 0) {
+    absl::StrAppend(&out, absl::StrFormat("   budget %s (forecast %.0f%%)",
+                                          Usd(r.monthly_budget_usd()),
+                                          100 * r.forecast_usd() / r.monthly_budget_usd()));
+  }
+  absl::StrAppend(&out, "\n\n");
+  std::vector<std::vector<std::string>> groups = {{"CLUSTER", "ENVIRONMENT", "PROVIDER", "REGION",
+                                                   "LIFECYCLE", "RUNNING", "PER-HOUR", "TODAY",
+                                                   "MONTH", "FORECAST", "UNPRICED"}};
+  for (const auto& g : r.groups()) {
+    groups.push_back({g.cluster(), g.environment(), OrDash(g.provider()), OrDash(g.region()),
+                      g.lifecycle(), absl::StrCat(g.nodes_running()), Usd(g.hourly_usd()),
+                      Usd(g.today_usd()), Usd(g.month_to_date_usd()), Usd(g.forecast_usd()),
+                      absl::StrCat(g.unpriced_nodes())});
+  }
+  absl::StrAppend(&out, Table(groups), "\n");
+  std::vector<std::vector<std::string>> transfer = {
+      {"TRANSFER", "TODAY", "MONTH", "COST-TODAY", "COST-MONTH", "FORECAST"}};
+  for (const auto& t : r.transfer()) {
+    transfer.push_back({t.transfer_class(), Bytes(t.bytes_today()), Bytes(t.bytes_month()),
+                        Usd(t.usd_today()), Usd(t.usd_month()), Usd(t.usd_forecast())});
+  }
+  absl::StrAppend(&out, Table(transfer), "\n");
+  const auto& s = r.spot();
+  absl::StrAppend(
+      &out,
+      absl::StrFormat("Spot this month: spent %s instead of %s on demand: saved %s gross, %s "
+                      "(%.1f%%) after %.1f fallback on-demand node-hours (%s extra); %d "
+                      "reclaim(s), fallback share %.1f%%\n",
+                      Usd(s.spot_usd_month()), Usd(s.on_demand_equivalent_usd()),
+                      Usd(s.gross_savings_usd()), Usd(s.effective_savings_usd()),
+                      s.effective_savings_pct(), s.fallback_node_hours(),
+                      Usd(s.fallback_extra_usd()), s.interruptions_month(),
+                      100 * s.on_demand_fallback_share()));
+  if (r.namespaces_size() > 0) {
+    std::vector<std::vector<std::string>> ns = {{"NAMESPACE", "BILLABLE-EGRESS", "COST-MONTH"}};
+    for (const auto& n : r.namespaces()) {
+      ns.push_back({n.namespace_(), Bytes(n.egress_bytes_month()), Usd(n.usd_month())});
+    }
+    absl::StrAppend(&out, "\n", Table(ns));
+  }
+  if (r.nodes_size() > 0) {
+    std::vector<std::vector<std::string>> nodes = {{"NODE", "REGION", "INSTANCE-TYPE", "LIFECYCLE",
+                                                    "RUNNING", "PER-HOUR", "MONTH",
+                                                    "TRANSFER-MONTH"}};
+    for (const auto& n : r.nodes()) {
+      nodes.push_back({n.node(), OrDash(n.region()), OrDash(n.instance_type()), n.lifecycle(),
+                       n.running() ? "yes" : "no", n.priced() ? Usd(n.hourly_usd()) : "unpriced",
+                       Usd(n.month_to_date_usd()), Usd(n.transfer_usd_month())});
+    }
+    absl::StrAppend(&out, "\n", Table(nodes));
+  }
+  return out;
+}
+
+std::string AlertsTable(const nodewatch::v1::ListAlertsResponse& response, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows = {
+      {"RULE", "SUBJECT", "STATE", "SINCE", "VALUE", "THRESHOLD", "SENT", "MESSAGE"}};
+  for (const auto& a : response.alerts()) {
+    const int64_t since = a.state() == "firing"     ? a.fired_unix_ms()
+                          : a.state() == "resolved" ? a.resolved_unix_ms()
+                                                    : a.active_since_unix_ms();
+    rows.push_back({a.rule(), a.subject(), a.state(), FormatAge(since, now_ms),
+                    absl::StrFormat("%.4g", a.value()), absl::StrFormat("%.4g", a.threshold()),
+                    absl::StrCat(a.notifications()), a.message()});
   }
   return Table(rows);
 }

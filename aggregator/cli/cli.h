@@ -20,7 +20,11 @@ absl::StatusOr<nodewatch::v1::RecordKind> ParseKind(const std::string& name);
 
 std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int64_t now_ms);
 std::string HistoryTable(const std::vector<nodewatch::v1::Record>& records);
+// Interruption timeline with each notice's drain outcome.
 std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response);
+// Today, month to date and forecast by group; data transfer by class; spot savings; nodes.
+std::string CostSummary(const nodewatch::v1::CostReport& report);
+std::string AlertsTable(const nodewatch::v1::ListAlertsResponse& response, int64_t now_ms);
 std::string ToJson(const google::protobuf::Message& message);
 
 }  // namespace nodewatch::cli

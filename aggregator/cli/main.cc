@@ -4,6 +4,8 @@
 //   nodewatch --server HOST:PORT history NODE --since 6h [--kind heartbeat] [-o json]
 //   nodewatch --server HOST:PORT node NODE
 //   nodewatch --server HOST:PORT interruptions --since 7d [--node NODE]
+//   nodewatch --server HOST:PORT cost [--nodes]
+//   nodewatch --server HOST:PORT alerts [--all]
 #include <chrono>
 #include <iostream>
 
@@ -33,6 +35,8 @@ struct CliConfig {
   int64_t limit = 0;
   std::string node;
   int64_t timeout_ms = 30'000;
+  bool nodes = false;
+  bool all = false;
 };
 
 constexpr char kUsage[] =
@@ -41,7 +45,10 @@ constexpr char kUsage[] =
     "  nodes                 every node this aggregator knows, with connection state\n"
     "  node NAME             one node's details\n"
     "  history NODE          a node's records (--since, --until, --kind, --limit)\n"
-    "  interruptions         interruption notices of every node (--since, --node)\n\n";
+    "  interruptions         interruption timeline with drain outcomes (--since, --node)\n"
+    "  cost                  today, month to date, forecast by region and lifecycle; data\n"
+    "                        transfer; spot savings (--nodes: per node)\n"
+    "  alerts                pending and firing alerts (--all: resolved too)\n\n";
 
 int Fail(const std::string& message, int code = 1) {
   std::cerr << "nodewatch: " << message << "\n";
@@ -76,6 +83,8 @@ int main(int argc, char** argv) {
   options.AddInt("limit", &c.limit, "history: at most this many records (0: all).", 0, 1LL << 40);
   options.AddString("node", &c.node, "interruptions: only this node.");
   options.AddDuration("timeout", &c.timeout_ms, "Deadline of each call.");
+  options.AddBool("nodes", &c.nodes, "cost: one line per node too.");
+  options.AddBool("all", &c.all, "alerts: resolved alerts too.");
 
   std::vector<const char*> args(argv, argv + argc);
   for (auto& a : args) {
@@ -177,6 +186,28 @@ int main(int argc, char** argv) {
     if (!s.ok()) return FailRpc(s);
     std::cout << (json ? nodewatch::cli::ToJson(response) + "\n"
                        : nodewatch::cli::InterruptionsTable(response));
+    return 0;
+  }
+  if (command == "cost") {
+    nodewatch::v1::CostRequest request;
+    request.set_include_nodes(c.nodes);
+    nodewatch::v1::CostReport response;
+    auto ctx = context();
+    auto s = stub->GetCost(ctx.get(), request, &response);
+    if (!s.ok()) return FailRpc(s);
+    std::cout << (json ? nodewatch::cli::ToJson(response) + "\n"
+                       : nodewatch::cli::CostSummary(response));
+    return 0;
+  }
+  if (command == "alerts") {
+    nodewatch::v1::ListAlertsRequest request;
+    request.set_include_resolved(c.all);
+    nodewatch::v1::ListAlertsResponse response;
+    auto ctx = context();
+    auto s = stub->ListAlerts(ctx.get(), request, &response);
+    if (!s.ok()) return FailRpc(s);
+    std::cout << (json ? nodewatch::cli::ToJson(response) + "\n"
+                       : nodewatch::cli::AlertsTable(response, now));
     return 0;
   }
   return Fail(absl::StrCat("unknown command '", command, "'\n", kUsage), 2);

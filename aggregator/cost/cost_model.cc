@@ -88,7 +88,10 @@ void AddSpot(const std::vector<NodeFacts>& facts, const std::vector<Interruption
   }
   for (const auto* e : reclaims) {
     auto victim = by_name.find(e->node);
-    if (victim == by_name.end()) continue;
+    if (victim == by_name.end() ||
+        victim->second->node->info().lifecycle() != nodewatch::v1::LIFECYCLE_SPOT) {
+      continue;  // only a reclaimed spot node has a fallback
+    }
     const auto& vinfo = victim->second->node->info();
     const NodeFacts* best = nullptr;
     for (const auto& f : facts) {
