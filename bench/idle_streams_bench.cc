@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   nt::Subprocess aggregator(
       nt::BinaryPath("nodewatch-aggregator"),
       {"--listen", ingest, "--query-listen", "127.0.0.1:" + std::to_string(nt::FreePort()),
-       "--metrics-listen", "", "--data-dir", dir + "/agg", "--tls-ca", pki.ca_file(),
+       "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca", pki.ca_file(),
        "--tls-cert", server.cert, "--tls-key", server.key, "--log-level", "warn",
        "--remediation", "off"},
       dir + "/aggregator.log");

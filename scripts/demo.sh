@@ -13,6 +13,7 @@ NODE=demo-node-1
 INGEST=127.0.0.1:${DEMO_INGEST_PORT:-17443}
 QUERY=127.0.0.1:${DEMO_QUERY_PORT:-17444}
 METRICS=127.0.0.1:${DEMO_METRICS_PORT:-19464}
+HTTP=127.0.0.1:${DEMO_HTTP_PORT:-17445}
 SIM_PORT=${DEMO_SIM_PORT:-17480}
 SIM=http://127.0.0.1:$SIM_PORT
 KUBE_PORT=${DEMO_KUBE_PORT:-17490}
@@ -45,6 +46,7 @@ cd - >/dev/null
 
 start_aggregator() {
   "$BIN/nodewatch-aggregator" --listen "$INGEST" --query-listen "$QUERY" --metrics-listen "$METRICS" \
+    --http-listen "$HTTP" --cluster demo --environment dev --monthly-budget 0.01 --cost-interval 1s \
     --data-dir "$DEMO/aggregator" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/aggregator.crt" \
     --tls-key "$DEMO/pki/aggregator.key" --remediation on --kube-api-server "$KUBE" \
     --lease-namespace nodewatch --identity demo-aggregator >>"$DEMO/aggregator.log" 2>&1 &
@@ -124,11 +126,22 @@ cli history "$NODE" --since 10m
 say "nodewatch interruptions --since 1h"
 cli interruptions --since 1h
 
+say "nodewatch cost --nodes   (built-in list prices; the demo node is an AWS m5.large spot instance)"
+sleep 2
+cli cost --nodes
+
+say "nodewatch alerts   (the demo's monthly budget is \$0.01, so the budget-forecast alert fires)"
+cli alerts
+
+say "The same over HTTPS as JSON: curl --cert operator.crt https://$HTTP/api/v1/interruptions?since=1h"
+curl -sf --cacert "$DEMO/pki/ca.crt" --cert "$DEMO/pki/operator.crt" --key "$DEMO/pki/operator.key" \
+  "https://$HTTP/api/v1/interruptions?since=1h" | python3 -m json.tool
+
 say "nodewatch history $NODE --kind interruption -o json"
 cli history "$NODE" --kind interruption -o json
 
 say "Aggregator metrics (curl http://$METRICS/metrics)"
-curl -sf "http://$METRICS/metrics" | grep -E '^nodewatch_(agents_connected|ingest_records_total|ingest_duplicate_records_total|ingest_lost_records_total|ingest_commits_total|remediation_leader|remediation_pods_evicted_total|remediation_pods_force_deleted_total|remediation_notice_to_cordon_seconds_sum|remediation_notice_to_cordon_seconds_count)[ {]' || true
+curl -sf "http://$METRICS/metrics" | grep -E '^nodewatch_(agents_connected|ingest_records_total|ingest_duplicate_records_total|ingest_lost_records_total|ingest_commits_total|remediation_leader|remediation_pods_evicted_total|remediation_pods_force_deleted_total|remediation_notice_to_cordon_seconds_sum|remediation_notice_to_cordon_seconds_count|cost_hourly_dollars|cost_total_month_to_date_dollars|alerts)[ {]' || true
 
 say "Agent log"
 cat "$DEMO/agent.log"

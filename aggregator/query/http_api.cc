@@ -1,12 +1,7 @@
 #include "aggregator/query/http_api.h"
 
-#include <civetweb.h>
 #include <google/protobuf/util/json_util.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
-#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -63,13 +58,6 @@ int HttpStatus(absl::StatusCode code) {
   }
 }
 
-// The value of `name` in a query string, or "" (civetweb decodes it).
-std::string QueryParam(const std::string& query, const char* name) {
-  char buf[512];
-  int n = mg_get_var(query.c_str(), query.size(), name, buf, sizeof buf);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-}
-
 // "7d", "6h" (ago) or unix milliseconds.
 absl::StatusOr<int64_t> ParseSince(const std::string& text, int64_t now_ms) {
   if (text.empty()) return int64_t{0};
@@ -83,104 +71,37 @@ absl::StatusOr<int64_t> ParseSince(const std::string& text, int64_t now_ms) {
   return now_ms - *ago;
 }
 
-std::string PeerPem(const mg_request_info* info) {
-  if (info->client_cert == nullptr || info->client_cert->peer_cert == nullptr) return "";
-  BIO* bio = BIO_new(BIO_s_mem());
-  std::string pem;
-  if (PEM_write_bio_X509(bio, static_cast<X509*>(info->client_cert->peer_cert)) == 1) {
-    char* data = nullptr;
-    long len = BIO_get_mem_data(bio, &data);
-    if (len > 0) pem.assign(data, static_cast<size_t>(len));
-  }
-  BIO_free(bio);
-  return pem;
-}
-
-int HandleRequest(mg_connection* conn, void* cbdata) {
-  auto* api = static_cast<HttpApi*>(cbdata);
-  const mg_request_info* info = mg_get_request_info(conn);
-  const char* auth = mg_get_header(conn, "Authorization");
-  char peer[64];
-  std::snprintf(peer, sizeof peer, "%s:%d", info->remote_addr, info->remote_port);
-  auto [status, body] =
-      api->Handle(info->request_method, info->local_uri != nullptr ? info->local_uri : "",
-                  info->query_string != nullptr ? info->query_string : "",
-                  auth != nullptr ? auth : "", PeerPem(info), peer);
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-            status, mg_get_response_code_text(conn, status), body.size() + 1);
-  mg_write(conn, body.data(), body.size());
-  mg_write(conn, "\n", 1);
-  return status;
-}
-
-struct SslSetup {
-  TlsFiles files;
-};
-
-// civetweb calls this with its SSL_CTX: the server certificate and key, and client certificates
-// requested (not required: a bearer token also works) and verified against the CA.
-int InitSsl(void* ssl_ctx, void* user_data) {
-  auto* files = static_cast<const TlsFiles*>(user_data);
-  auto* ctx = static_cast<SSL_CTX*>(ssl_ctx);
-  if (SSL_CTX_use_certificate_chain_file(ctx, files->cert_file.c_str()) != 1 ||
-      SSL_CTX_use_PrivateKey_file(ctx, files->key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
-      SSL_CTX_load_verify_locations(ctx, files->ca_file.c_str(), nullptr) != 1) {
-    return -1;
-  }
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  return 1;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options,
                                                         QueryService& query,
                                                         IngestEngine& engine, const Clock& clock) {
-  std::unique_ptr<HttpApi> api(new HttpApi(query, engine, clock, options));
-  mg_init_library(options.tls ? MG_FEATURES_TLS : 0);
-  std::string port = options.listen;
-  if (options.tls) port += "s";
-  const std::string threads = std::to_string(options.threads);
-  const char* mg_options[] = {"listening_ports", port.c_str(), "num_threads", threads.c_str(),
-                              "request_timeout_ms", "30000", nullptr};
-  mg_callbacks callbacks{};
-  if (options.tls) callbacks.init_ssl = InitSsl;
-  mg_init_data init{};
-  init.callbacks = &callbacks;
-  init.user_data = const_cast<TlsFiles*>(&api->options_.tls_files);
-  init.configuration_options = mg_options;
-  char error[256] = {0};
-  mg_error_data error_data{};
-  error_data.text = error;
-  error_data.text_buffer_size = sizeof error;
-  api->ctx_ = mg_start2(&init, &error_data);
-  if (api->ctx_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("http-listen: cannot serve on '", options.listen,
-                                               "': ", error[0] ? error : "unknown error"));
-  }
-  mg_set_request_handler(api->ctx_, "/api/", HandleRequest, api.get());
-  mg_server_port ports[1]{};
-  if (mg_get_server_ports(api->ctx_, 1, ports) == 1) api->port_ = ports[0].port;
+  std::unique_ptr<HttpApi> api(new HttpApi(query, engine, clock));
+  HttpServerOptions server{.listen = options.listen, .threads = options.threads};
+  if (options.tls) server.tls = options.tls_files;
+  auto started =
+      HttpServer::Start(server, [self = api.get()](const HttpRequest& r) { return self->Handle(r); });
+  if (!started.ok()) return started.status();
+  api->server_ = std::move(*started);
   return api;
 }
 
-HttpApi::~HttpApi() {
-  if (ctx_ != nullptr) mg_stop(ctx_);
-}
-
-std::pair<int, std::string> HttpApi::Handle(const std::string& method, const std::string& path,
-                                            const std::string& query_string,
-                                            const std::string& authorization,
-                                            const std::string& peer_pem, const std::string& peer) {
-  auto reply = [](const absl::StatusOr<std::string>& body) -> std::pair<int, std::string> {
+HttpResponse HttpApi::Handle(const HttpRequest& request) {
+  auto reply = [](const absl::StatusOr<std::string>& body) -> HttpResponse {
     if (body.ok()) return {200, *body};
     return {HttpStatus(body.status().code()), ErrorJson(body.status())};
   };
-  if (method != "GET") return reply(absl::InvalidArgumentError("only GET is served"));
-  if (auto s = query_.CheckCredential(authorization, peer_pem, peer); !s.ok()) return reply(s);
+  auto param = [&](const char* name) {
+    auto it = request.params.find(name);
+    return it == request.params.end() ? std::string() : it->second;
+  };
+  const std::string& path = request.path;
+  if (request.method != "GET") return {405, ErrorJson(absl::InvalidArgumentError("only GET"))};
+  if (auto s = query_.CheckCredential(request.authorization, request.peer_certificate_pem,
+                                      request.peer);
+      !s.ok()) {
+    return reply(s);
+  }
   const std::string nodes_prefix = "/api/v1/nodes/";
   if (path == "/api/v1/nodes") {
     nodewatch::v1::ListNodesResponse response;
@@ -195,24 +116,24 @@ std::pair<int, std::string> HttpApi::Handle(const std::string& method, const std
   }
   if (path == "/api/v1/cost") {
     nodewatch::v1::CostRequest request;
-    request.set_include_nodes(QueryParam(query_string, "nodes") == "true");
+    request.set_include_nodes(param("nodes") == "true");
     auto report = query_.Cost(request);
     if (!report.ok()) return reply(report.status());
     return reply(JsonOf(*report));
   }
   if (path == "/api/v1/interruptions") {
     nodewatch::v1::ListInterruptionsRequest request;
-    auto since = ParseSince(QueryParam(query_string, "since"), clock_.NowUnixMs());
+    auto since = ParseSince(param("since"), clock_.NowUnixMs());
     if (!since.ok()) return reply(since.status());
     request.set_since_unix_ms(*since);
-    request.set_node(QueryParam(query_string, "node"));
+    request.set_node(param("node"));
     auto response = query_.Interruptions(request);
     if (!response.ok()) return reply(response.status());
     return reply(JsonOf(*response));
   }
   if (path == "/api/v1/alerts") {
     nodewatch::v1::ListAlertsRequest request;
-    request.set_include_resolved(QueryParam(query_string, "all") == "true");
+    request.set_include_resolved(param("all") == "true");
     auto response = query_.Alerts(request);
     if (!response.ok()) return reply(response.status());
     return reply(JsonOf(*response));

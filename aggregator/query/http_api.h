@@ -10,17 +10,16 @@
 //   GET /api/v1/alerts[?all=true]             pending and firing alerts (resolved too with all)
 //
 // Errors are {"error": "...", "code": "NOT_FOUND"} with the matching HTTP status. Requests run on
-// civetweb's worker threads (bounded), never on gRPC's.
+// the HTTP server's own bounded workers, never on gRPC's.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "aggregator/query/http_server.h"
 #include "aggregator/query/query_service.h"
 #include "common/tls.h"
-
-struct mg_context;
 
 namespace nodewatch::aggregator {
 
@@ -28,7 +27,7 @@ struct HttpApiOptions {
   std::string listen;  // host:port; port 0 picks one
   bool tls = true;
   TlsFiles tls_files;  // server certificate and key, CA for client certificates
-  int threads = 4;
+  size_t threads = 4;
 };
 
 class HttpApi {
@@ -36,25 +35,20 @@ class HttpApi {
   static absl::StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options,
                                                         QueryService& query, IngestEngine& engine,
                                                         const Clock& clock);
-  ~HttpApi();
-  int port() const { return port_; }
+  int port() const { return server_->port(); }
+  uint64_t refused() const { return server_->refused(); }
 
-  // Routes one request (exposed for the handler): returns the HTTP status and JSON body.
-  std::pair<int, std::string> Handle(const std::string& method, const std::string& path,
-                                     const std::string& query_string,
-                                     const std::string& authorization, const std::string& peer_pem,
-                                     const std::string& peer);
+  // Routes one request: the HTTP status and JSON body.
+  HttpResponse Handle(const HttpRequest& request);
 
  private:
-  HttpApi(QueryService& query, IngestEngine& engine, const Clock& clock, HttpApiOptions options)
-      : query_(query), engine_(engine), clock_(clock), options_(std::move(options)) {}
+  HttpApi(QueryService& query, IngestEngine& engine, const Clock& clock)
+      : query_(query), engine_(engine), clock_(clock) {}
 
   QueryService& query_;
   IngestEngine& engine_;
   const Clock& clock_;
-  const HttpApiOptions options_;
-  mg_context* ctx_ = nullptr;
-  int port_ = 0;
+  std::unique_ptr<HttpServer> server_;
 };
 
 }  // namespace nodewatch::aggregator

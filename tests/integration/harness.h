@@ -48,7 +48,7 @@ class Cluster {
   void StartAggregator(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
         "--listen",   ingest_address(), "--query-listen",     query_address(), "--metrics-listen",
-        "",           "--data-dir",     dir_ + "/aggregator", "--tls-ca",      pki_.ca_file(),
+        "",           "--http-listen",  "",           "--data-dir",     dir_ + "/aggregator", "--tls-ca",      pki_.ca_file(),
         "--tls-cert", server_.cert,     "--tls-key",          server_.key};
     // Never let a test act on whatever cluster ~/.kube/config points at.
     if (std::find(extra.begin(), extra.end(), "--remediation") == extra.end()) {

@@ -220,6 +220,7 @@ TEST(RemediationReplicas, OfTwoAggregatorsExactlyOneActs) {
   std::vector<std::string> args_b = {"--listen",         "127.0.0.1:" + std::to_string(ingest_b),
                                      "--query-listen",   "127.0.0.1:" + std::to_string(query_b),
                                      "--metrics-listen", "",
+                                     "--http-listen",    "",
                                      "--data-dir",       c.dir() + "/aggregator-b",
                                      "--tls-ca",         c.pki().ca_file(),
                                      "--tls-cert",       server_b.cert,

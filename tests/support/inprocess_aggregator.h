@@ -20,6 +20,7 @@ inline absl::StatusOr<std::unique_ptr<aggregator::Aggregator>> StartInProcessAgg
   config.listen = "127.0.0.1:0";
   config.query_listen = "127.0.0.1:0";
   config.metrics_listen = "";
+  config.http_listen = "";
   config.data_dir = dir + "/aggregator";
   config.tls_ca = pki.ca_file();
   config.tls_cert = server.cert;
