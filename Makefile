@@ -30,7 +30,7 @@ test: build
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNODEWATCH_SANITIZE=ON
 	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target unit_tests fake_kube_api_tests \
-	  agent_message_fuzz spool_segment_fuzz config_yaml_fuzz kube_response_fuzz
+	  agent_message_fuzz spool_segment_fuzz config_yaml_fuzz kube_response_fuzz http_request_fuzz
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -L unit
 
@@ -50,8 +50,8 @@ fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DNODEWATCH_FUZZ=ON -DNODEWATCH_SANITIZE=ON -DNODEWATCH_WERROR=OFF
 	cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS) --target agent_message_fuzz spool_segment_fuzz config_yaml_fuzz \
-	  kube_response_fuzz
-	for t in agent_message spool_segment config_yaml kube_response; do \
+	  kube_response_fuzz http_request_fuzz
+	for t in agent_message spool_segment config_yaml kube_response http_request; do \
 	  mkdir -p $(FUZZ_BUILD_DIR)/corpus/$$t && \
 	  $(FUZZ_BUILD_DIR)/bin/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD_DIR)/corpus/$$t fuzz/corpus/$$t || exit 1; \

@@ -32,6 +32,7 @@ class Aggregator {
   int query_port() const { return query_port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   int http_port() const { return http_ ? http_->port() : 0; }
+  uint64_t http_refused() const { return http_ ? http_->refused() : 0; }
   CostMonitor& cost() { return *cost_monitor_; }
   IngestEngine& engine() { return *engine_; }
   // nullptr when remediation is off.

@@ -128,6 +128,30 @@ std::string UrlDecode(const std::string& s) {
   return out;
 }
 
+absl::StatusOr<HttpRequest> ParseRequestHead(const std::string& head) {
+  std::vector<std::string> lines = absl::StrSplit(head, "\r\n");
+  std::vector<std::string> request_line = absl::StrSplit(lines[0], ' ');
+  if (request_line.size() != 3 || !absl::StartsWith(request_line[2], "HTTP/1.") ||
+      request_line[1].empty() || request_line[1][0] != '/') {
+    return absl::InvalidArgumentError("malformed request line");
+  }
+  HttpRequest request;
+  request.method = request_line[0];
+  const std::string& target = request_line[1];
+  const size_t q = target.find('?');
+  request.path = UrlDecode(target.substr(0, q));
+  if (q != std::string::npos) request.params = ParseQuery(target.substr(q + 1));
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const size_t c = lines[i].find(':');
+    if (c == std::string::npos) return absl::InvalidArgumentError("malformed header line");
+    if (absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(lines[i].substr(0, c)),
+                               "authorization")) {
+      request.authorization = std::string(absl::StripAsciiWhitespace(lines[i].substr(c + 1)));
+    }
+  }
+  return request;
+}
+
 HttpServer::HttpServer(HttpServerOptions options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {}
 
@@ -258,29 +282,15 @@ void HttpServer::Serve(int fd, const std::string& peer) {
     head.append(buf, static_cast<size_t>(n));
   }
   head.resize(head.find("\r\n\r\n"));
-  std::vector<std::string> lines = absl::StrSplit(head, "\r\n");
-  std::vector<std::string> request_line = absl::StrSplit(lines[0], ' ');
-  if (request_line.size() != 3 || !absl::StartsWith(request_line[2], "HTTP/1.") ||
-      request_line[1].empty() || request_line[1][0] != '/') {
+  auto parsed = ParseRequestHead(head);
+  if (!parsed.ok()) {
     ++refused_;
-    respond({400, R"({"error":"malformed request line","code":"INVALID_ARGUMENT"})"});
+    respond({400, absl::StrCat(R"({"error":")", parsed.status().message(),
+                               R"(","code":"INVALID_ARGUMENT"})")});
     return;
   }
-  HttpRequest request;
-  request.method = request_line[0];
+  HttpRequest& request = *parsed;
   request.peer = peer;
-  const std::string& target = request_line[1];
-  const size_t q = target.find('?');
-  request.path = UrlDecode(target.substr(0, q));
-  if (q != std::string::npos) request.params = ParseQuery(target.substr(q + 1));
-  for (size_t i = 1; i < lines.size(); ++i) {
-    const size_t c = lines[i].find(':');
-    if (c == std::string::npos) continue;
-    if (absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(lines[i].substr(0, c)),
-                               "authorization")) {
-      request.authorization = std::string(absl::StripAsciiWhitespace(lines[i].substr(c + 1)));
-    }
-  }
   request.peer_certificate_pem = conn.PeerPem();
   respond(handler_(request));
 }

@@ -73,4 +73,8 @@ class HttpServer {
 // "%41b+c" -> "Ab c"; malformed escapes are kept as they are.
 std::string UrlDecode(const std::string& s);
 
+// Parses a request head (request line and headers, without the blank line) from an untrusted
+// client: method, decoded path and query, Authorization. InvalidArgument when malformed.
+absl::StatusOr<HttpRequest> ParseRequestHead(const std::string& head);
+
 }  // namespace nodewatch::aggregator

@@ -68,7 +68,8 @@ TEST(PrometheusIntegration, ARealPrometheusScrapesTheAggregator) {
   const int metrics_port = FreePort();
   c.StartAggregator({"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port),
                      "--kube-api-server", api.url(), "--remediation", "on", "--lease-namespace",
-                     "nodewatch", "--drain-poll", "200ms"});
+                     "nodewatch", "--drain-poll", "200ms", "--cost-interval", "1s",
+                     "--monthly-budget", "0.01", "--cluster", "prom"});
   c.StartAgent("prom-node-0", {"--cloud", "aws", "--metadata-endpoint", sim.url()});
   c.StartAgent("prom-node-1");
   c.StartAgent("prom-node-2");
@@ -109,6 +110,27 @@ TEST(PrometheusIntegration, ARealPrometheusScrapesTheAggregator) {
         return Query(prometheus_port,
                      "nodewatch_remediation_notice_to_cordon_seconds_count{provider=\"aws\"}") ==
                1.0;
+      },
+      15'000));
+  // Cost: three nodes running, the AWS m5.large spot node priced at the built-in $0.0365/h, its
+  // reclaim counted, the tiny budget's forecast alert firing.
+  EXPECT_TRUE(Cluster::WaitFor(
+      [&] { return Query(prometheus_port, "sum(nodewatch_cost_nodes_running)") == 3.0; }, 15'000))
+      << Query(prometheus_port, "sum(nodewatch_cost_nodes_running)").value_or(-1);
+  EXPECT_TRUE(Cluster::WaitFor(
+      [&] {
+        return Query(prometheus_port,
+                     "nodewatch_cost_hourly_dollars{cluster=\"prom\",provider=\"aws\","
+                     "lifecycle=\"spot\"}") == 0.0365;
+      },
+      15'000));
+  EXPECT_TRUE(Cluster::WaitFor(
+      [&] { return Query(prometheus_port, "nodewatch_spot_interruptions_month") == 1.0; },
+      15'000));
+  EXPECT_TRUE(Cluster::WaitFor(
+      [&] {
+        return Query(prometheus_port,
+                     "nodewatch_alerts{rule=\"budget-forecast\",state=\"firing\"}") == 1.0;
       },
       15'000));
   EXPECT_TRUE(Cluster::WaitFor(
