@@ -156,20 +156,21 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
                                                   options_.repeated_window_ms)))});
   }
 
-  // Data transfer: today's rate per day against the trailing week's daily average.
+  // Data transfer: the last 24 hours (today, plus yesterday's share of the window, from the day
+  // rollups) against the daily average of the seven whole days before yesterday.
   auto day_usd = [&](int64_t day) {
     double usd = 0;
-    for (const auto& [provider, bytes] : ledger_.Totals(day, day).by_provider) {
+    for (const auto& [provider, bytes] : ledger_.ProviderTotals(day, day)) {
       usd += TransferUsd(bytes, prices_.Transfer(provider, "*"));
     }
     return usd;
   };
   const int64_t today = DayOf(now_ms);
-  const double hours_today = std::max(1.0, static_cast<double>(now_ms - today * kDayMs) / 3.6e6);
-  const double today_rate = day_usd(today) / hours_today * 24;
+  const double today_fraction = static_cast<double>(now_ms - today * kDayMs) / kDayMs;
+  const double last_24h = day_usd(today) + day_usd(today - 1) * (1 - today_fraction);
   double week = 0;
   int days_with_data = 0;
-  for (int64_t d = today - 7; d < today; ++d) {
+  for (int64_t d = today - 8; d <= today - 2; ++d) {
     const double usd = day_usd(d);
     week += usd;
     if (usd > 0) ++days_with_data;
@@ -179,12 +180,12 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
                                 options_.transfer_spike_min_usd);
   out.push_back({.rule = "transfer-cost-spike",
                  .subject = cluster,
-                 .active = days_with_data >= 3 && today_rate > limit,
-                 .value = today_rate,
+                 .active = days_with_data >= 3 && last_24h > limit,
+                 .value = last_24h,
                  .threshold = limit,
                  .message = absl::StrFormat(
-                     "data transfer runs at $%.2f/day today against $%.2f/day over the last week",
-                     today_rate, baseline),
+                     "data transfer cost $%.2f in the last 24 h against $%.2f/day the week before",
+                     last_24h, baseline),
                  .for_ms = options_.pending_for_ms});
 
   for (const auto& fs : ledger_.Filesystems()) {

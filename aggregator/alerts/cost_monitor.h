@@ -7,8 +7,9 @@
 //   budget-actual           month to date > monthly budget
 //   spot-interruption-spike spot reclaims in the window >= count, or on-demand fallback share
 //                           >= fallback_share
-//   transfer-cost-spike     data-transfer cost of the last 24 h > factor x the trailing 7-day
-//                           daily average (and >= min_usd)
+//   transfer-cost-spike     data-transfer cost of the last 24 h > factor x the daily average of
+//                           the 7 whole days before yesterday (and >= min_usd); needs 3 days
+//                           of data
 //   disk-filling            a filesystem predicted full within disk_full_within_ms
 //   repeated-interruptions  a node with >= repeated_count notices in repeated_window_ms
 #pragma once

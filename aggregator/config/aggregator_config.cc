@@ -111,8 +111,8 @@ void RegisterCostOptions(OptionSet& o, CostConfig* c) {
               "share of spot plus fallback node-hours this month.",
               0, 1);
   o.AddDouble("alert-transfer-spike-factor", &m->transfer_spike_factor,
-              "transfer-cost-spike fires when today's transfer cost per day passes this multiple "
-              "of the trailing week's daily average.",
+              "transfer-cost-spike fires when the last 24 h of transfer cost pass this multiple "
+              "of the daily average of the week before.",
               1, 1000);
   o.AddDouble("alert-transfer-spike-min", &m->transfer_spike_min_usd,
               "transfer-cost-spike needs at least this many USD per day.", 0, 1e9);

@@ -227,10 +227,14 @@ TransferTotals CostLedger::Totals(int64_t first_day, int64_t last_day) const {
   return t;
 }
 
-ClassBytes CostLedger::DayTotal(int64_t day) const {
+std::map<std::string, ClassBytes> CostLedger::ProviderTotals(int64_t first_day,
+                                                             int64_t last_day) const {
+  std::map<std::string, ClassBytes> out;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = days_.find(day);
-  return it == days_.end() ? ClassBytes{} : it->second.total;
+  for (auto it = days_.lower_bound(first_day); it != days_.end() && it->first <= last_day; ++it) {
+    for (const auto& [p, bytes] : it->second.providers) Add(out[p], bytes);
+  }
+  return out;
 }
 
 std::vector<InterruptionEvent> CostLedger::Interruptions(int64_t since_ms) const {

@@ -87,8 +87,8 @@ class CostLedger final : public RecordTap {
 
   // Sums of the days in [first_day, last_day].
   TransferTotals Totals(int64_t first_day, int64_t last_day) const;
-  // Total bytes per class of one day.
-  ClassBytes DayTotal(int64_t day) const;
+  // Only the per-provider sums of [first_day, last_day] (cheap: no per-node maps).
+  std::map<std::string, ClassBytes> ProviderTotals(int64_t first_day, int64_t last_day) const;
   std::vector<InterruptionEvent> Interruptions(int64_t since_ms) const;
   std::vector<FilesystemForecast> Filesystems() const;
   const CostLedgerCounters& counters() const { return counters_; }

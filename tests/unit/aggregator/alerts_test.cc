@@ -285,5 +285,28 @@ TEST_F(CostMonitorTest, RulesForInterruptionsDisksAndBudgets) {
   EXPECT_TRUE(exported);
 }
 
+TEST_F(CostMonitorTest, TransferCostSpikeAgainstTheWeekBefore) {
+  StartMonitor({.cluster = "prod", .transfer_spike_factor = 3, .transfer_spike_min_usd = 1});
+  const int64_t now = clock_.NowUnixMs();
+  const int64_t today = DayOf(now);
+  auto internet = [&](int64_t day, uint64_t gb) {
+    ledger_->CountersCommitted(
+        {{CostLedger::NodeKey(day, "a", TransferClass::kInternet), gb * 1'000'000'000},
+         {"x/" + DayName(day) + "/s/aws/shop/" +
+              std::to_string(static_cast<int>(TransferClass::kInternet)),
+          gb * 1'000'000'000}});
+  };
+  for (int64_t d = today - 8; d <= today - 1; ++d) internet(d, 100);  // $9 a day
+  auto spike = [&] {
+    auto cs = monitor_->Conditions(monitor_->Report(false), now);
+    const auto* c = Find(cs, "transfer-cost-spike", "prod");
+    EXPECT_NE(c, nullptr);
+    return c != nullptr && c->active;
+  };
+  EXPECT_FALSE(spike());  // the last 24 h hold about one day of $9
+  internet(today, 400);  // $36 today alone: over 3 x $9
+  EXPECT_TRUE(spike());
+}
+
 }  // namespace
 }  // namespace nodewatch::aggregator
