@@ -2,8 +2,8 @@
 // AgentConfig; tests build it the same way.
 #pragma once
 
-#include <memory>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>

@@ -149,16 +149,16 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                                     *agg->query_, *agg->engine_, clock));
   }
   if (!config.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(agg->metrics_, StartAggregatorMetrics(
-                                        config.metrics_listen, *agg->engine_, *agg->ingest_,
-                                        *agg->query_, *agg->store_, agg->remediator_.get(),
-                                        agg->cost_monitor_.get()));
+    ASSIGN_OR_RETURN(
+        agg->metrics_,
+        StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_, *agg->query_,
+                               *agg->store_, agg->remediator_.get(), agg->cost_monitor_.get()));
   }
   log->info(
       "nodewatch-aggregator {}: agents on port {}, operators on port {} (JSON on {}), metrics on "
       "port {}, store {}/db",
-      NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->http_port(),
-      agg->metrics_port(), config.data_dir);
+      NODEWATCH_VERSION, agg->ingest_port_, agg->query_port_, agg->http_port(), agg->metrics_port(),
+      config.data_dir);
   return agg;
 }
 
@@ -179,16 +179,15 @@ absl::Status Aggregator::StartCost(const AggregatorConfig& config, const Clock& 
   ledger_ = std::make_unique<CostLedger>(*classifier_, CostLedgerOptions{});
   RETURN_IF_ERROR(ledger_->Load(*store_, clock.NowUnixMs()));
   engine_->SetRecordTap(ledger_.get());
-  alert_webhook_ = std::make_unique<Webhook>(WebhookOptions{.url = c.webhook_url,
-                                                            .body_template = c.webhook_template,
-                                                            .headers = c.webhook_headers});
+  alert_webhook_ = std::make_unique<Webhook>(WebhookOptions{
+      .url = c.webhook_url, .body_template = c.webhook_template, .headers = c.webhook_headers});
   alerts_ = std::make_unique<AlertEngine>(*store_, alert_webhook_.get(), c.alerts);
   RETURN_IF_ERROR(alerts_->Load());
   cost_monitor_ = std::make_unique<CostMonitor>(*engine_, *store_, clock, *prices_, *ledger_,
                                                 *classifier_, *alerts_, c.monitor);
-  GetLogger("agg.cost")->info("prices: {} ({} instance types); {} transfer override(s)",
-                              prices_->origin(), prices_->instance_count(),
-                              c.transfer_cidrs.size());
+  GetLogger("agg.cost")
+      ->info("prices: {} ({} instance types); {} transfer override(s)", prices_->origin(),
+             prices_->instance_count(), c.transfer_cidrs.size());
   return absl::OkStatus();
 }
 

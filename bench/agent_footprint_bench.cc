@@ -28,22 +28,22 @@ int main(int argc, char** argv) {
   }
   std::string dir = nt::MakeTempDir("nodewatch-footprint-bench");
   nt::TestPki pki(dir + "/pki");
-  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+  auto server = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
   auto node = pki.Issue("node", {.cn = "system:node:bench-node", .orgs = {"system:nodes"}});
   std::string ingest = "127.0.0.1:" + std::to_string(nt::FreePort());
   nt::Subprocess aggregator(
       nt::BinaryPath("nodewatch-aggregator"),
       {"--listen", ingest, "--query-listen", "127.0.0.1:" + std::to_string(nt::FreePort()),
-       "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca", pki.ca_file(),
-       "--tls-cert", server.cert, "--tls-key", server.key, "--remediation", "off"},
+       "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca",
+       pki.ca_file(), "--tls-cert", server.cert, "--tls-key", server.key, "--remediation", "off"},
       dir + "/aggregator.log");
   aggregator.Start();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
                        {"--node-name", "bench-node", "--aggregator", ingest, "--spool-dir",
-                        dir + "/spool", "--interval", interval, "--cloud", "none", "--tls-ca", pki.ca_file(),
-                        "--tls-cert", node.cert, "--tls-key", node.key},
+                        dir + "/spool", "--interval", interval, "--cloud", "none", "--tls-ca",
+                        pki.ca_file(), "--tls-cert", node.cert, "--tls-key", node.key},
                        dir + "/agent.log");
   agent.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));  // warm-up: connect, first records

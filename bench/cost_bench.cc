@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   (void)engine.Start();
   na::AlertEngine alerts(**store, nullptr, {});
 
-  const std::vector<std::string> types = {"t3.medium", "t3.large", "t3a.large", "t4g.large",
+  const std::vector<std::string> types = {"t3.medium", "t3.large",  "t3a.large", "t4g.large",
                                           "m5.large",  "m5.xlarge", "m5a.large", "m5a.2xlarge"};
   const std::vector<std::string> zones = {"us-east-1a", "us-east-1b", "us-east-1c"};
   std::mt19937_64 rng(42);
@@ -171,11 +171,12 @@ int main(int argc, char** argv) {
   }
   std::sort(ms.begin(), ms.end());
   const auto report = monitor.Report(false);
-  std::printf("fleet: %lld nodes, %lld days, %llu notices, %zu rollup entries, %zu alerts; "
-              "month to date $%.0f, forecast $%.0f\n",
-              static_cast<long long>(nodes), static_cast<long long>(days),
-              static_cast<unsigned long long>(notices), ledger.rollup_entries(),
-              monitor.Alerts(true).size(), report.month_to_date_usd(), report.forecast_usd());
+  std::printf(
+      "fleet: %lld nodes, %lld days, %llu notices, %zu rollup entries, %zu alerts; "
+      "month to date $%.0f, forecast $%.0f\n",
+      static_cast<long long>(nodes), static_cast<long long>(days),
+      static_cast<unsigned long long>(notices), ledger.rollup_entries(),
+      monitor.Alerts(true).size(), report.month_to_date_usd(), report.forecast_usd());
   std::printf("BENCH cost_eval_5000_nodes_ms %.1f ms\n", ms[ms.size() / 2]);
   std::printf("BENCH cost_eval_max_ms %.1f ms\n", ms.back());
   std::printf("BENCH cost_eval_rss_mib %.1f MiB\n", nb::RssMiB());

@@ -26,16 +26,21 @@ int main(int argc, char** argv) {
   nb::RaiseFileLimit();  // inherited by the aggregator too
   std::string dir = nt::MakeTempDir("nodewatch-idle-bench");
   nt::TestPki pki(dir + "/pki");
-  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+  auto server = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
   std::string ingest = "127.0.0.1:" + std::to_string(nt::FreePort());
-  nt::Subprocess aggregator(
-      nt::BinaryPath("nodewatch-aggregator"),
-      {"--listen", ingest, "--query-listen", "127.0.0.1:" + std::to_string(nt::FreePort()),
-       "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca", pki.ca_file(),
-       "--tls-cert", server.cert, "--tls-key", server.key, "--log-level", "warn",
-       "--remediation", "off"},
-      dir + "/aggregator.log");
+  nt::Subprocess aggregator(nt::BinaryPath("nodewatch-aggregator"),
+                            {"--listen",         ingest,
+                             "--query-listen",   "127.0.0.1:" + std::to_string(nt::FreePort()),
+                             "--metrics-listen", "",
+                             "--http-listen",    "",
+                             "--data-dir",       dir + "/agg",
+                             "--tls-ca",         pki.ca_file(),
+                             "--tls-cert",       server.cert,
+                             "--tls-key",        server.key,
+                             "--log-level",      "warn",
+                             "--remediation",    "off"},
+                            dir + "/aggregator.log");
   aggregator.Start();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   double baseline = nb::RssMiB(aggregator.pid());
@@ -67,9 +72,10 @@ int main(int argc, char** argv) {
   for (auto& a : agents) a->Cancel();
   for (auto& a : agents) a->WaitDone();
   aggregator.Stop(SIGTERM);
-  std::printf("aggregator: %d of %d streams connected (mTLS) in %.1f s; RSS %.1f MiB before, "
-              "%.1f MiB with them\n",
-              connected, streams, connect_s, baseline, rss);
+  std::printf(
+      "aggregator: %d of %d streams connected (mTLS) in %.1f s; RSS %.1f MiB before, "
+      "%.1f MiB with them\n",
+      connected, streams, connect_s, baseline, rss);
   if (connected != streams) return 1;
   nb::PrintBench("aggregator_rss_mib_" + std::to_string(streams) + "_streams", rss, "MiB");
   std::filesystem::remove_all(dir);

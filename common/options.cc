@@ -1,10 +1,9 @@
 #include "common/options.h"
 
-#include <cmath>
-
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -47,8 +46,8 @@ absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
 absl::StatusOr<uint64_t> ParseBytes(const std::string& text) {
   ASSIGN_OR_RETURN(auto parts, SplitNumberUnit(text));
   static const std::map<std::string, double> kUnits = {
-      {"", 1},         {"B", 1},           {"KiB", 1024.0}, {"MiB", 1048576.0},
-      {"GiB", 1073741824.0}, {"KB", 1e3}, {"MB", 1e6},     {"GB", 1e9}};
+      {"", 1},     {"B", 1},    {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}};
   auto unit = kUnits.find(parts.second);
   if (unit == kUnits.end()) {
     return absl::InvalidArgumentError(
@@ -71,8 +70,7 @@ OptionSet::OptionSet(std::string program, std::string summary)
     : program_(std::move(program)), summary_(std::move(summary)) {}
 
 void OptionSet::Add(const std::string& name, Kind kind, const std::string& help,
-                    std::string default_text,
-                    std::function<absl::Status(const std::string&)> set,
+                    std::string default_text, std::function<absl::Status(const std::string&)> set,
                     std::function<void()> clear) {
   options_[name] = Option{kind, help, std::move(default_text), std::move(set), std::move(clear)};
   order_.push_back(name);
@@ -130,13 +128,11 @@ void OptionSet::AddBool(const std::string& name, bool* target, const std::string
   });
 }
 
-void OptionSet::AddDuration(const std::string& name, int64_t* target_ms,
-                            const std::string& help) {
-  Add(name, Kind::kDuration, help, FormatDurationMs(*target_ms),
-      [target_ms](const std::string& v) {
-        ASSIGN_OR_RETURN(*target_ms, ParseDurationMs(v));
-        return absl::OkStatus();
-      });
+void OptionSet::AddDuration(const std::string& name, int64_t* target_ms, const std::string& help) {
+  Add(name, Kind::kDuration, help, FormatDurationMs(*target_ms), [target_ms](const std::string& v) {
+    ASSIGN_OR_RETURN(*target_ms, ParseDurationMs(v));
+    return absl::OkStatus();
+  });
 }
 
 void OptionSet::AddBytes(const std::string& name, uint64_t* target, const std::string& help) {

@@ -13,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     nodewatch::agent::AgentConfig config;
     nodewatch::OptionSet options("agent", "fuzz");
     nodewatch::agent::RegisterAgentOptions(options, &config);
-    if (options.ApplyYaml(text, "fuzz.yaml").ok()) (void)nodewatch::agent::ValidateAgentConfig(config);
+    if (options.ApplyYaml(text, "fuzz.yaml").ok())
+      (void)nodewatch::agent::ValidateAgentConfig(config);
   }
   {
     nodewatch::aggregator::AggregatorConfig config;

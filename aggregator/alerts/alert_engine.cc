@@ -74,11 +74,10 @@ void AlertEngine::Notify(StoredAlert& s, int64_t now_ms) {
   a.set_notifications(a.notifications() + 1);
   ++counters_.notifications;
   if (webhook_ == nullptr || !webhook_->enabled()) return;
-  const std::string text =
-      firing ? absl::StrCat(":rotating_light: nodewatch alert ", a.rule(), " (", a.subject(),
-                            "): ", a.message())
-             : absl::StrCat(":white_check_mark: nodewatch alert ", a.rule(), " (", a.subject(),
-                            ") resolved");
+  const std::string text = firing ? absl::StrCat(":rotating_light: nodewatch alert ", a.rule(),
+                                                 " (", a.subject(), "): ", a.message())
+                                  : absl::StrCat(":white_check_mark: nodewatch alert ", a.rule(),
+                                                 " (", a.subject(), ") resolved");
   webhook_->Send({{"text", text},
                   {"rule", a.rule()},
                   {"subject", a.subject()},

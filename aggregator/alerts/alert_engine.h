@@ -51,7 +51,7 @@ struct AlertCounters {
   std::atomic<uint64_t> fired{0};
   std::atomic<uint64_t> resolved{0};
   std::atomic<uint64_t> notifications{0};
-  std::atomic<uint64_t> suppressed{0};     // rate-limited
+  std::atomic<uint64_t> suppressed{0};  // rate-limited
   std::atomic<uint64_t> persist_errors{0};
 };
 

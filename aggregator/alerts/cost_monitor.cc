@@ -101,14 +101,14 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
   const double budget = options_.monthly_budget_usd;
   if (budget > 0) {
     const double limit = options_.forecast_ratio * budget;
-    out.push_back({.rule = "budget-forecast",
-                   .subject = cluster,
-                   .active = report.forecast_usd() > limit,
-                   .value = report.forecast_usd(),
-                   .threshold = limit,
-                   .message = absl::StrFormat(
-                       "month-end forecast $%.2f is above %.0f%% of the $%.2f budget",
-                       report.forecast_usd(), 100 * options_.forecast_ratio, budget)});
+    out.push_back(
+        {.rule = "budget-forecast",
+         .subject = cluster,
+         .active = report.forecast_usd() > limit,
+         .value = report.forecast_usd(),
+         .threshold = limit,
+         .message = absl::StrFormat("month-end forecast $%.2f is above %.0f%% of the $%.2f budget",
+                                    report.forecast_usd(), 100 * options_.forecast_ratio, budget)});
     out.push_back({.rule = "budget-actual",
                    .subject = cluster,
                    .active = report.month_to_date_usd() > budget,
@@ -119,9 +119,8 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
   }
 
   // Spot reclaims in the window, and per node over the repeated window.
-  const auto events =
-      ledger_.Interruptions(now_ms - std::max(options_.interruption_window_ms,
-                                              options_.repeated_window_ms));
+  const auto events = ledger_.Interruptions(
+      now_ms - std::max(options_.interruption_window_ms, options_.repeated_window_ms));
   int64_t reclaims = 0;
   std::map<std::string, int64_t> per_node;
   for (const auto& e : events) {
@@ -134,16 +133,16 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
   const double share = report.spot().on_demand_fallback_share();
   const bool spike = reclaims >= options_.interruption_spike_count ||
                      (share >= options_.fallback_share && report.spot().fallback_node_hours() > 0);
-  out.push_back({.rule = "spot-interruption-spike",
-                 .subject = cluster,
-                 .active = spike,
-                 .value = static_cast<double>(reclaims),
-                 .threshold = static_cast<double>(options_.interruption_spike_count),
-                 .message = absl::StrFormat(
-                     "%d spot reclaim(s) in the last %s; on-demand fallback share %.0f%%",
-                     reclaims, absl::FormatDuration(absl::Milliseconds(options_.interruption_window_ms)),
-                     100 * share),
-                 .for_ms = 0});
+  out.push_back(
+      {.rule = "spot-interruption-spike",
+       .subject = cluster,
+       .active = spike,
+       .value = static_cast<double>(reclaims),
+       .threshold = static_cast<double>(options_.interruption_spike_count),
+       .message = absl::StrFormat(
+           "%d spot reclaim(s) in the last %s; on-demand fallback share %.0f%%", reclaims,
+           absl::FormatDuration(absl::Milliseconds(options_.interruption_window_ms)), 100 * share),
+       .for_ms = 0});
   for (const auto& [node, count] : per_node) {
     if (count < options_.repeated_count) continue;
     out.push_back({.rule = "repeated-interruptions",
@@ -151,9 +150,9 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
                    .active = true,
                    .value = static_cast<double>(count),
                    .threshold = static_cast<double>(options_.repeated_count),
-                   .message = absl::StrFormat("%d interruption notices in the last %s", count,
-                                              absl::FormatDuration(absl::Milliseconds(
-                                                  options_.repeated_window_ms)))});
+                   .message = absl::StrFormat(
+                       "%d interruption notices in the last %s", count,
+                       absl::FormatDuration(absl::Milliseconds(options_.repeated_window_ms)))});
   }
 
   // Data transfer: the last 24 hours (today, plus yesterday's share of the window, from the day
@@ -176,8 +175,8 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
     if (usd > 0) ++days_with_data;
   }
   const double baseline = week / 7;
-  const double limit = std::max(options_.transfer_spike_factor * baseline,
-                                options_.transfer_spike_min_usd);
+  const double limit =
+      std::max(options_.transfer_spike_factor * baseline, options_.transfer_spike_min_usd);
   out.push_back({.rule = "transfer-cost-spike",
                  .subject = cluster,
                  .active = days_with_data >= 3 && last_24h > limit,
@@ -192,15 +191,16 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
     if (fs.predicted_full_ms <= 0) continue;
     const int64_t left = fs.predicted_full_ms - now_ms;
     if (left > options_.disk_full_within_ms) continue;
-    out.push_back({.rule = "disk-filling",
-                   .subject = absl::StrCat(fs.node, ":", fs.mountpoint),
-                   .active = true,
-                   .value = static_cast<double>(std::max<int64_t>(left, 0)) / 3.6e6,
-                   .threshold = static_cast<double>(options_.disk_full_within_ms) / 3.6e6,
-                   .message = absl::StrFormat("%s on %s is %.0f%% used and predicted full in %.1f h",
-                                              fs.mountpoint, fs.node, 100 * fs.used_fraction,
-                                              static_cast<double>(std::max<int64_t>(left, 0)) / 3.6e6),
-                   .for_ms = options_.pending_for_ms});
+    out.push_back(
+        {.rule = "disk-filling",
+         .subject = absl::StrCat(fs.node, ":", fs.mountpoint),
+         .active = true,
+         .value = static_cast<double>(std::max<int64_t>(left, 0)) / 3.6e6,
+         .threshold = static_cast<double>(options_.disk_full_within_ms) / 3.6e6,
+         .message = absl::StrFormat("%s on %s is %.0f%% used and predicted full in %.1f h",
+                                    fs.mountpoint, fs.node, 100 * fs.used_fraction,
+                                    static_cast<double>(std::max<int64_t>(left, 0)) / 3.6e6),
+         .for_ms = options_.pending_for_ms});
   }
   return out;
 }
@@ -252,8 +252,8 @@ void CostMonitor::CollectMetrics(MetricFamilies& f) const {
               {{"class", t.transfer_class()}});
     }
     f.Gauge("nodewatch_cost_total_month_to_date_dollars",
-            "Instances and data transfer, current month so far, USD.",
-            report->month_to_date_usd(), {{"cluster", options_.cluster}});
+            "Instances and data transfer, current month so far, USD.", report->month_to_date_usd(),
+            {{"cluster", options_.cluster}});
     f.Gauge("nodewatch_cost_total_month_forecast_dollars",
             "Instances and data transfer, forecast for the whole month, USD.",
             report->forecast_usd(), {{"cluster", options_.cluster}});
@@ -307,8 +307,8 @@ void CostMonitor::CollectMetrics(MetricFamilies& f) const {
   f.Counter("nodewatch_transfer_namespaces_folded_total",
             "Flows counted under namespace (other) because a day had too many namespaces.",
             static_cast<double>(l.namespaces_folded.load()));
-  f.Histogram("nodewatch_cost_evaluation_seconds",
-              "Time of one cost and alert evaluation cycle.", cycle_seconds_);
+  f.Histogram("nodewatch_cost_evaluation_seconds", "Time of one cost and alert evaluation cycle.",
+              cycle_seconds_);
 }
 
 }  // namespace nodewatch::aggregator

@@ -45,7 +45,8 @@ struct CostMonitorOptions {
   int64_t disk_full_within_ms = 24 * 3'600'000;
   int64_t repeated_count = 3;
   int64_t repeated_window_ms = 24 * 3'600'000;
-  int64_t pending_for_ms = 5 * 60'000;  // spikes and disks must hold this long; budgets fire at once
+  int64_t pending_for_ms =
+      5 * 60'000;  // spikes and disks must hold this long; budgets fire at once
 };
 
 class CostMonitor {

@@ -197,8 +197,8 @@ std::string HistoryTable(const std::vector<Record>& records) {
 }
 
 std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response) {
-  std::vector<std::vector<std::string>> rows = {{"TIME", "NODE", "PROVIDER", "KIND", "EVENT",
-                                                 "DEADLINE", "STATE", "DRAIN", "OUTCOME"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"TIME", "NODE", "PROVIDER", "KIND", "EVENT", "DEADLINE", "STATE", "DRAIN", "OUTCOME"}};
   for (const auto& e : response.interruptions()) {
     const auto& n = e.notice();
     rows.push_back({FormatTime(e.time_unix_ms()), e.node(), OrDash(n.provider()),
@@ -220,9 +220,9 @@ std::string CostSummary(const nodewatch::v1::CostReport& r) {
       r.month(), FormatTime(r.computed_unix_ms()), r.price_table(), Usd(r.hourly_usd()),
       Usd(r.today_usd()), Usd(r.month_to_date_usd()), Usd(r.forecast_usd()));
   if (r.monthly_budget_usd() > 0) {
-    absl::StrAppend(&out, absl::StrFormat("   budget %s (forecast %.0f%%)",
-                                          Usd(r.monthly_budget_usd()),
-                                          100 * r.forecast_usd() / r.monthly_budget_usd()));
+    absl::StrAppend(&out,
+                    absl::StrFormat("   budget %s (forecast %.0f%%)", Usd(r.monthly_budget_usd()),
+                                    100 * r.forecast_usd() / r.monthly_budget_usd()));
   }
   absl::StrAppend(&out, "\n\n");
   std::vector<std::vector<std::string>> groups = {{"CLUSTER", "ENVIRONMENT", "PROVIDER", "REGION",
@@ -244,15 +244,14 @@ std::string CostSummary(const nodewatch::v1::CostReport& r) {
   absl::StrAppend(&out, Table(transfer), "\n");
   const auto& s = r.spot();
   absl::StrAppend(
-      &out,
-      absl::StrFormat("Spot this month: spent %s instead of %s on demand: saved %s gross, %s "
-                      "(%.1f%%) after %.1f fallback on-demand node-hours (%s extra); %d "
-                      "reclaim(s), fallback share %.1f%%\n",
-                      Usd(s.spot_usd_month()), Usd(s.on_demand_equivalent_usd()),
-                      Usd(s.gross_savings_usd()), Usd(s.effective_savings_usd()),
-                      s.effective_savings_pct(), s.fallback_node_hours(),
-                      Usd(s.fallback_extra_usd()), s.interruptions_month(),
-                      100 * s.on_demand_fallback_share()));
+      &out, absl::StrFormat("Spot this month: spent %s instead of %s on demand: saved %s gross, %s "
+                            "(%.1f%%) after %.1f fallback on-demand node-hours (%s extra); %d "
+                            "reclaim(s), fallback share %.1f%%\n",
+                            Usd(s.spot_usd_month()), Usd(s.on_demand_equivalent_usd()),
+                            Usd(s.gross_savings_usd()), Usd(s.effective_savings_usd()),
+                            s.effective_savings_pct(), s.fallback_node_hours(),
+                            Usd(s.fallback_extra_usd()), s.interruptions_month(),
+                            100 * s.on_demand_fallback_share()));
   if (r.namespaces_size() > 0) {
     std::vector<std::vector<std::string>> ns = {{"NAMESPACE", "BILLABLE-EGRESS", "COST-MONTH"}};
     for (const auto& n : r.namespaces()) {

@@ -25,10 +25,10 @@ struct CostConfig {
 };
 
 struct AggregatorConfig {
-  std::string listen = "0.0.0.0:7443";         // agent streams (mTLS)
-  std::string query_listen = "0.0.0.0:7444";   // operator API
-  std::string metrics_listen = "0.0.0.0:9464"; // Prometheus /metrics; empty: off
-  std::string http_listen = "0.0.0.0:7445";    // JSON over HTTP(S) for operators; empty: off
+  std::string listen = "0.0.0.0:7443";          // agent streams (mTLS)
+  std::string query_listen = "0.0.0.0:7444";    // operator API
+  std::string metrics_listen = "0.0.0.0:9464";  // Prometheus /metrics; empty: off
+  std::string http_listen = "0.0.0.0:7445";     // JSON over HTTP(S) for operators; empty: off
   std::string data_dir = "/var/lib/nodewatch";
   int64_t retention_ms = 14LL * 24 * 3600 * 1000;
   std::string tls_ca;

@@ -69,7 +69,8 @@ CostLedger::CostLedger(const TransferClassifier& classifier, CostLedgerOptions o
     : classifier_(classifier), options_(options) {}
 
 void CostLedger::Add(ClassBytes& into, const ClassBytes& from) {
-  for (int i = 0; i < kTransferClasses; ++i) into[static_cast<size_t>(i)] += from[static_cast<size_t>(i)];
+  for (int i = 0; i < kTransferClasses; ++i)
+    into[static_cast<size_t>(i)] += from[static_cast<size_t>(i)];
 }
 
 absl::Status CostLedger::Load(Store& store, int64_t now_ms) {
@@ -107,8 +108,9 @@ void CostLedger::Apply(const std::string& key, uint64_t delta) {
   const int64_t day = ParseDay(k.substr(2, 10));
   const size_t last = k.rfind('/');
   int cls = 0;
-  if (day < 0 || last <= 15 || !absl::SimpleAtoi(absl::string_view(k.data() + last + 1, k.size() - last - 1), &cls) || cls < 0 ||
-      cls >= kTransferClasses) {
+  if (day < 0 || last <= 15 ||
+      !absl::SimpleAtoi(absl::string_view(k.data() + last + 1, k.size() - last - 1), &cls) ||
+      cls < 0 || cls >= kTransferClasses) {
     return;  // not a key this ledger writes: ignore rather than miscount
   }
   const auto c = static_cast<size_t>(cls);
@@ -147,8 +149,8 @@ void CostLedger::Derive(const std::string& node, const nodewatch::v1::NodeInfo& 
   const std::string provider = Segment(info.provider(), "none");
   for (int c = 0; c < kTransferClasses; ++c) {
     if (node_bytes[static_cast<size_t>(c)] == 0) continue;
-    out->push_back({NodeKey(day, n, static_cast<TransferClass>(c)),
-                    node_bytes[static_cast<size_t>(c)]});
+    out->push_back(
+        {NodeKey(day, n, static_cast<TransferClass>(c)), node_bytes[static_cast<size_t>(c)]});
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = derive_namespaces_[day];
@@ -186,8 +188,8 @@ void CostLedger::Stored(const std::string& node, const nodewatch::v1::NodeInfo& 
                            .observed_ms = key_time_ms,
                            .predicted_full_ms = fs.predicted_full_unix_ms()};
       if (fs.size_bytes() > 0 && fs.available_bytes() <= fs.size_bytes()) {
-        f.used_fraction = 1.0 - static_cast<double>(fs.available_bytes()) /
-                                    static_cast<double>(fs.size_bytes());
+        f.used_fraction =
+            1.0 - static_cast<double>(fs.available_bytes()) / static_cast<double>(fs.size_bytes());
       }
       filesystems_[{node, fs.mountpoint()}] = std::move(f);
     }

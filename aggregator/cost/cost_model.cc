@@ -139,7 +139,8 @@ CostReport ComputeCost(const CostInputs& in) {
   const int64_t month_end = NextMonthStartMs(in.now_ms);
   const int64_t day_start = DayOf(in.now_ms) * 86'400'000;
   const double hours_left = static_cast<double>(month_end - in.now_ms) / kHourMs;
-  const double hours_elapsed = std::max(1.0, static_cast<double>(in.now_ms - month_start) / kHourMs);
+  const double hours_elapsed =
+      std::max(1.0, static_cast<double>(in.now_ms - month_start) / kHourMs);
 
   CostReport report;
   report.set_computed_unix_ms(in.now_ms);

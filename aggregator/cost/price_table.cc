@@ -43,8 +43,7 @@ absl::StatusOr<double> Price(const YAML::Node& entry, const std::string& key,
   const YAML::Node v = entry[key];
   if (!v) return 0.0;
   double price = 0;
-  if (!v.IsScalar() || !YAML::convert<double>::decode(v, price) || !(price >= 0) ||
-      price > 1000) {
+  if (!v.IsScalar() || !YAML::convert<double>::decode(v, price) || !(price >= 0) || price > 1000) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": '", key, "' must be a price in USD between 0 and 1000"));
   }
@@ -100,8 +99,8 @@ absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std:
     if (!provider.ok()) return provider.status();
     std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
     TransferPrice price;
-    for (TransferClass c : {TransferClass::kCrossZone, TransferClass::kCrossRegion,
-                            TransferClass::kInternet}) {
+    for (TransferClass c :
+         {TransferClass::kCrossZone, TransferClass::kCrossRegion, TransferClass::kInternet}) {
       std::string key = TransferClassName(c);
       for (char& ch : key) ch = ch == '-' ? '_' : ch;
       auto p = Price(e, key, where);

@@ -46,7 +46,8 @@ bool InPrefix(const Address& a, const Address& prefix, int bits) {
   }
   if (bits % 8 == 0) return true;
   const auto mask = static_cast<uint8_t>(0xFF << (8 - bits % 8));
-  return (a[static_cast<size_t>(bits / 8)] & mask) == (prefix[static_cast<size_t>(bits / 8)] & mask);
+  return (a[static_cast<size_t>(bits / 8)] & mask) ==
+         (prefix[static_cast<size_t>(bits / 8)] & mask);
 }
 
 struct Range {

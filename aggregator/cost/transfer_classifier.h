@@ -4,7 +4,8 @@
 // what nodewatch cannot see (VPC subnets, peered networks, NAT gateways):
 //
 //   --transfer-cidr 10.1.0.0/16=us-east-1/us-east-1a   # a subnet in that zone
-//   --transfer-cidr 10.2.0.0/16=us-west-2              # a region (zone unknown: cross-zone at best)
+//   --transfer-cidr 10.2.0.0/16=us-west-2              # a region (zone unknown: cross-zone at
+//   best)
 //   --transfer-cidr 10.9.0.0/16=same-zone              # or a class outright
 //
 // Order of decision: the longest matching override; a known node's address; loopback and

@@ -2,7 +2,6 @@
 
 #include <google/protobuf/util/json_util.h>
 
-
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -33,8 +32,8 @@ std::string ErrorJson(const absl::Status& s) {
       escaped += c;
     }
   }
-  return absl::StrCat(R"({"error":")", escaped, R"(","code":")",
-                      absl::StatusCodeToString(s.code()), R"("})");
+  return absl::StrCat(R"({"error":")", escaped, R"(","code":")", absl::StatusCodeToString(s.code()),
+                      R"("})");
 }
 
 int HttpStatus(absl::StatusCode code) {
@@ -74,13 +73,13 @@ absl::StatusOr<int64_t> ParseSince(const std::string& text, int64_t now_ms) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options,
-                                                        QueryService& query,
-                                                        IngestEngine& engine, const Clock& clock) {
+                                                        QueryService& query, IngestEngine& engine,
+                                                        const Clock& clock) {
   std::unique_ptr<HttpApi> api(new HttpApi(query, engine, clock));
   HttpServerOptions server{.listen = options.listen, .threads = options.threads};
   if (options.tls) server.tls = options.tls_files;
-  auto started =
-      HttpServer::Start(server, [self = api.get()](const HttpRequest& r) { return self->Handle(r); });
+  auto started = HttpServer::Start(
+      server, [self = api.get()](const HttpRequest& r) { return self->Handle(r); });
   if (!started.ok()) return started.status();
   api->server_ = std::move(*started);
   return api;
@@ -97,8 +96,8 @@ HttpResponse HttpApi::Handle(const HttpRequest& request) {
   };
   const std::string& path = request.path;
   if (request.method != "GET") return {405, ErrorJson(absl::InvalidArgumentError("only GET"))};
-  if (auto s = query_.CheckCredential(request.authorization, request.peer_certificate_pem,
-                                      request.peer);
+  if (auto s =
+          query_.CheckCredential(request.authorization, request.peer_certificate_pem, request.peer);
       !s.ok()) {
     return reply(s);
   }

@@ -194,8 +194,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  const bool bound = fd >= 0 && bind(fd, found->ai_addr, found->ai_addrlen) == 0 &&
-                     listen(fd, 128) == 0;
+  const bool bound =
+      fd >= 0 && bind(fd, found->ai_addr, found->ai_addrlen) == 0 && listen(fd, 128) == 0;
   freeaddrinfo(found);
   if (!bound) {
     const std::string why = strerror(errno);
@@ -206,9 +206,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   sockaddr_storage addr{};
   socklen_t len = sizeof addr;
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  server->port_ = ntohs(addr.ss_family == AF_INET6
-                            ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                            : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  server->port_ =
+      ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                       : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   server->workers_ = std::make_unique<BoundedExecutor>(options.threads, options.max_queued);
   server->acceptor_ = std::thread([s = server.get()] { s->AcceptLoop(); });
   return server;
@@ -260,11 +260,10 @@ void HttpServer::Serve(int fd, const std::string& peer) {
     return;
   }
   auto respond = [&](const HttpResponse& r) {
-    conn.WriteAll(absl::StrCat("HTTP/1.1 ", r.status, " ", Reason(r.status),
-                               "\r\nContent-Type: application/json\r\nContent-Length: ",
-                               r.body.size() + 1,
-                               "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", r.body,
-                               "\n"));
+    conn.WriteAll(
+        absl::StrCat("HTTP/1.1 ", r.status, " ", Reason(r.status),
+                     "\r\nContent-Type: application/json\r\nContent-Length: ", r.body.size() + 1,
+                     "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", r.body, "\n"));
   };
   std::string head;
   char buf[4096];

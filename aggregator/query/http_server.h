@@ -37,10 +37,10 @@ struct HttpResponse {
 };
 
 struct HttpServerOptions {
-  std::string listen;                // host:port; port 0 picks one
-  std::optional<TlsFiles> tls;       // none: plain HTTP (--insecure)
+  std::string listen;           // host:port; port 0 picks one
+  std::optional<TlsFiles> tls;  // none: plain HTTP (--insecure)
   size_t threads = 4;
-  size_t max_queued = 64;            // connections waiting for a worker; more are closed
+  size_t max_queued = 64;  // connections waiting for a worker; more are closed
   size_t max_header_bytes = 16 * 1024;
   int io_timeout_ms = 10'000;
 };

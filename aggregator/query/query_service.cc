@@ -66,9 +66,9 @@ absl::Status QueryService::CheckCredential(const std::string& authorization,
   ++denied_;
   GetLogger("agg.query")->warn("query from {} refused: no operator credential", peer);
   if (!authorization.empty()) return absl::PermissionDeniedError("bearer token not accepted");
-  return absl::UnauthenticatedError(
-      absl::StrCat("an operator credential is required: a client certificate with O=",
-                   kOperatorGroup, " or a bearer token"));
+  return absl::UnauthenticatedError(absl::StrCat(
+      "an operator credential is required: a client certificate with O=", kOperatorGroup,
+      " or a bearer token"));
 }
 
 grpc::Status QueryService::Authorize(const grpc::CallbackServerContext& context) {
@@ -118,8 +118,8 @@ grpc::ServerUnaryReactor* QueryService::GetNode(grpc::CallbackServerContext* con
 absl::StatusOr<nodewatch::v1::ListInterruptionsResponse> QueryService::Interruptions(
     const nodewatch::v1::ListInterruptionsRequest& request) {
   nodewatch::v1::ListInterruptionsResponse response;
-  const int64_t until = request.until_unix_ms() > 0 ? request.until_unix_ms()
-                                                    : clock_.NowUnixMs() + 86'400'000;
+  const int64_t until =
+      request.until_unix_ms() > 0 ? request.until_unix_ms() : clock_.NowUnixMs() + 86'400'000;
   std::optional<uint32_t> only;
   if (!request.node().empty()) {
     only = engine_.NodeId(request.node());
@@ -263,22 +263,22 @@ class QueryService::HistoryReactor final : public grpc::ServerWriteReactor<Recor
     const size_t page = service_.options_.page_records;
     size_t visited = 0;
     bool more = false;
-    auto s = service_.store_.ScanRecords(
-        node_id_, cursor_time_, cursor_seq_, until_, [&](int64_t time, const Record& r) {
-          if (visited >= 4 * page || page_.size() >= page) {
-            more = true;
-            return false;
-          }
-          ++visited;
-          cursor_time_ = time;
-          cursor_seq_ = r.seq() + 1;
-          if (kinds_.empty() || kinds_.count(KindOf(r)) > 0) {
-            if (remaining_ == 0) return false;
-            --remaining_;
-            page_.push_back(r);
-          }
-          return true;
-        });
+    auto s = service_.store_.ScanRecords(node_id_, cursor_time_, cursor_seq_, until_,
+                                         [&](int64_t time, const Record& r) {
+                                           if (visited >= 4 * page || page_.size() >= page) {
+                                             more = true;
+                                             return false;
+                                           }
+                                           ++visited;
+                                           cursor_time_ = time;
+                                           cursor_seq_ = r.seq() + 1;
+                                           if (kinds_.empty() || kinds_.count(KindOf(r)) > 0) {
+                                             if (remaining_ == 0) return false;
+                                             --remaining_;
+                                             page_.push_back(r);
+                                           }
+                                           return true;
+                                         });
     if (!s.ok()) {
       Finish({grpc::StatusCode::INTERNAL, std::string(s.message())});
       return;

@@ -39,8 +39,7 @@ class QueryService final : public nodewatch::v1::QueryService::CallbackService {
       grpc::CallbackServerContext* context,
       const nodewatch::v1::NodeHistoryRequest* request) override;
   grpc::ServerUnaryReactor* ListInterruptions(
-      grpc::CallbackServerContext* context,
-      const nodewatch::v1::ListInterruptionsRequest* request,
+      grpc::CallbackServerContext* context, const nodewatch::v1::ListInterruptionsRequest* request,
       nodewatch::v1::ListInterruptionsResponse* response) override;
 
   grpc::ServerUnaryReactor* GetCost(grpc::CallbackServerContext* context,

@@ -9,7 +9,8 @@
 //   w.records.push_back({node_id, key_time_ms, record});
 //   w.nodes.push_back(updated_node);              // dedupe watermark commits with the records
 //   RETURN_IF_ERROR((*store)->Write(w));
-//   (*store)->ScanRecords(node_id, since, 0, until, [](int64_t t, const Record& r) { return true; });
+//   (*store)->ScanRecords(node_id, since, 0, until, [](int64_t t, const Record& r) { return true;
+//   });
 #pragma once
 
 #include <cstdint>

@@ -51,7 +51,8 @@ HttpResult Get(const std::string& url, const std::string& ca, const CertFiles* c
   }
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Append);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
-  if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+  if (curl_easy_perform(curl) == CURLE_OK)
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
   return r;
@@ -79,8 +80,8 @@ class CostIntegration : public ::testing::Test {
   void SetUp() override {
     dir_ = MakeTempDir("cost");
     pki_ = std::make_unique<TestPki>(dir_ + "/pki");
-    server_ = pki_->Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+    server_ = pki_->Issue(
+        "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
     operator_ = pki_->Issue("operator", {.cn = "alice", .orgs = {"nodewatch:operators"}});
     node_ = pki_->Issue("node", {.cn = "system:node:a", .orgs = {"system:nodes"}});
     token_file_ = dir_ + "/token";
@@ -131,9 +132,10 @@ class CostIntegration : public ::testing::Test {
     return "https://127.0.0.1:" + std::to_string(agg_->http_port()) + path;
   }
   std::pair<int, std::string> Cli(std::vector<std::string> args) {
-    std::vector<std::string> all = {"--server", "127.0.0.1:" + std::to_string(agg_->query_port()),
-                                    "--tls-ca", pki_->ca_file(), "--tls-cert", operator_.cert,
-                                    "--tls-key", operator_.key};
+    std::vector<std::string> all = {"--server",   "127.0.0.1:" + std::to_string(agg_->query_port()),
+                                    "--tls-ca",   pki_->ca_file(),
+                                    "--tls-cert", operator_.cert,
+                                    "--tls-key",  operator_.key};
     all.insert(all.end(), args.begin(), args.end());
     Subprocess cli(BinaryPath("nodewatch"), all, dir_ + "/cli-" + args[0] + ".log");
     cli.Start();
@@ -187,8 +189,8 @@ TEST_F(CostIntegration, CostAlertsAndInterruptionsThroughGrpcCliAndJson) {
   // gRPC, with the operator certificate.
   auto creds = MakeChannelCredentials({pki_->ca_file(), operator_.cert, operator_.key});
   ASSERT_TRUE(creds.ok());
-  auto stub = nodewatch::v1::QueryService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(agg_->query_port()), *creds));
+  auto stub = nodewatch::v1::QueryService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(agg_->query_port()), *creds));
   grpc::ClientContext ctx;
   nodewatch::v1::CostRequest request;
   request.set_include_nodes(true);

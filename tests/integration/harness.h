@@ -46,10 +46,14 @@ class Cluster {
   const CertFiles& operator_cert() const { return operator_; }
 
   void StartAggregator(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {
-        "--listen",   ingest_address(), "--query-listen",     query_address(), "--metrics-listen",
-        "",           "--http-listen",  "",           "--data-dir",     dir_ + "/aggregator", "--tls-ca",      pki_.ca_file(),
-        "--tls-cert", server_.cert,     "--tls-key",          server_.key};
+    std::vector<std::string> args = {"--listen",         ingest_address(),
+                                     "--query-listen",   query_address(),
+                                     "--metrics-listen", "",
+                                     "--http-listen",    "",
+                                     "--data-dir",       dir_ + "/aggregator",
+                                     "--tls-ca",         pki_.ca_file(),
+                                     "--tls-cert",       server_.cert,
+                                     "--tls-key",        server_.key};
     // Never let a test act on whatever cluster ~/.kube/config points at.
     if (std::find(extra.begin(), extra.end(), "--remediation") == extra.end()) {
       args.insert(args.end(), {"--remediation", "off"});

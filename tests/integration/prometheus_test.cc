@@ -125,8 +125,7 @@ TEST(PrometheusIntegration, ARealPrometheusScrapesTheAggregator) {
       },
       15'000));
   EXPECT_TRUE(Cluster::WaitFor(
-      [&] { return Query(prometheus_port, "nodewatch_spot_interruptions_month") == 1.0; },
-      15'000));
+      [&] { return Query(prometheus_port, "nodewatch_spot_interruptions_month") == 1.0; }, 15'000));
   EXPECT_TRUE(Cluster::WaitFor(
       [&] {
         return Query(prometheus_port,

@@ -233,7 +233,9 @@ class CostMonitorTest : public ::testing::Test {
 };
 
 TEST_F(CostMonitorTest, RulesForInterruptionsDisksAndBudgets) {
-  StartMonitor({.cluster = "prod", .monthly_budget_usd = 1.0, .interruption_spike_count = 3,
+  StartMonitor({.cluster = "prod",
+                .monthly_budget_usd = 1.0,
+                .interruption_spike_count = 3,
                 .repeated_count = 2});
   for (const char* n : {"a", "b", "c"}) {
     Submit(n, nullptr);
@@ -304,7 +306,7 @@ TEST_F(CostMonitorTest, TransferCostSpikeAgainstTheWeekBefore) {
     return c != nullptr && c->active;
   };
   EXPECT_FALSE(spike());  // the last 24 h hold about one day of $9
-  internet(today, 400);  // $36 today alone: over 3 x $9
+  internet(today, 400);   // $36 today alone: over 3 x $9
   EXPECT_TRUE(spike());
 }
 

@@ -16,9 +16,9 @@
 namespace nodewatch::aggregator {
 namespace {
 
+using nodewatch::v1::NodeSummary;
 using ::testing::DoubleNear;
 using ::testing::HasSubstr;
-using nodewatch::v1::NodeSummary;
 
 int64_t Utc(int year, int month, int day, int hour = 0, int minute = 0) {
   tm t{};
@@ -63,10 +63,14 @@ constexpr double kCent = 1e-6;
 TEST(PriceTable, BuiltInCoversTheAdvertisedMachineTypes) {
   const PriceTable& t = PriceTable::BuiltIn();
   EXPECT_THAT(t.source(), HasSubstr("2026-11"));
-  for (const auto& [provider, type] : std::vector<std::pair<std::string, std::string>>{
-           {"aws", "t3.medium"}, {"aws", "t3a.large"}, {"aws", "t4g.small"},
-           {"aws", "m5.xlarge"}, {"aws", "m5a.2xlarge"}, {"gcp", "e2-standard-4"},
-           {"digitalocean", "s-2vcpu-4gb"}}) {
+  for (const auto& [provider, type] :
+       std::vector<std::pair<std::string, std::string>>{{"aws", "t3.medium"},
+                                                        {"aws", "t3a.large"},
+                                                        {"aws", "t4g.small"},
+                                                        {"aws", "m5.xlarge"},
+                                                        {"aws", "m5a.2xlarge"},
+                                                        {"gcp", "e2-standard-4"},
+                                                        {"digitalocean", "s-2vcpu-4gb"}}) {
     auto p = t.Instance(provider, "any-region-1", type);
     ASSERT_TRUE(p.has_value()) << provider << " " << type;
     EXPECT_GT(p->on_demand, 0);
@@ -75,8 +79,8 @@ TEST(PriceTable, BuiltInCoversTheAdvertisedMachineTypes) {
       EXPECT_LT(p->spot, p->on_demand);
     }
   }
-  EXPECT_DOUBLE_EQ(t.Transfer("aws", "us-east-1").per_gb[static_cast<int>(TransferClass::kInternet)],
-                   0.09);
+  EXPECT_DOUBLE_EQ(
+      t.Transfer("aws", "us-east-1").per_gb[static_cast<int>(TransferClass::kInternet)], 0.09);
 }
 
 TEST(PriceTable, ExactRegionWinsOverWildcardAndSpotFallsBackToOnDemand) {
@@ -115,8 +119,8 @@ TEST(PriceTable, BadTablesAreRefusedWithTheEntryNamed) {
 
 TEST(TransferClassifier, ClassifiesByNodeAddressesOverridesAndRanges) {
   std::vector<CidrOverride> overrides;
-  for (const char* spec : {"10.9.0.0/16=us-east-1/us-east-1a", "10.8.0.0/16=internet",
-                           "10.7.0.0/16=eu-west-1"}) {
+  for (const char* spec :
+       {"10.9.0.0/16=us-east-1/us-east-1a", "10.8.0.0/16=internet", "10.7.0.0/16=eu-west-1"}) {
     auto o = ParseCidrOverride(spec);
     ASSERT_TRUE(o.ok()) << o.status();
     overrides.push_back(*o);
@@ -130,13 +134,13 @@ TEST(TransferClassifier, ClassifiesByNodeAddressesOverridesAndRanges) {
     return n;
   };
   const auto od = nodewatch::v1::LIFECYCLE_ON_DEMAND;
-  c.Update({with_address(Node("a2", "t3.small", od, 0, 0, true), "us-east-1a", "10.0.1.7"),
-            with_address(Node("b", "t3.small", od, 0, 0, true), "us-east-1b", "10.0.2.5"),
-            with_address(Node("w", "t3.small", od, 0, 0, true, "us-west-2"), "us-west-2a",
-                         "10.1.0.5"),
-            with_address(Node("g", "e2-small", od, 0, 0, true, "us-east1", "gcp"), "us-east1-b",
-                         "10.0.3.5"),
-            with_address(Node("v6", "t3.small", od, 0, 0, true), "us-east-1b", "2600:1f18::5")});
+  c.Update(
+      {with_address(Node("a2", "t3.small", od, 0, 0, true), "us-east-1a", "10.0.1.7"),
+       with_address(Node("b", "t3.small", od, 0, 0, true), "us-east-1b", "10.0.2.5"),
+       with_address(Node("w", "t3.small", od, 0, 0, true, "us-west-2"), "us-west-2a", "10.1.0.5"),
+       with_address(Node("g", "e2-small", od, 0, 0, true, "us-east1", "gcp"), "us-east1-b",
+                    "10.0.3.5"),
+       with_address(Node("v6", "t3.small", od, 0, 0, true), "us-east-1b", "2600:1f18::5")});
   const NodeLocation from{"aws", "us-east-1", "us-east-1a"};
   EXPECT_EQ(c.Classify(from, V4("10.0.1.7")), TransferClass::kSameZone);
   EXPECT_EQ(c.Classify(from, V4("10.0.2.5")), TransferClass::kCrossZone);
@@ -206,14 +210,13 @@ TEST(CostModel, SpotNodeReplacedByOnDemandAfterAnInterruption) {
   in.now_ms = Utc(2026, 11, 6, 10, 5);
   const auto spot = nodewatch::v1::LIFECYCLE_SPOT;
   const auto od = nodewatch::v1::LIFECYCLE_ON_DEMAND;
-  in.nodes = {
-      Node("spot-a", "m5.large", spot, Utc(2026, 11, 5), Utc(2026, 11, 5, 10), false),
-      // Seven minutes after the reclaim: the fallback.
-      Node("od-b", "m5.large", od, Utc(2026, 11, 5, 10, 5), in.now_ms, true),
-      // Two hours after: ordinary growth, not a fallback.
-      Node("od-c", "m5.large", od, Utc(2026, 11, 5, 12, 5), in.now_ms, true),
-      // Same time, other region: not a fallback either.
-      Node("od-d", "m5.large", od, Utc(2026, 11, 5, 10, 1), in.now_ms, true, "eu-west-1")};
+  in.nodes = {Node("spot-a", "m5.large", spot, Utc(2026, 11, 5), Utc(2026, 11, 5, 10), false),
+              // Seven minutes after the reclaim: the fallback.
+              Node("od-b", "m5.large", od, Utc(2026, 11, 5, 10, 5), in.now_ms, true),
+              // Two hours after: ordinary growth, not a fallback.
+              Node("od-c", "m5.large", od, Utc(2026, 11, 5, 12, 5), in.now_ms, true),
+              // Same time, other region: not a fallback either.
+              Node("od-d", "m5.large", od, Utc(2026, 11, 5, 10, 1), in.now_ms, true, "eu-west-1")};
   in.interruptions = {{.node = "spot-a",
                        .time_ms = Utc(2026, 11, 5, 9, 58),
                        .kind = nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
@@ -242,9 +245,8 @@ TEST(CostModel, ForecastOfASyntheticMonthWithTransfer) {
   CostInputs in;
   in.now_ms = Utc(2026, 11, 16);  // 360 of November's 720 hours gone
   for (int i = 0; i < 10; ++i) {
-    in.nodes.push_back(Node("n" + std::to_string(i), "t3.large",
-                            nodewatch::v1::LIFECYCLE_ON_DEMAND, Utc(2026, 11, 1), in.now_ms,
-                            true));
+    in.nodes.push_back(Node("n" + std::to_string(i), "t3.large", nodewatch::v1::LIFECYCLE_ON_DEMAND,
+                            Utc(2026, 11, 1), in.now_ms, true));
   }
   // 100 GB to the internet this month, 10 GB of it today, and 50 GB in the same zone (free).
   ClassBytes month{};
@@ -360,23 +362,22 @@ TEST_F(CostLedgerTest, RollupsCommitOnceWithTheirSamplesAndSurviveARestart) {
   ASSERT_TRUE(Submit(true, "n1").ok());
   const int64_t t = clock_.NowUnixMs() - 60'000;
   ASSERT_TRUE(Submit(false, "n1", Sample(1, t)).ok());
-  ASSERT_TRUE(Submit(false, "n1", Sample(1, t)).ok());  // resent: a duplicate
+  ASSERT_TRUE(Submit(false, "n1", Sample(1, t)).ok());               // resent: a duplicate
   ASSERT_TRUE(Submit(false, "n1", Sample(2, t - 86'400'000)).ok());  // yesterday
   const int64_t today = DayOf(t);
   auto check = [&] {
     auto totals = ledger_->Totals(today, today);
     EXPECT_EQ(totals.total[static_cast<size_t>(TransferClass::kInternet)], 1'000'000'000u);
     EXPECT_EQ(totals.total[static_cast<size_t>(TransferClass::kUnclassified)], 503u);
-    EXPECT_EQ(totals.by_node["n1"][static_cast<size_t>(TransferClass::kInternet)],
-              1'000'000'000u);
+    EXPECT_EQ(totals.by_node["n1"][static_cast<size_t>(TransferClass::kInternet)], 1'000'000'000u);
     EXPECT_EQ((totals.by_namespace[{"aws", "shop"}][static_cast<size_t>(TransferClass::kInternet)]),
               1'000'000'000u);
-    EXPECT_EQ((totals.by_namespace[{"aws", "(host)"}][static_cast<size_t>(
-                  TransferClass::kUnclassified)]),
-              500u);
-    EXPECT_EQ((totals.by_namespace[{"aws", "a_b"}][static_cast<size_t>(
-                  TransferClass::kUnclassified)]),
-              3u);
+    EXPECT_EQ(
+        (totals.by_namespace[{"aws", "(host)"}][static_cast<size_t>(TransferClass::kUnclassified)]),
+        500u);
+    EXPECT_EQ(
+        (totals.by_namespace[{"aws", "a_b"}][static_cast<size_t>(TransferClass::kUnclassified)]),
+        3u);
     auto two_days = ledger_->Totals(today - 1, today);
     EXPECT_EQ(two_days.total[static_cast<size_t>(TransferClass::kInternet)], 2'000'000'000u);
   };
