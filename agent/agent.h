@@ -2,8 +2,8 @@
 // AgentConfig; tests build it the same way.
 #pragma once
 
-#include <map>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>

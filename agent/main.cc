@@ -11,8 +11,7 @@ int main(int argc, char** argv) {
                                "Streams this node's interruption notices, network and disk "
                                "signals to the nodewatch aggregator.");
   nodewatch::agent::RegisterAgentOptions(options, &config);
-  if (auto code =
-          nodewatch::StartDaemon(options, argc, argv, "nodewatch-agent", &config.log_level)) {
+  if (auto code = nodewatch::StartDaemon(options, argc, argv, "nodewatch-agent", &config.log_level)) {
     return *code;
   }
   auto agent = nodewatch::agent::Agent::Create(

@@ -8,17 +8,18 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+
+#include "absl/synchronization/mutex.h"
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
+#include "tests/support/inprocess_aggregator.h"
 #include "aggregator/store/keys.h"
 #include "bench/bench_support.h"
 #include "bench/sim_agent.h"
 #include "common/logging.h"
-#include "tests/support/inprocess_aggregator.h"
 #include "tests/support/process.h"
 
 namespace nb = nodewatch::bench;
@@ -55,7 +56,7 @@ double RawRocksDb(const std::string& path, int streams, int batches, int records
         auto record = nb::BenchRecord(seq, now + static_cast<int64_t>(seq));
         record.SerializeToString(&value);
         (void)batch.Put(nodewatch::aggregator::RecordKey(static_cast<uint32_t>(s + 1),
-                                                         record.time_unix_ms(), seq),
+                                                          record.time_unix_ms(), seq),
                         value);
         if (++in_batch == per_write) {
           if (!db->Write(wo, &batch).ok()) return 0;
@@ -87,8 +88,8 @@ int main(int argc, char** argv) {
   (void)nodewatch::SetLogLevel("warn");
   std::string dir = nodewatch::testing::MakeTempDir("nodewatch-ingest-bench");
   nodewatch::testing::TestPki pki(dir + "/pki");
-  auto server = pki.Issue(
-      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
+  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
+                                         .ips = {"127.0.0.1"}});
 
   auto agg = nt::StartInProcessAggregator(dir, pki, server);
   if (!agg.ok()) {
@@ -105,8 +106,8 @@ int main(int argc, char** argv) {
     auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
     stubs.push_back(nodewatch::v1::AgentService::NewStub(
         nb::AgentChannel(address, nb::StaticCreds(pki.ca_file(), cert))));
-    agents.push_back(
-        std::make_unique<nb::SimAgent>(stubs.back().get(), node, batches, records, &acked));
+    agents.push_back(std::make_unique<nb::SimAgent>(stubs.back().get(), node, batches, records,
+                                                    &acked));
     agents.back()->Start();
   }
   auto connect_deadline = Clock::now() + std::chrono::seconds(120);
@@ -133,21 +134,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   double ingest = static_cast<double>(total) / elapsed;
-  std::printf(
-      "ingest: %d streams x %d batches x %d records over mTLS in %.2f s, %lu group "
-      "commits (%.0f records each)\n",
-      streams, batches, records, elapsed, static_cast<unsigned long>(commits),
-      static_cast<double>(total) / static_cast<double>(std::max<uint64_t>(commits, 1)));
+  std::printf("ingest: %d streams x %d batches x %d records over mTLS in %.2f s, %lu group "
+              "commits (%.0f records each)\n",
+              streams, batches, records, elapsed, static_cast<unsigned long>(commits),
+              static_cast<double>(total) / static_cast<double>(std::max<uint64_t>(commits, 1)));
   // Same storage work as the aggregator did: as many synced WriteBatches as it made group commits.
   const size_t group = static_cast<size_t>(total / std::max<uint64_t>(commits, 1));
   double raw = RawRocksDb(dir + "/raw", streams, batches, records, std::max<size_t>(group, 1));
   // And the naive way: one synced WriteBatch per agent batch.
   double raw_per_batch =
       RawRocksDb(dir + "/raw-per-batch", streams, batches, records, static_cast<size_t>(records));
-  std::printf(
-      "raw RocksDB: synced WriteBatches of %zu records (the aggregator's mean group), "
-      "then of %d records (one per agent batch)\n",
-      group, records);
+  std::printf("raw RocksDB: synced WriteBatches of %zu records (the aggregator's mean group), "
+              "then of %d records (one per agent batch)\n", group, records);
   nb::PrintBench("ingest_records_per_s", ingest, "records/s");
   nb::PrintBench("rocksdb_raw_records_per_s", raw, "records/s");
   nb::PrintBench("ingest_vs_rocksdb_ratio", raw > 0 ? ingest / raw : 0, "ratio");

@@ -16,8 +16,8 @@ namespace nodewatch::bench {
 
 nodewatch::v1::Record BenchRecord(uint64_t seq, int64_t time_ms);
 
-class SimAgent final : public grpc::ClientBidiReactor<nodewatch::v1::AgentMessage,
-                                                      nodewatch::v1::AggregatorMessage> {
+class SimAgent final
+    : public grpc::ClientBidiReactor<nodewatch::v1::AgentMessage, nodewatch::v1::AggregatorMessage> {
  public:
   SimAgent(nodewatch::v1::AgentService::Stub* stub, std::string node, int batches,
            int records_per_batch, std::atomic<uint64_t>* acked_records);

@@ -9,10 +9,10 @@
 #define NW_STATUS_CONCAT(a, b) NW_STATUS_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                \
-  do {                                       \
-    ::absl::Status nw_status_ = (expr);      \
-    if (!nw_status_.ok()) return nw_status_; \
+#define RETURN_IF_ERROR(expr)                                    \
+  do {                                                           \
+    ::absl::Status nw_status_ = (expr);                          \
+    if (!nw_status_.ok()) return nw_status_;                     \
   } while (false)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a StatusOr or returns its error.

@@ -32,8 +32,7 @@ bool PeerIdentity::HasOrganization(const std::string& o) const {
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files, ClientCertPolicy policy) {
-  for (auto [what, path] : {std::pair{"tls-ca", files.ca_file},
-                            {"tls-cert", files.cert_file},
+  for (auto [what, path] : {std::pair{"tls-ca", files.ca_file}, {"tls-cert", files.cert_file},
                             {"tls-key", files.key_file}}) {
     if (auto s = CheckReadable(what, path); !s.ok()) return s;
   }
@@ -71,8 +70,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 }
 
 absl::StatusOr<PeerIdentity> ParseCertificateIdentity(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                &BIO_free);
   if (!bio) return absl::InternalError("BIO_new_mem_buf failed");
   std::unique_ptr<X509, decltype(&X509_free)> cert(
       PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
@@ -108,9 +107,9 @@ absl::StatusOr<std::string> NodeNameFromIdentity(const PeerIdentity& id) {
   const std::string prefix = kNodeUserPrefix;
   if (!id.HasOrganization(kNodeGroup) || id.common_name.rfind(prefix, 0) != 0 ||
       id.common_name.size() == prefix.size()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("certificate CN '", id.common_name,
-                     "' is not a node identity (want CN system:node:<name>, O ", kNodeGroup, ")"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "certificate CN '", id.common_name, "' is not a node identity (want CN system:node:<name>, O ",
+        kNodeGroup, ")"));
   }
   return id.common_name.substr(prefix.size());
 }

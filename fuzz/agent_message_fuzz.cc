@@ -16,8 +16,7 @@ struct Fixture {
   Fixture() {
     (void)nodewatch::SetLogLevel("off");
     env.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
-    store =
-        std::move(*nodewatch::aggregator::OpenRocksDbStore({.path = "/fuzz/db", .env = env.get()}));
+    store = std::move(*nodewatch::aggregator::OpenRocksDbStore({.path = "/fuzz/db", .env = env.get()}));
     engine = std::make_unique<nodewatch::aggregator::IngestEngine>(*store, clock);
     if (!engine->Start().ok()) abort();
   }
@@ -40,8 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto& engine = *fixture->engine;
   std::promise<absl::StatusOr<uint64_t>> hello_done;
   nodewatch::v1::Hello hello = message.has_hello() ? message.hello() : nodewatch::v1::Hello();
-  engine.SubmitHello("fuzz-node", hello,
-                     [&](absl::StatusOr<uint64_t> a) { hello_done.set_value(a); });
+  engine.SubmitHello("fuzz-node", hello, [&](absl::StatusOr<uint64_t> a) { hello_done.set_value(a); });
   if (!Wait(hello_done).ok()) return 0;  // refused (e.g. absurd seqs): nothing else to try
   if (message.has_batch()) {
     std::promise<absl::StatusOr<uint64_t>> done;

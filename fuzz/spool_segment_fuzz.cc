@@ -25,8 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto spool = nodewatch::agent::Spool::Open({.dir = dir});
   if (!spool.ok()) return 0;
   std::vector<nodewatch::v1::Record> records;
-  if (!(*spool)
-           ->Read(nodewatch::agent::Lane::kTelemetry, 0, 1 << 20, 1ull << 32, nullptr, &records)
+  if (!(*spool)->Read(nodewatch::agent::Lane::kTelemetry, 0, 1 << 20, 1ull << 32, nullptr, &records)
            .ok()) {
     abort();  // recovery must leave only readable frames behind
   }

@@ -69,8 +69,7 @@ absl::Status ValidateAgentConfig(const AgentConfig& c) {
   if (c.max_backoff_ms < 100) return bad("max-backoff", "must be at least 100ms");
   for (const char* cloud : {"auto", "aws", "gcp", "azure", "digitalocean", "none"}) {
     if (c.cloud == cloud) break;
-    if (std::string(cloud) == "none")
-      return bad("cloud", "'" + c.cloud + "' is not auto|aws|gcp|azure|digitalocean|none");
+    if (std::string(cloud) == "none") return bad("cloud", "'" + c.cloud + "' is not auto|aws|gcp|azure|digitalocean|none");
   }
   if (c.aws_poll_interval_ms < 100 || c.aws_poll_interval_ms > 1000) {
     return bad("aws-poll-interval", "must be between 100ms and 1s");

@@ -12,8 +12,8 @@
 namespace nodewatch::agent {
 
 struct AgentConfig {
-  std::string node_name;                 // default: hostname
-  std::vector<std::string> aggregators;  // host:port, one stream each
+  std::string node_name;                   // default: hostname
+  std::vector<std::string> aggregators;    // host:port, one stream each
   std::string spool_dir = "/var/lib/nodewatch/spool";
   uint64_t spool_max_bytes = 256ull << 20;
   uint64_t spool_segment_bytes = 4ull << 20;

@@ -51,8 +51,8 @@ std::string RandomId() {
 absl::Status PwriteAll(int fd, const std::string& data, uint64_t offset, const std::string& path) {
   size_t done = 0;
   while (done < data.size()) {
-    ssize_t n =
-        pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done,
+                       static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus("pwrite", path, errno);
@@ -106,8 +106,7 @@ class FrameReader {
     buf_.resize(old + want);
     size_t got = 0;
     while (got < want) {
-      ssize_t n =
-          pread(fd_, buf_.data() + old + got, want - got, static_cast<off_t>(file_pos + got));
+      ssize_t n = pread(fd_, buf_.data() + old + got, want - got, static_cast<off_t>(file_pos + got));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       got += static_cast<size_t>(n);
@@ -150,8 +149,8 @@ Spool::~Spool() {
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("spool-dir is not set");
   if (options.max_bytes < 4 * options.segment_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("spool-max-bytes must be at least 4 segments (",
-                                                   4 * options.segment_bytes, " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spool-max-bytes must be at least 4 segments (", 4 * options.segment_bytes, " bytes)"));
   }
   std::unique_ptr<Spool> spool(new Spool(options));
   RETURN_IF_ERROR(spool->Recover());
@@ -308,8 +307,7 @@ absl::Status Spool::WriteFrames(Lane lane, std::vector<Record>& records, uint64_
                                options_.segment_bytes) {
       if (pending.empty() && !segments.empty()) {
         auto& last = segments.rbegin()->second;
-        if (last->size + frame_len <= options_.segment_bytes)
-          pending.push_back(Pending{last, false, {}, 0, 0});
+        if (last->size + frame_len <= options_.segment_bytes) pending.push_back(Pending{last, false, {}, 0, 0});
       }
       if (pending.empty() || !pending.back().data.empty()) {
         auto seg = NewSegment(lane, seq);
@@ -425,9 +423,8 @@ void Spool::EnforceBoundLocked() {
       GetLogger("agent.spool")->error("spool: unlink {}: {}", victim->path, std::strerror(errno));
     }
     GetLogger("agent.spool")
-        ->warn(
-            "spool full ({} bytes max): dropped {} unacknowledged telemetry records (seq {}..{})",
-            options_.max_bytes, lost, victim->first_seq, victim->last_seq);
+        ->warn("spool full ({} bytes max): dropped {} unacknowledged telemetry records (seq {}..{})",
+               options_.max_bytes, lost, victim->first_seq, victim->last_seq);
   }
 }
 

@@ -36,18 +36,18 @@ namespace nodewatch::agent {
 
 struct SpoolOptions {
   std::string dir;
-  uint64_t max_bytes = 256ull << 20;     // bound on all segments of both lanes
-  uint64_t segment_bytes = 4ull << 20;   // a segment is closed once it reaches this size
-  uint32_t max_record_bytes = 4u << 20;  // larger records are refused
+  uint64_t max_bytes = 256ull << 20;      // bound on all segments of both lanes
+  uint64_t segment_bytes = 4ull << 20;    // a segment is closed once it reaches this size
+  uint32_t max_record_bytes = 4u << 20;   // larger records are refused
 };
 
 enum class Lane { kUrgent = 0, kTelemetry = 1 };
 
 struct SpoolStats {
-  uint64_t bytes = 0;    // on disk, both lanes
-  uint64_t records = 0;  // in segments that still hold unacknowledged records (an upper bound)
-  uint64_t dropped_records = 0;  // telemetry dropped because the spool was full (since open)
-  uint64_t corrupt_frames = 0;   // torn or corrupt frames truncated at open
+  uint64_t bytes = 0;             // on disk, both lanes
+  uint64_t records = 0;           // in segments that still hold unacknowledged records (an upper bound)
+  uint64_t dropped_records = 0;   // telemetry dropped because the spool was full (since open)
+  uint64_t corrupt_frames = 0;    // torn or corrupt frames truncated at open
   uint64_t highest_seq = 0;
   uint64_t acked_seq = 0;
   uint64_t segments = 0;

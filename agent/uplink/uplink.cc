@@ -74,7 +74,8 @@ class Uplink::Session final : public grpc::ClientBidiReactor<AgentMessage, Aggre
   // Waits up to timeout_ms for something to change; returns the latest state.
   void Wait(int64_t timeout_ms) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return broken_ || changed_; });
+    cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                 [&] { return broken_ || changed_; });
     changed_ = false;
   }
   bool broken() {
@@ -273,9 +274,9 @@ bool Uplink::Pump(Session& session) {
     const bool from_urgent = !records.empty();
     bool window_open = std::max(sent_telemetry, acked) - acked < options_.max_unacked_records;
     if (status.ok() && records.empty() && window_open) {
-      status =
-          spool_.Read(Lane::kTelemetry, std::max(sent_telemetry, acked), options_.batch_records,
-                      options_.batch_bytes, &telemetry_cursor, &records);
+      status = spool_.Read(Lane::kTelemetry, std::max(sent_telemetry, acked),
+                           options_.batch_records, options_.batch_bytes, &telemetry_cursor,
+                           &records);
     }
     if (!status.ok()) {
       GetLogger("agent.uplink")->error("{}: spool read failed: {}", options_.endpoint, status);
@@ -296,8 +297,8 @@ bool Uplink::Pump(Session& session) {
     for (auto& r : records) *batch->add_records() = std::move(r);
     size_t count = records.size();
     if (from_urgent) {
-      GetLogger("agent.uplink")
-          ->debug("{}: sending {} urgent record(s) up to seq {}", options_.endpoint, count, last);
+      GetLogger("agent.uplink")->debug("{}: sending {} urgent record(s) up to seq {}",
+                                       options_.endpoint, count, last);
     }
     if (!session.Write(std::move(msg))) return false;
     (from_urgent ? sent_urgent : sent_telemetry) = last;

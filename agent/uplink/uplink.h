@@ -27,20 +27,20 @@
 namespace nodewatch::agent {
 
 struct UplinkOptions {
-  std::string endpoint;                                   // host:port
-  std::shared_ptr<grpc::ChannelCredentials> credentials;  // mTLS, or insecure for demos
+  std::string endpoint;                                    // host:port
+  std::shared_ptr<grpc::ChannelCredentials> credentials;   // mTLS, or insecure for demos
   int64_t min_backoff_ms = 500;
   int64_t max_backoff_ms = 30'000;
-  int64_t hello_timeout_ms = 15'000;  // no first Ack within this: reconnect
+  int64_t hello_timeout_ms = 15'000;     // no first Ack within this: reconnect
   size_t batch_records = 512;
   size_t batch_bytes = 1u << 20;
   uint64_t max_unacked_records = 20'000;
 };
 
 struct UplinkStatus {
-  bool connected = false;  // stream open and Hello acknowledged
-  uint64_t acked_seq = 0;  // highest watermark this endpoint reported
-  uint64_t sessions = 0;   // streams opened
+  bool connected = false;   // stream open and Hello acknowledged
+  uint64_t acked_seq = 0;   // highest watermark this endpoint reported
+  uint64_t sessions = 0;    // streams opened
   uint64_t records_sent = 0;
   std::string last_error;
 };

@@ -133,9 +133,8 @@ class IngestService::Reactor final
     node_ = node;
     service_.engine_.StreamOpened(node_);
     service_.Register(node_, this);
-    GetLogger("agg.ingest")
-        ->info("agent stream from node {} ({}), agent {}, highest seq {}", node_, peer_,
-               hello.agent_version(), hello.highest_seq());
+    GetLogger("agg.ingest")->info("agent stream from node {} ({}), agent {}, highest seq {}",
+                                  node_, peer_, hello.agent_version(), hello.highest_seq());
     service_.engine_.SubmitHello(node_, std::move(*in_.mutable_hello()),
                                  [this](absl::StatusOr<uint64_t> acked) { OnCommitted(acked); });
   }
@@ -174,8 +173,7 @@ class IngestService::Reactor final
     }
     bool own_buffer = false;
     out_buffer_.Clear();
-    (void)grpc::SerializationTraits<AggregatorMessage>::Serialize(message, &out_buffer_,
-                                                                  &own_buffer);
+    (void)grpc::SerializationTraits<AggregatorMessage>::Serialize(message, &out_buffer_, &own_buffer);
     write_in_flight_ = true;
     StartWrite(&out_buffer_);
     return true;
@@ -255,8 +253,7 @@ int IngestService::SendCommand(const std::string& node, const nodewatch::v1::Com
   auto [begin, end] = live_.equal_range(node);
   for (auto it = begin; it != end; ++it) sent += it->second->QueueCommand(command) ? 1 : 0;
   if (sent > 0) {
-    GetLogger("agg.ingest")
-        ->info("node {}: command {} sent on {} stream(s)", node, command.id(), sent);
+    GetLogger("agg.ingest")->info("node {}: command {} sent on {} stream(s)", node, command.id(), sent);
   }
   return sent;
 }

@@ -19,9 +19,9 @@ namespace nodewatch::aggregator {
 
 struct IngestServiceCounters {
   std::atomic<uint64_t> streams_opened{0};
-  std::atomic<uint64_t> streams_rejected_identity{0};  // no node certificate / wrong node
-  std::atomic<uint64_t> streams_rejected_protocol{0};  // bad first message, bad batch
-  std::atomic<uint64_t> malformed_messages{0};         // not parsable as AgentMessage
+  std::atomic<uint64_t> streams_rejected_identity{0};   // no node certificate / wrong node
+  std::atomic<uint64_t> streams_rejected_protocol{0};   // bad first message, bad batch
+  std::atomic<uint64_t> malformed_messages{0};          // not parsable as AgentMessage
   std::atomic<uint64_t> streams_rejected_capacity{0};
 };
 

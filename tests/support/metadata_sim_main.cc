@@ -3,15 +3,13 @@
 //   curl -X POST 'http://127.0.0.1:PORT/_sim/aws/spot?action=terminate'
 //   curl -X POST 'http://127.0.0.1:PORT/_sim/gcp/preempted?value=TRUE'
 //   curl -X POST 'http://127.0.0.1:PORT/_sim/azure/event?type=Preempt&resources=nodewatch-vmss_3'
-//   curl -X POST
-//   'http://127.0.0.1:PORT/_sim/fault?path=/latest/meta-data/spot&kind=malformed&count=3' curl
-//   'http://127.0.0.1:PORT/_sim/state'
-#include <unistd.h>
-
+//   curl -X POST 'http://127.0.0.1:PORT/_sim/fault?path=/latest/meta-data/spot&kind=malformed&count=3'
+//   curl 'http://127.0.0.1:PORT/_sim/state'
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <unistd.h>
 
 #include "tests/support/metadata_simulator.h"
 
@@ -29,8 +27,7 @@ int main(int argc, char** argv) {
   }
   if (options.cloud != "aws" && options.cloud != "gcp" && options.cloud != "azure" &&
       options.cloud != "digitalocean") {
-    std::fprintf(stderr,
-                 "usage: nodewatch-metadata-sim --cloud aws|gcp|azure|digitalocean [--port N]\n");
+    std::fprintf(stderr, "usage: nodewatch-metadata-sim --cloud aws|gcp|azure|digitalocean [--port N]\n");
     return 2;
   }
   nodewatch::testing::MetadataSimulator sim(options);
@@ -38,8 +35,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nodewatch-metadata-sim: cannot listen on port %d\n", options.port);
     return 1;
   }
-  std::printf("nodewatch-metadata-sim: %s metadata on %s\n", options.cloud.c_str(),
-              sim.url().c_str());
+  std::printf("nodewatch-metadata-sim: %s metadata on %s\n", options.cloud.c_str(), sim.url().c_str());
   std::fflush(stdout);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

@@ -53,8 +53,7 @@ class MetadataSimulator {
   void ExpireAwsTokens();               // every token issued so far now answers 401
   // GCP.
   void SetGcpPreempted(bool preempted);
-  void SetGcpMaintenance(
-      const std::string& value);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
+  void SetGcpMaintenance(const std::string& value);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
   // Azure. resources: the VM names the event lists.
   void AddAzureEvent(const std::string& id, const std::string& type,
                      const std::vector<std::string>& resources, int64_t not_before_ms,

@@ -26,9 +26,8 @@ EVP_PKEY* NewKey() {
 void WritePem(const std::string& path, X509* cert, EVP_PKEY* key) {
   FILE* f = fopen(path.c_str(), "w");
   Check(f != nullptr, "fopen");
-  bool ok = cert != nullptr
-                ? PEM_write_X509(f, cert) == 1
-                : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  bool ok = cert != nullptr ? PEM_write_X509(f, cert) == 1
+                            : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
   fclose(f);
   Check(ok, "PEM write");
 }

@@ -1,8 +1,9 @@
 // AWS: IMDSv2 (token PUT, cached and refreshed ahead of expiry, renewed on 401), spot
 // instance-action and rebalance recommendation polled every `aws_poll_ms`, scheduled maintenance
 // events every `aws_scheduled_poll_ms`. Payloads as in reference/interruptions.md §2.
-#include <mutex>
 #include <nlohmann/json.hpp>
+
+#include <mutex>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -42,8 +43,7 @@ class AwsProvider final : public ProviderBase {
     info.set_instance_type(text("/latest/meta-data/instance-type"));
     info.set_zone(text("/latest/meta-data/placement/availability-zone"));
     std::string region = text("/latest/meta-data/placement/region");
-    if (region.empty() && info.zone().size() > 1)
-      region = info.zone().substr(0, info.zone().size() - 1);
+    if (region.empty() && info.zone().size() > 1) region = info.zone().substr(0, info.zone().size() - 1);
     info.set_region(region);
     std::string lifecycle = text("/latest/meta-data/instance-life-cycle");
     info.set_lifecycle(lifecycle == "spot" ? nodewatch::v1::LIFECYCLE_SPOT
@@ -76,11 +76,11 @@ class AwsProvider final : public ProviderBase {
     // Renew ahead of expiry: a minute early, or a quarter of the lifetime for short tokens.
     const int64_t ahead = std::min(kRefreshAheadMs, token_ttl_ms_ / 4);
     if (!force_new && !token_.empty() && now < token_expires_ms_ - ahead) return token_;
-    HttpRequest put{
-        .method = "PUT",
-        .url = base_ + "/latest/api/token",
-        .headers = {{"X-aws-ec2-metadata-token-ttl-seconds", std::to_string(kTokenTtlSeconds)}},
-        .timeout_ms = options_.request_timeout_ms};
+    HttpRequest put{.method = "PUT",
+                    .url = base_ + "/latest/api/token",
+                    .headers = {{"X-aws-ec2-metadata-token-ttl-seconds",
+                                 std::to_string(kTokenTtlSeconds)}},
+                    .timeout_ms = options_.request_timeout_ms};
     auto r = Fetch(put);
     if (r.ok() && r->status == 200 && !r->body.empty()) {
       ++counters_.token_refreshes;
@@ -159,8 +159,8 @@ class AwsProvider final : public ProviderBase {
     n.set_event_id(absl::StrCat("spot-", action, "-", json["time"].get<std::string>()));
     n.set_notice_time_unix_ms(clock_.NowUnixMs());
     // Hibernation starts at once: there is no two-minute warning.
-    n.set_deadline_unix_ms(
-        kind == nodewatch::v1::INTERRUPTION_KIND_SPOT_HIBERNATE ? clock_.NowUnixMs() : *time);
+    n.set_deadline_unix_ms(kind == nodewatch::v1::INTERRUPTION_KIND_SPOT_HIBERNATE ? clock_.NowUnixMs()
+                                                                                  : *time);
     n.set_state(nodewatch::v1::NOTICE_STATE_ACTIVE);
     n.set_raw_payload(*body);
     n.set_description(absl::StrCat("EC2 spot instance-action ", action));
@@ -195,7 +195,7 @@ class AwsProvider final : public ProviderBase {
     for (const auto& e : json) {
       auto str = [&](const char* key) -> std::string {
         return e.is_object() && e.contains(key) && e[key].is_string() ? e[key].get<std::string>()
-                                                                      : "";
+                                                                       : "";
       };
       std::string id = str("EventId");
       std::string state = str("State");
@@ -232,8 +232,8 @@ class AwsProvider final : public ProviderBase {
 
 }  // namespace
 
-std::unique_ptr<CloudProvider> MakeAwsProvider(const CloudOptions& o, HttpClient& h, const Clock& c,
-                                               CloudCounters& n) {
+std::unique_ptr<CloudProvider> MakeAwsProvider(const CloudOptions& o, HttpClient& h,
+                                               const Clock& c, CloudCounters& n) {
   return std::make_unique<AwsProvider>(o, h, c, n);
 }
 

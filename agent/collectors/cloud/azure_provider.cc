@@ -2,9 +2,10 @@
 // up to two minutes), diffed on DocumentIncarnation, filtered to events whose Resources name this
 // VM; an event that disappears is reported COMPLETED. Acknowledge() POSTs StartRequests.
 // Payloads as in reference/interruptions.md §3.2.
+#include <nlohmann/json.hpp>
+
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "agent/collectors/cloud/cloud_time.h"
@@ -32,8 +33,7 @@ class AzureProvider final : public ProviderBase {
                     .headers = {{"Metadata", "true"}},
                     .timeout_ms = options_.request_timeout_ms});
     if (!r.ok()) return r.status();
-    if (r->status != 200)
-      return absl::UnavailableError(absl::StrCat("azure instance: HTTP ", r->status));
+    if (r->status != 200) return absl::UnavailableError(absl::StrCat("azure instance: HTTP ", r->status));
     auto json = nlohmann::json::parse(r->body, nullptr, false);
     if (!json.is_object() || !json.contains("compute") || !json["compute"].is_object()) {
       Malformed("instance metadata", r->body);
@@ -63,8 +63,8 @@ class AzureProvider final : public ProviderBase {
         const auto& addrs = v4.is_object() ? v4.value("ipAddress", nlohmann::json::array())
                                            : nlohmann::json::array();
         if (addrs.is_array() && !addrs.empty() && addrs[0].is_object()) {
-          for (auto [type, key] :
-               {std::pair{"InternalIP", "privateIpAddress"}, {"ExternalIP", "publicIpAddress"}}) {
+          for (auto [type, key] : {std::pair{"InternalIP", "privateIpAddress"},
+                                   {"ExternalIP", "publicIpAddress"}}) {
             AddAddress(info, type, str(addrs[0], key));
           }
         }
@@ -89,8 +89,7 @@ class AzureProvider final : public ProviderBase {
                     .timeout_ms = options_.request_timeout_ms});
     if (!r.ok()) return r.status();
     if (r->status != 200) {
-      return absl::UnavailableError(
-          absl::StrCat("StartRequests for ", event_id, ": HTTP ", r->status));
+      return absl::UnavailableError(absl::StrCat("StartRequests for ", event_id, ": HTTP ", r->status));
     }
     ++counters_.acknowledgements;
     log_->info("azure: acknowledged scheduled event {} (StartRequests)", event_id);
@@ -103,9 +102,8 @@ class AzureProvider final : public ProviderBase {
                     .headers = {{"Metadata", "true"}},
                     .timeout_ms = warmed_ ? options_.request_timeout_ms : kFirstCallTimeoutMs});
     if (!r.ok() || r->status != 200) {
-      WarnThrottled(absl::StrCat("azure scheduled events: ", r.ok()
-                                                                 ? absl::StrCat("HTTP ", r->status)
-                                                                 : r.status().ToString()));
+      WarnThrottled(absl::StrCat("azure scheduled events: ",
+                                 r.ok() ? absl::StrCat("HTTP ", r->status) : r.status().ToString()));
       return;
     }
     warmed_ = true;
@@ -141,11 +139,10 @@ class AzureProvider final : public ProviderBase {
     active_ = std::move(now_active);
   }
 
-  std::optional<InterruptionNotice> ParseEvent(const nlohmann::json& e,
-                                               const std::string& resource) {
+  std::optional<InterruptionNotice> ParseEvent(const nlohmann::json& e, const std::string& resource) {
     auto str = [&](const char* key) {
       return e.is_object() && e.contains(key) && e[key].is_string() ? e[key].get<std::string>()
-                                                                    : std::string();
+                                                                     : std::string();
     };
     std::string id = str("EventId");
     std::string type = str("EventType");
@@ -154,8 +151,7 @@ class AzureProvider final : public ProviderBase {
       return std::nullopt;
     }
     bool ours = false;
-    for (const auto& res : e["Resources"])
-      ours |= res.is_string() && res.get<std::string>() == resource;
+    for (const auto& res : e["Resources"]) ours |= res.is_string() && res.get<std::string>() == resource;
     if (!ours) {
       ++counters_.foreign_events;
       return std::nullopt;

@@ -13,7 +13,7 @@ namespace nodewatch::agent {
 using nodewatch::v1::InterruptionNotice;
 
 namespace {
-constexpr size_t kLedgerKeep = 512;  // keys remembered after a compaction
+constexpr size_t kLedgerKeep = 512;            // keys remembered after a compaction
 constexpr int64_t kCloudFactsRefreshMs = 600'000;
 }  // namespace
 
@@ -91,9 +91,7 @@ void CloudCollector::OnNotice(InterruptionNotice notice) {
     bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
               fdatasync(fd) == 0;
     close(fd);
-    if (!ok)
-      log->warn("notice ledger {} not updated; a restart may report {} again", ledger_path_,
-                notice.event_id());
+    if (!ok) log->warn("notice ledger {} not updated; a restart may report {} again", ledger_path_, notice.event_id());
   }
   log->warn("interruption notice: {} {} event {} state {} deadline {} (seq {})", notice.provider(),
             nodewatch::v1::InterruptionKind_Name(notice.kind()), notice.event_id(),
@@ -131,8 +129,8 @@ nodewatch::v1::NodeInfo CloudHostProbe::ReadNodeInfo() {
       cloud_ = *fetched;
       fetched_ms_ = now;
     } else if (!cloud_) {
-      GetLogger("agent.cloud")
-          ->warn("{} instance metadata unavailable: {}", provider_.name(), fetched.status());
+      GetLogger("agent.cloud")->warn("{} instance metadata unavailable: {}", provider_.name(),
+                                     fetched.status());
     }
   }
   if (!cloud_) {

@@ -22,8 +22,8 @@ namespace nodewatch::agent {
 class CloudCollector final : public NoticeSink {
  public:
   // `ledger_path`: file of notices already spooled (created if missing).
-  CloudCollector(Spool& spool, CloudProvider& provider, const Clock& clock, CloudCounters& counters,
-                 std::string ledger_path);
+  CloudCollector(Spool& spool, CloudProvider& provider, const Clock& clock,
+                 CloudCounters& counters, std::string ledger_path);
   ~CloudCollector() override;
 
   absl::Status Load();

@@ -21,14 +21,14 @@
 namespace nodewatch::agent {
 
 struct CloudOptions {
-  std::string cloud = "auto";        // auto|aws|gcp|azure|digitalocean|none
-  std::string metadata_endpoint;     // empty: http://169.254.169.254
-  bool aws_imdsv1_fallback = false;  // use IMDSv1 if no IMDSv2 token can be had
-  int64_t aws_poll_ms = 1000;        // spot instance-action and rebalance
+  std::string cloud = "auto";          // auto|aws|gcp|azure|digitalocean|none
+  std::string metadata_endpoint;       // empty: http://169.254.169.254
+  bool aws_imdsv1_fallback = false;    // use IMDSv1 if no IMDSv2 token can be had
+  int64_t aws_poll_ms = 1000;          // spot instance-action and rebalance
   int64_t aws_scheduled_poll_ms = 10'000;
   int64_t gcp_preemption_notice_ms = 30'000;  // Spot VM: notice to shutdown
   int64_t azure_poll_ms = 1000;
-  std::string azure_resource_name;  // empty: compute.name from instance metadata
+  std::string azure_resource_name;     // empty: compute.name from instance metadata
   int64_t request_timeout_ms = 2000;
   // Where a provider keeps what must survive an agent restart (GCP event generations); empty:
   // memory only.
@@ -42,10 +42,10 @@ struct CloudCounters {
   std::atomic<uint64_t> malformed_payloads{0};  // a body that does not parse as documented
   std::atomic<uint64_t> unauthorized{0};        // AWS 401 (token expired or revoked)
   std::atomic<uint64_t> token_refreshes{0};
-  std::atomic<uint64_t> notices{0};            // notices spooled
-  std::atomic<uint64_t> duplicate_notices{0};  // reported again and ignored
-  std::atomic<uint64_t> foreign_events{0};     // Azure events naming other VMs
-  std::atomic<uint64_t> acknowledgements{0};   // Azure StartRequests sent
+  std::atomic<uint64_t> notices{0};             // notices spooled
+  std::atomic<uint64_t> duplicate_notices{0};   // reported again and ignored
+  std::atomic<uint64_t> foreign_events{0};      // Azure events naming other VMs
+  std::atomic<uint64_t> acknowledgements{0};    // Azure StartRequests sent
 };
 
 class NoticeSink {

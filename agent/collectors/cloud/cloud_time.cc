@@ -25,8 +25,7 @@ absl::StatusOr<int64_t> Parse(const std::string& text, const char* format, const
 absl::StatusOr<int64_t> ParseRfc3339(const std::string& text) {
   // Fractional seconds are allowed ("…:00.123Z") and dropped.
   std::string whole = text;
-  if (auto dot = whole.find('.');
-      dot != std::string::npos && !whole.empty() && whole.back() == 'Z') {
+  if (auto dot = whole.find('.'); dot != std::string::npos && !whole.empty() && whole.back() == 'Z') {
     whole = whole.substr(0, dot) + "Z";
   }
   return Parse(whole, "%Y-%m-%dT%H:%M:%SZ", "RFC 3339");

@@ -27,8 +27,7 @@ std::string Detect(const std::string& base, HttpClient& http) {
       r && r->header("metadata-flavor") == "Google") {
     return "gcp";
   }
-  if (ok({.url = base + "/metadata/instance?api-version=2021-02-01",
-          .headers = {{"Metadata", "true"}}})) {
+  if (ok({.url = base + "/metadata/instance?api-version=2021-02-01", .headers = {{"Metadata", "true"}}})) {
     return "azure";
   }
   if (ok({.url = base + "/metadata/v1/id"})) return "digitalocean";
@@ -43,8 +42,8 @@ absl::StatusOr<std::unique_ptr<CloudProvider>> MakeCloudProvider(const CloudOpti
                                                                  CloudCounters& counters) {
   std::string cloud = options.cloud;
   if (cloud == "auto") {
-    std::string base =
-        options.metadata_endpoint.empty() ? "http://169.254.169.254" : options.metadata_endpoint;
+    std::string base = options.metadata_endpoint.empty() ? "http://169.254.169.254"
+                                                         : options.metadata_endpoint;
     while (!base.empty() && base.back() == '/') base.pop_back();
     cloud = Detect(base, http);
     GetLogger("agent.cloud")->info("cloud detected: {}", cloud);
@@ -54,8 +53,8 @@ absl::StatusOr<std::unique_ptr<CloudProvider>> MakeCloudProvider(const CloudOpti
   if (cloud == "azure") return MakeAzureProvider(options, http, clock, counters);
   if (cloud == "digitalocean") return MakeDigitalOceanProvider(options, http, clock, counters);
   if (cloud == "none") return MakeNoCloudProvider();
-  return absl::InvalidArgumentError(absl::StrCat("config key 'cloud': '", cloud,
-                                                 "' is not auto|aws|gcp|azure|digitalocean|none"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("config key 'cloud': '", cloud, "' is not auto|aws|gcp|azure|digitalocean|none"));
 }
 
 }  // namespace nodewatch::agent

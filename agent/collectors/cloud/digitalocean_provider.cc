@@ -19,8 +19,7 @@ class DigitalOceanProvider final : public ProviderBase {
   absl::StatusOr<nodewatch::v1::NodeInfo> FetchNodeInfo() override {
     auto r = Fetch({.url = base_ + "/metadata/v1.json", .timeout_ms = options_.request_timeout_ms});
     if (!r.ok()) return r.status();
-    if (r->status != 200)
-      return absl::UnavailableError(absl::StrCat("droplet metadata: HTTP ", r->status));
+    if (r->status != 200) return absl::UnavailableError(absl::StrCat("droplet metadata: HTTP ", r->status));
     auto json = nlohmann::json::parse(r->body, nullptr, false);
     if (!json.is_object()) {
       Malformed("droplet metadata", r->body);
@@ -47,9 +46,8 @@ class DigitalOceanProvider final : public ProviderBase {
   }
 
   void Start(NoticeSink&) override {
-    log_->info(
-        "digitalocean: no in-band interruption signal exists; relying on kubelet graceful "
-        "node shutdown");
+    log_->info("digitalocean: no in-band interruption signal exists; relying on kubelet graceful "
+               "node shutdown");
   }
 };
 

@@ -36,8 +36,7 @@ class GcpProvider final : public ProviderBase {
   absl::StatusOr<NodeInfo> FetchNodeInfo() override {
     auto id = Get("instance/id", options_.request_timeout_ms);
     if (!id.ok()) return id.status();
-    if (id->status != 200)
-      return absl::UnavailableError(absl::StrCat("gcp instance/id: HTTP ", id->status));
+    if (id->status != 200) return absl::UnavailableError(absl::StrCat("gcp instance/id: HTTP ", id->status));
     NodeInfo info;
     info.set_provider("gcp");
     info.set_instance_id(id->body);
@@ -56,9 +55,8 @@ class GcpProvider final : public ProviderBase {
     }
     std::string preemptible = text("instance/scheduling/preemptible");
     std::string model = text("instance/scheduling/provisioning-model");
-    info.set_lifecycle(preemptible == "TRUE" || model == "SPOT"
-                           ? nodewatch::v1::LIFECYCLE_SPOT
-                           : nodewatch::v1::LIFECYCLE_ON_DEMAND);
+    info.set_lifecycle(preemptible == "TRUE" || model == "SPOT" ? nodewatch::v1::LIFECYCLE_SPOT
+                                                                : nodewatch::v1::LIFECYCLE_ON_DEMAND);
     for (auto [type, key] :
          {std::pair{"InternalIP", "instance/network-interfaces/0/ip"},
           {"ExternalIP", "instance/network-interfaces/0/access-configs/0/external-ip"},
@@ -94,8 +92,8 @@ class GcpProvider final : public ProviderBase {
     auto r = Get(key, timeout, query);
     if (!r.ok() || r->status != 200) {
       // Cut connection, timeout or error: back off a second and re-read the current value.
-      WarnThrottled(absl::StrCat(
-          "gcp ", key, ": ", r.ok() ? absl::StrCat("HTTP ", r->status) : r.status().ToString()));
+      WarnThrottled(absl::StrCat("gcp ", key, ": ",
+                                 r.ok() ? absl::StrCat("HTTP ", r->status) : r.status().ToString()));
       etag.clear();
       Sleep(1000);
       return;
@@ -218,8 +216,8 @@ class GcpProvider final : public ProviderBase {
 
 }  // namespace
 
-std::unique_ptr<CloudProvider> MakeGcpProvider(const CloudOptions& o, HttpClient& h, const Clock& c,
-                                               CloudCounters& n) {
+std::unique_ptr<CloudProvider> MakeGcpProvider(const CloudOptions& o, HttpClient& h,
+                                               const Clock& c, CloudCounters& n) {
   return std::make_unique<GcpProvider>(o, h, c, n);
 }
 

@@ -73,8 +73,7 @@ class CurlHttpClient final : public HttpClient {
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout_ms));
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(std::min<int64_t>(request.timeout_ms, 1000)));
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<int64_t>(request.timeout_ms, 1000)));
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");  // metadata is link-local; never via a proxy
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
@@ -93,8 +92,7 @@ class CurlHttpClient final : public HttpClient {
       return absl::ResourceExhaustedError(absl::StrCat(request.url, ": body over 1 MiB"));
     }
     if (rc != CURLE_OK) {
-      std::string what =
-          absl::StrCat(request.method, " ", request.url, ": ", curl_easy_strerror(rc));
+      std::string what = absl::StrCat(request.method, " ", request.url, ": ", curl_easy_strerror(rc));
       if (rc == CURLE_ABORTED_BY_CALLBACK) return absl::CancelledError(what);
       return rc == CURLE_OPERATION_TIMEDOUT ? absl::DeadlineExceededError(what)
                                             : absl::UnavailableError(what);

@@ -6,8 +6,7 @@
 
 namespace nodewatch::agent {
 
-void AddAddress(nodewatch::v1::NodeInfo& info, const std::string& type,
-                const std::string& address) {
+void AddAddress(nodewatch::v1::NodeInfo& info, const std::string& type, const std::string& address) {
   if (address.empty()) return;
   auto* a = info.add_addresses();
   a->set_type(type);
@@ -21,8 +20,7 @@ ProviderBase::ProviderBase(const CloudOptions& options, HttpClient& http, const 
       clock_(clock),
       counters_(counters),
       base_([&] {
-        std::string b =
-            options.metadata_endpoint.empty() ? default_base : options.metadata_endpoint;
+        std::string b = options.metadata_endpoint.empty() ? default_base : options.metadata_endpoint;
         while (!b.empty() && b.back() == '/') b.pop_back();
         return b;
       }()),
@@ -64,8 +62,8 @@ absl::StatusOr<HttpResponse> ProviderBase::Fetch(HttpRequest request) {
 
 void ProviderBase::Malformed(const std::string& what, const std::string& body) {
   ++counters_.malformed_payloads;
-  WarnThrottled(absl::StrCat(name(), ": malformed ", what, " ignored: '", body.substr(0, 200),
-                             body.size() > 200 ? "…" : "", "'"));
+  WarnThrottled(absl::StrCat(name(), ": malformed ", what, " ignored: '",
+                             body.substr(0, 200), body.size() > 200 ? "…" : "", "'"));
 }
 
 void ProviderBase::WarnThrottled(const std::string& message) {

@@ -33,7 +33,8 @@ absl::Status HeartbeatCollector::CollectOnce() {
   nodewatch::v1::NodeInfo info = probe_.ReadNodeInfo();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!have_node_info_ || !google::protobuf::util::MessageDifferencer::Equals(info, node_info_)) {
+    if (!have_node_info_ ||
+        !google::protobuf::util::MessageDifferencer::Equals(info, node_info_)) {
       have_node_info_ = true;
       node_info_ = info;
       Record r;

@@ -1,6 +1,4 @@
 // Each cloud provider against the metadata simulator over real HTTP (loopback).
-#include "agent/collectors/cloud/cloud_provider.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +7,7 @@
 #include <thread>
 
 #include "agent/collectors/cloud/cloud_collector.h"
+#include "agent/collectors/cloud/cloud_provider.h"
 #include "tests/support/metadata_simulator.h"
 #include "tests/support/process.h"
 
@@ -99,15 +98,13 @@ TEST_F(CloudProviderTest, AwsSpotRebalanceAndScheduledEvents) {
   auto spot = sink.notices()[0];
   EXPECT_EQ(spot.kind(), nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE);
   EXPECT_EQ(spot.provider(), "aws");
-  EXPECT_NEAR(static_cast<double>(spot.deadline_unix_ms()), static_cast<double>(armed + 120'000),
-              1000);
+  EXPECT_NEAR(static_cast<double>(spot.deadline_unix_ms()), static_cast<double>(armed + 120'000), 1000);
   EXPECT_THAT(spot.event_id(), ::testing::StartsWith("spot-terminate-"));
   EXPECT_THAT(spot.raw_payload(), ::testing::HasSubstr("\"action\":\"terminate\""));
 
   sim_->ArmAwsRebalance();
   sim_->SetAwsScheduledEvent("instance-event-0d59937288b749b32", "instance-stop", "active",
-                             Now() + 3'600'000,
-                             /*not_after_ms=*/0);  // degraded hardware: no NotAfter
+                             Now() + 3'600'000, /*not_after_ms=*/0);  // degraded hardware: no NotAfter
   ASSERT_TRUE(sink.WaitFor(8));
   std::set<nodewatch::v1::InterruptionKind> kinds;
   for (auto& n : sink.notices()) kinds.insert(n.kind());

@@ -216,9 +216,9 @@ TEST_F(SpoolTest, WhenFullTheOldestTelemetryIsDroppedAndCountedButNeverANotice) 
 
 TEST_F(SpoolTest, LowestSeqHeldSkipsOnlyWhatWasDropped) {
   auto spool = Open(/*max_bytes=*/64 << 10, /*segment=*/16 << 10);
-  ASSERT_TRUE(spool->AppendTelemetry(Many(3)).ok());  // 1..3
+  ASSERT_TRUE(spool->AppendTelemetry(Many(3)).ok());   // 1..3
   ASSERT_EQ(*spool->AppendUrgent(Notice("a")), 4u);
-  ASSERT_TRUE(spool->AppendTelemetry(Many(3)).ok());  // 5..7
+  ASSERT_TRUE(spool->AppendTelemetry(Many(3)).ok());   // 5..7
   ASSERT_TRUE(spool->Trim(2).ok());
   EXPECT_EQ(spool->lowest_seq_held(), 3u);
   ASSERT_TRUE(spool->Trim(3).ok());

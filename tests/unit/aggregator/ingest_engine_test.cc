@@ -183,7 +183,7 @@ TEST_F(IngestEngineTest, TheSameCloudEventSpooledTwiceIsStoredOnce) {
   };
   // An agent killed right after detection spools the notice again under a new seq.
   EXPECT_EQ(*notice_batch({1}, nodewatch::v1::NOTICE_STATE_ACTIVE), 1u);
-  EXPECT_EQ(*notice_batch({2}, nodewatch::v1::NOTICE_STATE_ACTIVE), 2u);    // seq still counts
+  EXPECT_EQ(*notice_batch({2}, nodewatch::v1::NOTICE_STATE_ACTIVE), 2u);  // seq still counts
   EXPECT_EQ(*notice_batch({3}, nodewatch::v1::NOTICE_STATE_CANCELED), 3u);  // a new state is news
   EXPECT_THAT(Stored("a"), ::testing::ElementsAre(1, 3));
   EXPECT_EQ(engine_->GetNode("a")->interruptions(), 2u);

@@ -9,7 +9,7 @@ TEST(Keys, RecordKeyOrderIsNodeThenTimeThenSeq) {
   EXPECT_LT(RecordKey(1, 500, 9), RecordKey(2, 0, 0));
   EXPECT_LT(RecordKey(1, 100, 9), RecordKey(1, 200, 1));
   EXPECT_LT(RecordKey(1, 100, 1), RecordKey(1, 100, 2));
-  EXPECT_LT(RecordKey(1, -5, 1), RecordKey(1, 0, 1));     // sign flip: negative times first
+  EXPECT_LT(RecordKey(1, -5, 1), RecordKey(1, 0, 1));  // sign flip: negative times first
   EXPECT_LT(RecordKey(1, 255, 1), RecordKey(1, 256, 1));  // big-endian, not byte-wise little
   EXPECT_LT(RecordKey(0xFFFF, 1, 1), RecordKey(0x10000, 0, 0));
 }

@@ -1,9 +1,9 @@
-#include "aggregator/store/store.h"
-
 #include <gtest/gtest.h>
 #include <rocksdb/env.h>
 
 #include <chrono>
+
+#include "aggregator/store/store.h"
 
 namespace nodewatch::aggregator {
 namespace {
@@ -55,7 +55,7 @@ TEST_F(StoreTest, RangeScanReturnsOneNodesRecordsInTimeOrder) {
   Put(1, 200, 2);
   Put(1, 200, 5);
   EXPECT_EQ(Scan(1, 0, 1000), (std::vector<uint64_t>{1, 2, 5, 3}));
-  EXPECT_EQ(Scan(1, 200, 300), (std::vector<uint64_t>{2, 5}));      // until is exclusive
+  EXPECT_EQ(Scan(1, 200, 300), (std::vector<uint64_t>{2, 5}));  // until is exclusive
   EXPECT_EQ(Scan(1, 200, 1000, 3), (std::vector<uint64_t>{5, 3}));  // resume after (200, 2)
   EXPECT_EQ(Scan(2, 0, 1000), (std::vector<uint64_t>{1}));
   EXPECT_TRUE(Scan(3, 0, 1000).empty());
