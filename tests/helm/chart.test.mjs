@@ -278,6 +278,7 @@ describe('aggregator', () => {
     const a = c.args;
     assert.equal(flagValue(a, 'listen'), '0.0.0.0:7443');
     assert.equal(flagValue(a, 'query-listen'), '0.0.0.0:7444');
+    assert.equal(flagValue(a, 'http-listen'), '0.0.0.0:7445');
     assert.equal(flagValue(a, 'metrics-listen'), '0.0.0.0:9464');
     assert.equal(flagValue(a, 'config'), '/etc/nodewatch/aggregator.yaml');
     assert.equal(flagValue(a, 'remediation'), 'on');
@@ -327,14 +328,14 @@ describe('aggregator', () => {
     assert.ok(sts.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution);
   });
 
-  test('services: headless, ingest 7443, query 7444, metrics 9464; PDB maxUnavailable 1', () => {
+  test('services: headless, ingest 7443, query 7444 and JSON 7445, metrics 9464; PDB maxUnavailable 1', () => {
     const docs = render();
     const sel = aggregator(docs).spec.selector.matchLabels;
     const ports = (name) => one(docs, 'Service', name).spec.ports.map((p) => [p.name, p.port]);
     assert.equal(one(docs, 'Service', `${FULL}-headless`).spec.clusterIP, 'None');
     assert.deepEqual(ports(`${FULL}-headless`), [['ingest', 7443]]);
     assert.deepEqual(ports(`${FULL}-ingest`), [['ingest', 7443]]);
-    assert.deepEqual(ports(`${FULL}-query`), [['query', 7444]]);
+    assert.deepEqual(ports(`${FULL}-query`), [['query', 7444], ['http', 7445]]);
     assert.deepEqual(ports(`${FULL}-metrics`), [['metrics', 9464]]);
     for (const s of all(docs, 'Service')) assert.deepEqual(s.spec.selector, sel);
     const pdb = one(docs, 'PodDisruptionBudget');
@@ -432,6 +433,11 @@ describe('monitoring toggles', () => {
     assert.match(expr('NodewatchPodsRemainingAtDeadline'), /nodewatch_remediation_pods_remaining_at_deadline_total/);
     assert.match(expr('NodewatchIngestLostRecords'), /nodewatch_ingest_lost_records_total/);
     assert.match(expr('NodewatchAgentStreamsRejected'), /nodewatch_agent_streams_rejected_total/);
+    assert.match(expr('NodewatchBudgetForecast'), /nodewatch_cost_total_month_forecast_dollars\{[^}]*\}\) > 0\.8 \* .*nodewatch_cost_monthly_budget_dollars/);
+    assert.match(expr('NodewatchBudgetExceeded'), /nodewatch_cost_total_month_to_date_dollars/);
+    assert.match(expr('NodewatchSpotFallbackHigh'), /nodewatch_spot_on_demand_fallback_ratio/);
+    assert.match(expr('NodewatchTransferCostSpike'), /nodewatch_transfer_cost_month_to_date_dollars/);
+    assert.match(expr('NodewatchAlertFiring'), /nodewatch_alert_firing\{[^}]*\}\) == 1/);
     const leader = rules.find((r) => r.alert === 'NodewatchNoRemediationLeader');
     assert.match(leader.expr, /sum\(nodewatch_remediation_leader\{[^}]*\}\).*== 0/);
     assert.equal(leader.for, '5m');
@@ -450,6 +456,7 @@ describe('network policy', () => {
     assert.deepEqual(Object.keys(byPort).sort(), ['ingest', 'metrics', 'query']);
     assert.equal(byPort.ingest.from, undefined, 'ingest open to all');
     assert.deepEqual(byPort.query.from, [{ podSelector: {} }]);
+    assert.deepEqual(byPort.query.ports.map((p) => p.port), ['query', 'http'], 'the JSON API with the query API');
     assert.deepEqual(byPort.metrics.from, [{ podSelector: {} }]);
   });
 
