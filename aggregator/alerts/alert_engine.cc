@@ -118,7 +118,6 @@ void AlertEngine::Evaluate(const std::vector<AlertCondition>& conditions, int64_
     StoredAlert& s = it->second;
     auto& a = *s.mutable_alert();
     const std::string before = a.state();
-    const double value_before = a.value();
     const int64_t false_before = s.condition_false_since_unix_ms();
     a.set_rule(c->rule);
     a.set_subject(c->subject);
@@ -134,9 +133,8 @@ void AlertEngine::Evaluate(const std::vector<AlertCondition>& conditions, int64_
       Transition(s, "firing", now_ms);
     }
     if (a.state() == "firing") s.set_condition_false_since_unix_ms(0);
-    if (a.state() != before || created || a.value() != value_before || false_before != 0) {
-      Persist(key, s);
-    }
+    // The value and message are refreshed every cycle; only transitions are worth a synced write.
+    if (a.state() != before || created || false_before != 0) Persist(key, s);
   }
   // Alerts whose condition no longer holds.
   for (auto it = alerts_.begin(); it != alerts_.end();) {

@@ -136,12 +136,13 @@ void CostLedger::Derive(const std::string& node, const nodewatch::v1::NodeInfo& 
   const int64_t day = DayOf(key_time_ms);
   ClassBytes node_bytes{};
   std::map<std::string, ClassBytes> ns_bytes;
+  const TransferClassifier::View classes = classifier_.Snapshot();
   for (const auto& flow : record.network().flows()) {
     if (flow.direction() != nodewatch::v1::DIRECTION_EGRESS || flow.bytes() == 0) continue;
     ++counters_.flows;
     const size_t len = flow.remote_address().size();
     if (len != 4 && len != 16) ++counters_.unclassifiable_flows;
-    const auto c = static_cast<size_t>(classifier_.Classify(from, flow.remote_address()));
+    const auto c = static_cast<size_t>(classes.Classify(from, flow.remote_address()));
     node_bytes[c] += flow.bytes();
     ns_bytes[Segment(flow.pod_namespace(), kHostNamespace)][c] += flow.bytes();
   }

@@ -139,20 +139,20 @@ void TransferClassifier::Update(const std::vector<nodewatch::v1::NodeSummary>& n
   book_ = std::move(book);
 }
 
-std::shared_ptr<const TransferClassifier::Book> TransferClassifier::Snapshot() const {
+TransferClassifier::View TransferClassifier::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return book_;
+  return View(*this, book_);
 }
 
-TransferClass TransferClassifier::Classify(const NodeLocation& from,
-                                           std::string_view remote) const {
+TransferClass TransferClassifier::View::Classify(const NodeLocation& from,
+                                                 std::string_view remote) const {
   Address addr;
   if (!Normalize(remote, &addr)) return TransferClass::kUnclassified;
-  for (const auto& o : overrides_) {
+  for (const auto& o : classifier_.overrides_) {
     if (!InPrefix(addr, o.prefix, o.bits)) continue;
     return o.is_class ? o.cls : Compare(from, "", o.region, o.zone);
   }
-  auto book = Snapshot();
+  const auto& book = book_;
   if (auto it = book->find(std::string(addr.begin(), addr.end())); it != book->end()) {
     return Compare(from, it->second.provider, it->second.region, it->second.zone);
   }

@@ -52,15 +52,30 @@ class TransferClassifier {
  public:
   explicit TransferClassifier(std::vector<CidrOverride> overrides = {});
 
+  using Book = std::unordered_map<std::string, NodeLocation>;  // 16-byte address -> location
+
+  // A consistent view of the address book for classifying many flows without locking each time.
+  class View {
+   public:
+    // `remote` is 4 or 16 raw bytes; anything else is unclassified.
+    TransferClass Classify(const NodeLocation& from, std::string_view remote) const;
+
+   private:
+    friend class TransferClassifier;
+    View(const TransferClassifier& c, std::shared_ptr<const Book> book)
+        : classifier_(c), book_(std::move(book)) {}
+    const TransferClassifier& classifier_;
+    std::shared_ptr<const Book> book_;
+  };
+
   // Replaces the address book with these nodes' addresses.
   void Update(const std::vector<nodewatch::v1::NodeSummary>& nodes);
-  // `remote` is 4 or 16 raw bytes; anything else is unclassified.
-  TransferClass Classify(const NodeLocation& from, std::string_view remote) const;
+  View Snapshot() const;
+  TransferClass Classify(const NodeLocation& from, std::string_view remote) const {
+    return Snapshot().Classify(from, remote);
+  }
 
  private:
-  using Book = std::unordered_map<std::string, NodeLocation>;  // 16-byte address -> location
-  std::shared_ptr<const Book> Snapshot() const;
-
   std::vector<CidrOverride> overrides_;  // longest prefix first
   mutable std::mutex mu_;
   std::shared_ptr<const Book> book_;

@@ -135,7 +135,7 @@ absl::StatusOr<nodewatch::v1::ListInterruptionsResponse> QueryService::Interrupt
         return true;
       });
   if (!js.ok()) return js;
-  std::map<uint32_t, nodewatch::v1::NodeSummary> nodes;
+  std::map<uint32_t, std::optional<nodewatch::v1::NodeSummary>> nodes;  // looked up once each
   auto s = store_.ScanInterruptions(
       request.since_unix_ms(), until, [&](uint32_t id, int64_t time, const Record& r) {
         if (only && *only != id) return true;
@@ -145,7 +145,9 @@ absl::StatusOr<nodewatch::v1::ListInterruptionsResponse> QueryService::Interrupt
         e->set_seq(r.seq());
         e->set_time_unix_ms(time);
         *e->mutable_notice() = r.interruption();
-        if (auto node = engine_.GetNode(name)) *e->mutable_node_info() = node->info();
+        auto node = nodes.find(id);
+        if (node == nodes.end()) node = nodes.emplace(id, engine_.GetNode(name)).first;
+        if (node->second) *e->mutable_node_info() = node->second->info();
         auto j = journal.find(absl::StrCat("drain/", name, "/", r.interruption().provider(), "/",
                                            r.interruption().event_id()));
         if (j != journal.end()) {
