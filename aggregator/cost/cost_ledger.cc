@@ -215,7 +215,11 @@ absl::Status CostLedger::Prune(Store& store, int64_t now_ms) {
       return entry.second.observed_ms < now_ms - kDayMs;  // node gone or agent stopped reporting
     });
   }
-  return store.DeleteCounterRange(kPrefix, absl::StrCat(kPrefix, DayName(cutoff)));
+  // One range deletion per day, not per cycle: range tombstones are cheap but not free.
+  if (cutoff <= pruned_before_day_) return absl::OkStatus();
+  auto s = store.DeleteCounterRange(kPrefix, absl::StrCat(kPrefix, DayName(cutoff)));
+  if (s.ok()) pruned_before_day_ = cutoff;
+  return s;
 }
 
 TransferTotals CostLedger::Totals(int64_t first_day, int64_t last_day) const {

@@ -114,7 +114,8 @@ class CostLedger final : public RecordTap {
   std::map<int64_t, Day> days_;
   std::vector<InterruptionEvent> interruptions_;  // time order (roughly: agents may lag)
   std::map<std::pair<std::string, std::string>, FilesystemForecast> filesystems_;
-  // Namespaces seen per day by Derive (writer thread only), for the cardinality bound.
+  int64_t pruned_before_day_ = INT64_MIN;  // Prune's thread only
+  // Namespaces seen per day by Derive, for the cardinality bound.
   std::map<int64_t, std::unordered_map<std::string, bool>> derive_namespaces_;
 };
 
