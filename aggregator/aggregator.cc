@@ -60,6 +60,8 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                                                   .retention_ms = config.retention_ms}));
   agg->engine_ = std::make_unique<IngestEngine>(*agg->store_, clock);
   RETURN_IF_ERROR(agg->StartCost(config, clock));
+  agg->signals_ = std::make_unique<NodeSignals>();
+  agg->engine_->AddRecordTap(agg->signals_.get());
   if (config.remediation.mode != "off") {
     auto conn = ResolveKubeConnection(config.remediation);
     if (!conn.ok() && config.remediation.mode == "on") {
@@ -149,10 +151,10 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                                     *agg->query_, *agg->engine_, clock));
   }
   if (!config.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(
-        agg->metrics_,
-        StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_, *agg->query_,
-                               *agg->store_, agg->remediator_.get(), agg->cost_monitor_.get()));
+    ASSIGN_OR_RETURN(agg->metrics_,
+                     StartAggregatorMetrics(config.metrics_listen, *agg->engine_, *agg->ingest_,
+                                            *agg->query_, *agg->store_, agg->remediator_.get(),
+                                            agg->cost_monitor_.get(), agg->signals_.get(), clock));
   }
   log->info(
       "nodewatch-aggregator {}: agents on port {}, operators on port {} (JSON on {}), metrics on "
@@ -178,7 +180,7 @@ absl::Status Aggregator::StartCost(const AggregatorConfig& config, const Clock& 
   classifier_ = std::make_unique<TransferClassifier>(std::move(overrides));
   ledger_ = std::make_unique<CostLedger>(*classifier_, CostLedgerOptions{});
   RETURN_IF_ERROR(ledger_->Load(*store_, clock.NowUnixMs()));
-  engine_->SetRecordTap(ledger_.get());
+  engine_->AddRecordTap(ledger_.get());
   alert_webhook_ = std::make_unique<Webhook>(WebhookOptions{
       .url = c.webhook_url, .body_template = c.webhook_template, .headers = c.webhook_headers});
   alerts_ = std::make_unique<AlertEngine>(*store_, alert_webhook_.get(), c.alerts);

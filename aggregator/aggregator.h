@@ -50,6 +50,7 @@ class Aggregator {
   std::unique_ptr<PriceTable> prices_;
   std::unique_ptr<TransferClassifier> classifier_;
   std::unique_ptr<CostLedger> ledger_;
+  std::unique_ptr<NodeSignals> signals_;
   std::unique_ptr<Webhook> alert_webhook_;
   std::unique_ptr<AlertEngine> alerts_;
   std::unique_ptr<IngestEngine> engine_;

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   na::CostLedger ledger(classifier, {});
   (void)ledger.Load(**store, clock.NowUnixMs());
   na::IngestEngine engine(**store, clock);
-  engine.SetRecordTap(&ledger);
+  engine.AddRecordTap(&ledger);
   (void)engine.Start();
   na::AlertEngine alerts(**store, nullptr, {});
 

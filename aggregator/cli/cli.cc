@@ -1,5 +1,6 @@
 #include "aggregator/cli/cli.h"
 
+#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
@@ -60,6 +61,93 @@ std::string KindName(nodewatch::v1::InterruptionKind k) {
   std::transform(name.begin(), name.end(), name.begin(),
                  [](char c) { return c == '_' ? '-' : static_cast<char>(std::tolower(c)); });
   return name;
+}
+
+std::string Address(const std::string& raw) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (raw.size() == 4) inet_ntop(AF_INET, raw.data(), buf, sizeof buf);
+  if (raw.size() == 16) inet_ntop(AF_INET6, raw.data(), buf, sizeof buf);
+  return buf;
+}
+
+std::string Micros(double us) {
+  if (us >= 1e6) return absl::StrFormat("%.1fs", us / 1e6);
+  if (us >= 1e3) return absl::StrFormat("%.1fms", us / 1e3);
+  return absl::StrFormat("%.0fus", us);
+}
+
+// The upper bound of the log2 bucket (bucket i: [2^i, 2^(i+1)) us) holding quantile q; "" if empty.
+std::string Log2Quantile(const google::protobuf::RepeatedField<uint64_t>& buckets, double q) {
+  uint64_t total = 0;
+  for (uint64_t b : buckets) total += b;
+  if (total == 0) return "";
+  uint64_t seen = 0;
+  for (int i = 0; i < buckets.size(); ++i) {
+    seen += buckets[i];
+    if (static_cast<double>(seen) >= q * static_cast<double>(total)) {
+      return "<" + Micros(static_cast<double>(uint64_t{1} << std::min(i + 1, 62)));
+    }
+  }
+  return "";
+}
+
+std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
+  uint64_t tx = 0;
+  uint64_t rx = 0;
+  const nodewatch::v1::NetworkFlow* top = nullptr;
+  for (const auto& f : n.flows()) {
+    const bool egress = f.direction() == nodewatch::v1::DIRECTION_EGRESS;
+    (egress ? tx : rx) += f.bytes();
+    if (egress && (top == nullptr || f.bytes() > top->bytes())) top = &f;
+  }
+  std::string out =
+      absl::StrCat("tx ", Bytes(tx), " rx ", Bytes(rx), " in ", n.flows_size(), " flow(s); tcp ",
+                   n.tcp_connects(), " connects (", n.tcp_failed_connects(), " failed");
+  const std::string p50 = Log2Quantile(n.connect_latency_log2_us(), 0.5);
+  if (!p50.empty()) absl::StrAppend(&out, ", p50 ", p50);
+  absl::StrAppend(&out, "), ", n.tcp_retransmits(), " retransmits, ", n.tcp_resets(), " resets");
+  if (n.dropped_flows() > 0) absl::StrAppend(&out, "; ", n.dropped_flows(), " flows NOT counted");
+  if (top != nullptr) {
+    const std::string who =
+        top->pod_name().empty() ? "host" : absl::StrCat(top->pod_namespace(), "/", top->pod_name());
+    absl::StrAppend(&out, "; top: ", who, " -> ", Address(top->remote_address()), " ",
+                    Bytes(top->bytes()));
+  }
+  return out;
+}
+
+std::string SummarizeDisk(const nodewatch::v1::DiskSample& d, int64_t now_ms) {
+  std::vector<std::string> parts;
+  for (const auto& dev : d.devices()) {
+    std::string part = absl::StrCat(dev.device(), " r ", dev.reads(), "/", Bytes(dev.read_bytes()),
+                                    " w ", dev.writes(), "/", Bytes(dev.written_bytes()));
+    const std::string p99 = Log2Quantile(dev.write_latency_log2_us(), 0.99);
+    if (!p99.empty()) absl::StrAppend(&part, " write p99 ", p99);
+    if (dev.io_errors() > 0) absl::StrAppend(&part, " ", dev.io_errors(), " ERRORS");
+    parts.push_back(part);
+  }
+  for (const auto& fs : d.filesystems()) {
+    if (fs.timed_out()) {
+      parts.push_back(absl::StrCat(fs.mountpoint(), " statfs TIMED OUT"));
+      continue;
+    }
+    std::string part = fs.mountpoint();
+    if (fs.size_bytes() > 0 && fs.available_bytes() <= fs.size_bytes()) {
+      absl::StrAppend(&part,
+                      absl::StrFormat(" %.0f%% used of %s",
+                                      100.0 - 100.0 * static_cast<double>(fs.available_bytes()) /
+                                                  static_cast<double>(fs.size_bytes()),
+                                      Bytes(fs.size_bytes())));
+    }
+    if (fs.predicted_full_unix_ms() > 0) {
+      absl::StrAppend(
+          &part,
+          absl::StrFormat(", full in %.1fh",
+                          static_cast<double>(fs.predicted_full_unix_ms() - now_ms) / 3.6e6));
+    }
+    parts.push_back(part);
+  }
+  return parts.empty() ? "no devices or filesystems" : absl::StrJoin(parts, "; ");
 }
 
 }  // namespace
@@ -140,18 +228,10 @@ std::string SummarizeRecord(const Record& r) {
                           " deadline=", FormatTime(n.deadline_unix_ms()),
                           " state=", nodewatch::v1::NoticeState_Name(n.state()).substr(13));
     }
-    case Record::kNetwork: {
-      const auto& n = r.network();
-      uint64_t bytes = 0;
-      for (const auto& f : n.flows()) bytes += f.bytes();
-      return absl::StrCat("flows=", n.flows_size(), " bytes=", Bytes(bytes),
-                          " retransmits=", n.tcp_retransmits(),
-                          " failed_connects=", n.tcp_failed_connects());
-    }
-    case Record::kDisk: {
-      const auto& d = r.disk();
-      return absl::StrCat("devices=", d.devices_size(), " filesystems=", d.filesystems_size());
-    }
+    case Record::kNetwork:
+      return SummarizeNetwork(r.network());
+    case Record::kDisk:
+      return SummarizeDisk(r.disk(), r.time_unix_ms());
     case Record::kRemediation: {
       const auto& m = r.remediation();
       std::string out = absl::StrCat(m.dry_run() ? "[dry-run] " : "", OrDash(m.action()), " ",

@@ -8,7 +8,7 @@
 //
 //   CostLedger ledger(classifier, {});
 //   RETURN_IF_ERROR(ledger.Load(store, clock.NowUnixMs()));   // before engine.Start()
-//   engine.SetRecordTap(&ledger);
+//   engine.AddRecordTap(&ledger);
 //   TransferTotals t = ledger.Totals(month_start_day, today);
 //
 // Thread-safe: the tap calls come from the ingest writer, reads from the evaluator and queries.

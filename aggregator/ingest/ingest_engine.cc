@@ -250,7 +250,7 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
         ++counters_.clamped_times;
       }
       writes->records.push_back({s.id(), key_time, &r});
-      if (tap_ != nullptr) tap_->Derive(item.node, s.info(), key_time, r, &writes->counters);
+      for (RecordTap* tap : taps_) tap->Derive(item.node, s.info(), key_time, r, &writes->counters);
       s.set_records(s.records() + 1);
       if (r.has_interruption()) s.set_interruptions(s.interruptions() + 1);
     } else {
@@ -327,7 +327,7 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
     for (const auto& r : writes.records) {
       const NodeEntry& entry = *by_id.at(r.node_id);
       const std::string& node = entry.stored.name();
-      if (tap_ != nullptr) tap_->Stored(node, entry.stored.info(), r.key_time_ms, *r.record);
+      for (RecordTap* tap : taps_) tap->Stored(node, entry.stored.info(), r.key_time_ms, *r.record);
       if (!r.record->has_interruption()) continue;
       const auto& n = r.record->interruption();
       GetLogger("agg.ingest")
@@ -338,7 +338,9 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
         notice_listener_(node, entry.stored.info(), n);
       }
     }
-    if (tap_ != nullptr && !writes.counters.empty()) tap_->CountersCommitted(writes.counters);
+    if (!writes.counters.empty()) {
+      for (RecordTap* tap : taps_) tap->CountersCommitted(writes.counters);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {
       ids_[entry.stored.id()] = name;

@@ -84,8 +84,8 @@ class IngestEngine {
       std::function<void(const std::string& node, const nodewatch::v1::NodeInfo& info,
                          const nodewatch::v1::InterruptionNotice& notice)>;
   void SetNoticeListener(NoticeListener listener) { notice_listener_ = std::move(listener); }
-  // Set before Start(); not owned, must outlive the engine's writer.
-  void SetRecordTap(RecordTap* tap) { tap_ = tap; }
+  // Add before Start(); not owned, must outlive the engine's writer. Taps run in the order added.
+  void AddRecordTap(RecordTap* tap) { taps_.push_back(tap); }
 
   // Loads the node directory and starts the writer.
   absl::Status Start();
@@ -143,7 +143,7 @@ class IngestEngine {
   const IngestOptions options_;
   IngestCounters counters_;
   NoticeListener notice_listener_;
-  RecordTap* tap_ = nullptr;
+  std::vector<RecordTap*> taps_;
 
   mutable std::mutex mu_;  // guards nodes_, ids_, connected_
   std::map<std::string, NodeEntry> nodes_;

@@ -4,9 +4,11 @@ namespace nodewatch::aggregator {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
     const std::string& address, IngestEngine& engine, IngestService& ingest, QueryService& query,
-    Store& store, const Remediator* remediator, const CostMonitor* cost) {
+    Store& store, const Remediator* remediator, const CostMonitor* cost, NodeSignals* signals,
+    const Clock& clock) {
   return MetricsEndpoint::Start(
-      "metrics-listen", address, [&engine, &ingest, &query, &store, remediator, cost] {
+      "metrics-listen", address,
+      [&engine, &ingest, &query, &store, remediator, cost, signals, &clock] {
         const auto& c = engine.counters();
         const auto& s = ingest.counters();
         auto d = [](uint64_t v) { return static_cast<double>(v); };
@@ -55,6 +57,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
                   "Operator API calls refused for lack of credentials.", d(query.denied()));
         if (remediator != nullptr) remediator->CollectMetrics(f);
         if (cost != nullptr) cost->CollectMetrics(f);
+        if (signals != nullptr) signals->CollectMetrics(f, clock.NowUnixMs());
         return f.Take();
       });
 }

@@ -11,12 +11,14 @@
 #include "aggregator/ingest/ingest_service.h"
 #include "aggregator/query/query_service.h"
 #include "aggregator/remediation/remediator.h"
+#include "aggregator/signals/node_signals.h"
 #include "common/metrics_endpoint.h"
 
 namespace nodewatch::aggregator {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAggregatorMetrics(
     const std::string& address, IngestEngine& engine, IngestService& ingest, QueryService& query,
-    Store& store, const Remediator* remediator, const CostMonitor* cost);
+    Store& store, const Remediator* remediator, const CostMonitor* cost, NodeSignals* signals,
+    const Clock& clock);
 
 }  // namespace nodewatch::aggregator

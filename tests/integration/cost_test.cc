@@ -88,6 +88,7 @@ class CostIntegration : public ::testing::Test {
     std::ofstream(token_file_) << "s3cret-operator-token-0123456789\n";
     auto agg = StartInProcessAggregator(dir_, *pki_, server_, [&](aggregator::AggregatorConfig& c) {
       c.http_listen = "127.0.0.1:0";
+      c.metrics_listen = "127.0.0.1:0";
       c.operator_token_file = token_file_;
       c.cost.monitor.cluster = "prod-eu";
       c.cost.monitor.monthly_budget_usd = 0.5;
@@ -181,10 +182,52 @@ TEST_F(CostIntegration, CostAlertsAndInterruptionsThroughGrpcCliAndJson) {
   n->mutable_interruption()->set_event_id("spot-1");
   n->mutable_interruption()->set_kind(nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE);
   n->mutable_interruption()->set_state(nodewatch::v1::NOTICE_STATE_ACTIVE);
+  auto* d = batch.add_records();
+  d->set_seq(3);
+  d->set_time_unix_ms(SystemClock::Get().NowUnixMs());
+  auto* dev = d->mutable_disk()->add_devices();
+  dev->set_device("nvme0n1");
+  dev->set_writes(42);
+  auto* fs = d->mutable_disk()->add_filesystems();
+  fs->set_mountpoint("/var/lib/containerd");
+  fs->set_device("nvme0n1p1");
+  fs->set_fstype("xfs");
+  fs->set_size_bytes(100ull << 30);
+  fs->set_available_bytes(5ull << 30);
+  fs->set_predicted_full_unix_ms(SystemClock::Get().NowUnixMs() + 3 * 3'600'000);
   // The classifier learns node addresses on each cycle: run one before the sample arrives.
   agg_->cost().RunOnce();
   Submit("a", nullptr, &batch);
   agg_->cost().RunOnce();
+
+  // /metrics: per-node series with node_exporter names, cost and alert series; promtool agrees.
+  std::string exposition;
+  {
+    CURL* curl = curl_easy_init();
+    const std::string url = "http://127.0.0.1:" + std::to_string(agg_->metrics_port()) + "/metrics";
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Append);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &exposition);
+    ASSERT_EQ(curl_easy_perform(curl), CURLE_OK);
+    curl_easy_cleanup(curl);
+  }
+  EXPECT_THAT(exposition,
+              HasSubstr(R"(node_disk_writes_completed_total{device="nvme0n1",node="a"} 42)"));
+  EXPECT_THAT(
+      exposition,
+      HasSubstr(
+          R"(node_filesystem_avail_bytes{device="nvme0n1p1",fstype="xfs",mountpoint="/var/lib/containerd",node="a"} 5368709120)"));
+  EXPECT_THAT(exposition,
+              HasSubstr(R"(nodewatch_network_transmit_bytes_total{node="a"} 10000000000)"));
+  EXPECT_THAT(exposition,
+              HasSubstr(R"(nodewatch_alert_firing{rule="budget-forecast",subject="prod-eu"} 1)"));
+  const std::string scraped = dir_ + "/metrics.txt";
+  std::ofstream(scraped) << exposition;
+  Subprocess promtool("/bin/sh", {"-c", "promtool check metrics < '" + scraped + "'"},
+                      dir_ + "/promtool.log");
+  promtool.Start();
+  EXPECT_EQ(promtool.Stop(0), 0) << promtool.log();
+  EXPECT_EQ(promtool.log(), "") << "promtool found problems";
 
   // gRPC, with the operator certificate.
   auto creds = MakeChannelCredentials({pki_->ca_file(), operator_.cert, operator_.key});

@@ -174,7 +174,7 @@ class CostMonitorTest : public ::testing::Test {
     ledger_ = std::make_unique<CostLedger>(classifier_, CostLedgerOptions{});
     ASSERT_TRUE(ledger_->Load(*store_, clock_.NowUnixMs()).ok());
     engine_ = std::make_unique<IngestEngine>(*store_, clock_);
-    engine_->SetRecordTap(ledger_.get());
+    engine_->AddRecordTap(ledger_.get());
     ASSERT_TRUE(engine_->Start().ok());
     alerts_ = std::make_unique<AlertEngine>(*store_, nullptr, AlertEngineOptions{});
   }

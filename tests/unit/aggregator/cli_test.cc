@@ -53,5 +53,55 @@ TEST(Cli, NodesTableAndJson) {
   EXPECT_THAT(ToJson(s), HasSubstr("\"name\":\"worker-1\""));
 }
 
+TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
+  nodewatch::v1::Record r;
+  r.set_time_unix_ms(1'700'000'000'000);
+  auto* net = r.mutable_network();
+  auto* f = net->add_flows();
+  f->set_pod_namespace("shop");
+  f->set_pod_name("web-1");
+  f->set_remote_address(std::string("\x0a\x00\x02\x05", 4));
+  f->set_direction(nodewatch::v1::DIRECTION_EGRESS);
+  f->set_bytes(3ull << 30);
+  auto* in = net->add_flows();
+  in->set_remote_address(std::string(16, '\0'));
+  in->set_direction(nodewatch::v1::DIRECTION_INGRESS);
+  in->set_bytes(1 << 20);
+  net->set_tcp_connects(100);
+  net->set_tcp_failed_connects(2);
+  net->set_tcp_retransmits(7);
+  net->set_tcp_resets(1);
+  net->set_dropped_flows(4);
+  for (uint64_t c : {0, 0, 10, 60, 30}) net->add_connect_latency_log2_us(c);  // p50 in [8, 16) us
+  std::string line = SummarizeRecord(r);
+  EXPECT_THAT(line, HasSubstr("tx 3.0GiB rx 1.0MiB in 2 flow(s)"));
+  EXPECT_THAT(line, HasSubstr("tcp 100 connects (2 failed, p50 <16us), 7 retransmits, 1 resets"));
+  EXPECT_THAT(line, HasSubstr("4 flows NOT counted"));
+  EXPECT_THAT(line, HasSubstr("top: shop/web-1 -> 10.0.2.5 3.0GiB"));
+
+  nodewatch::v1::Record d;
+  d.set_time_unix_ms(1'700'000'000'000);
+  auto* dev = d.mutable_disk()->add_devices();
+  dev->set_device("nvme0n1");
+  dev->set_reads(10);
+  dev->set_read_bytes(40960);
+  dev->set_writes(20);
+  dev->set_written_bytes(1 << 20);
+  dev->set_io_errors(3);
+  for (int i = 0; i < 12; ++i) dev->add_write_latency_log2_us(i == 11 ? 1 : 0);  // ~4 ms
+  auto* fs = d.mutable_disk()->add_filesystems();
+  fs->set_mountpoint("/var");
+  fs->set_size_bytes(100ull << 30);
+  fs->set_available_bytes(38ull << 30);
+  fs->set_predicted_full_unix_ms(1'700'000'000'000 + 6 * 3'600'000);
+  auto* nfs = d.mutable_disk()->add_filesystems();
+  nfs->set_mountpoint("/mnt/nfs");
+  nfs->set_timed_out(true);
+  line = SummarizeRecord(d);
+  EXPECT_THAT(line, HasSubstr("nvme0n1 r 10/40.0KiB w 20/1.0MiB write p99 <4.1ms 3 ERRORS"));
+  EXPECT_THAT(line, HasSubstr("/var 62% used of 100.0GiB, full in 6.0h"));
+  EXPECT_THAT(line, HasSubstr("/mnt/nfs statfs TIMED OUT"));
+}
+
 }  // namespace
 }  // namespace nodewatch::cli

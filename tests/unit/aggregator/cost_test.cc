@@ -308,7 +308,7 @@ class CostLedgerTest : public ::testing::Test {
     ledger_ = std::make_unique<CostLedger>(classifier_, CostLedgerOptions{});
     ASSERT_TRUE(ledger_->Load(*store_, clock_.NowUnixMs()).ok());
     engine_ = std::make_unique<IngestEngine>(*store_, clock_);
-    engine_->SetRecordTap(ledger_.get());
+    engine_->AddRecordTap(ledger_.get());
     ASSERT_TRUE(engine_->Start().ok());
   }
   absl::StatusOr<uint64_t> Submit(bool hello, const std::string& node,
