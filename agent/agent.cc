@@ -14,17 +14,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
   RETURN_IF_ERROR(ValidateAgentConfig(config));
   std::unique_ptr<Agent> agent(new Agent(config, clock));
   agent->http_ = MakeCurlHttpClient();
-  ASSIGN_OR_RETURN(agent->provider_,
-                   MakeCloudProvider({.cloud = config.cloud,
-                                      .metadata_endpoint = config.metadata_endpoint,
-                                      .aws_imdsv1_fallback = config.aws_imdsv1_fallback,
-                                      .aws_poll_ms = config.aws_poll_interval_ms,
-                                      .aws_scheduled_poll_ms = config.aws_scheduled_poll_interval_ms,
-                                      .gcp_preemption_notice_ms = config.gcp_preemption_notice_ms,
-                                      .azure_poll_ms = config.azure_poll_interval_ms,
-                                      .azure_resource_name = config.azure_resource_name,
-                                      .state_file = config.spool_dir + "/cloud.state"},
-                                     *agent->http_, clock, agent->cloud_counters_));
+  ASSIGN_OR_RETURN(
+      agent->provider_,
+      MakeCloudProvider({.cloud = config.cloud,
+                         .metadata_endpoint = config.metadata_endpoint,
+                         .aws_imdsv1_fallback = config.aws_imdsv1_fallback,
+                         .aws_poll_ms = config.aws_poll_interval_ms,
+                         .aws_scheduled_poll_ms = config.aws_scheduled_poll_interval_ms,
+                         .gcp_preemption_notice_ms = config.gcp_preemption_notice_ms,
+                         .azure_poll_ms = config.azure_poll_interval_ms,
+                         .azure_resource_name = config.azure_resource_name,
+                         .state_file = config.spool_dir + "/cloud.state"},
+                        *agent->http_, clock, agent->cloud_counters_));
   agent->probe_ = std::make_unique<CloudHostProbe>(std::move(probe), *agent->provider_, clock);
   if (agent->config_.node_name.empty()) {
     char host[256] = {};
@@ -44,20 +45,24 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
     GetLogger("agent")->warn("--insecure: streaming in plaintext without authentication");
     creds = grpc::InsecureChannelCredentials();
   } else {
-    ASSIGN_OR_RETURN(creds, MakeChannelCredentials(
-                                {.ca_file = config.tls_ca, .cert_file = config.tls_cert,
-                                 .key_file = config.tls_key}));
+    ASSIGN_OR_RETURN(creds, MakeChannelCredentials({.ca_file = config.tls_ca,
+                                                    .cert_file = config.tls_cert,
+                                                    .key_file = config.tls_key}));
   }
   agent->heartbeat_ = std::make_unique<HeartbeatCollector>(*agent->spool_, *agent->probe_, clock,
                                                            config.interval_ms);
-  agent->load_ = std::make_unique<LoadGenerator>(*agent->spool_, clock,
-                                                 config.synthetic_records_per_second,
-                                                 config.synthetic_records_total);
+  agent->load_ = std::make_unique<LoadGenerator>(
+      *agent->spool_, clock, config.synthetic_records_per_second, config.synthetic_records_total);
+  if (config.filesystems) {
+    agent->filesystems_ = std::make_unique<FilesystemCollector>(
+        *agent->spool_, std::make_shared<FilesystemProbeImpl>(config.proc_root), clock,
+        FilesystemCollectorOptions{.interval_ms = config.interval_ms,
+                                   .statfs_timeout_ms = config.statfs_timeout_ms});
+  }
   Agent* self = agent.get();
   for (const auto& endpoint : config.aggregators) {
-    UplinkOptions options{.endpoint = endpoint,
-                          .credentials = creds,
-                          .max_backoff_ms = config.max_backoff_ms};
+    UplinkOptions options{
+        .endpoint = endpoint, .credentials = creds, .max_backoff_ms = config.max_backoff_ms};
     self->acks_[endpoint] = 0;
     self->uplinks_.push_back(std::make_unique<Uplink>(
         options, *self->spool_,
@@ -78,9 +83,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
   }
   if (!config.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(agent->metrics_,
-                     StartAgentMetrics(config.metrics_listen, *agent->spool_,
-                                       agent->cloud_counters_, agent->provider_->name(),
-                                       [self] { return self->uplink_status(); }));
+                     StartAgentMetrics(
+                         config.metrics_listen, *agent->spool_, agent->cloud_counters_,
+                         agent->provider_->name(), [self] { return self->uplink_status(); },
+                         agent->filesystems_ ? &agent->filesystems_->counters() : nullptr));
   }
   return agent;
 }
@@ -89,19 +95,22 @@ Agent::~Agent() { Stop(); }
 
 void Agent::Start() {
   auto log = GetLogger("agent");
-  log->info("nodewatch-agent {} for node '{}' on {}: spool {} (spool id {}, highest seq {}), {} "
-            "aggregator(s)",
-            NODEWATCH_VERSION, config_.node_name, provider_->name(), config_.spool_dir,
-            spool_->spool_id(), spool_->highest_seq(), uplinks_.size());
+  log->info(
+      "nodewatch-agent {} for node '{}' on {}: spool {} (spool id {}, highest seq {}), {} "
+      "aggregator(s)",
+      NODEWATCH_VERSION, config_.node_name, provider_->name(), config_.spool_dir,
+      spool_->spool_id(), spool_->highest_seq(), uplinks_.size());
   heartbeat_->Start();
   cloud_->Start();
   load_->Start();
+  if (filesystems_) filesystems_->Start();
   for (auto& u : uplinks_) u->Start();
 }
 
 void Agent::Stop() {
   if (cloud_) cloud_->Stop();
   if (load_) load_->Stop();
+  if (filesystems_) filesystems_->Stop();
   if (heartbeat_) heartbeat_->Stop();
   for (auto& u : uplinks_) u->Stop();
   if (spool_) (void)spool_->Trim(0, /*force=*/true);

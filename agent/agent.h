@@ -2,8 +2,8 @@
 // AgentConfig; tests build it the same way.
 #pragma once
 
-#include <memory>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "agent/agent_metrics.h"
 #include "agent/collectors/cloud/cloud_collector.h"
+#include "agent/collectors/disk/filesystem_collector.h"
 #include "agent/collectors/host/heartbeat_collector.h"
 #include "agent/config/agent_config.h"
 #include "agent/spool/spool.h"
@@ -45,6 +46,7 @@ class Agent {
   std::unique_ptr<MetricsEndpoint> metrics_;
   std::unique_ptr<HeartbeatCollector> heartbeat_;
   std::unique_ptr<LoadGenerator> load_;
+  std::unique_ptr<FilesystemCollector> filesystems_;  // null with --filesystems=false
   std::vector<std::unique_ptr<Uplink>> uplinks_;
   std::mutex acks_mu_;
   std::map<std::string, uint64_t> acks_;  // endpoint → watermark

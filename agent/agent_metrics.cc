@@ -4,14 +4,26 @@ namespace nodewatch::agent {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(
     const std::string& address, Spool& spool, CloudCounters& cloud, std::string provider,
-    std::function<std::vector<UplinkStatus>()> uplinks) {
+    std::function<std::vector<UplinkStatus>()> uplinks, const FilesystemCounters* filesystems) {
   return MetricsEndpoint::Start(
       "metrics-listen", address,
-      [&spool, &cloud, provider = std::move(provider), uplinks = std::move(uplinks)] {
+      [&spool, &cloud, provider = std::move(provider), uplinks = std::move(uplinks), filesystems] {
         auto d = [](uint64_t v) { return static_cast<double>(v); };
         MetricFamilies f;
         const auto s = spool.stats();
         f.Gauge("nodewatch_agent_spool_bytes", "Bytes in the spool on disk.", d(s.bytes));
+        if (filesystems != nullptr) {
+          f.Counter("nodewatch_agent_filesystem_samples_total", "Filesystem samples spooled.",
+                    d(filesystems->samples));
+          f.Counter("nodewatch_agent_statfs_timeouts_total",
+                    "statfs calls that did not answer in time (a hung mount).",
+                    d(filesystems->statfs_timeouts));
+          f.Counter("nodewatch_agent_statfs_errors_total",
+                    "statfs calls that failed (mount gone or unreadable).",
+                    d(filesystems->statfs_errors));
+          f.Gauge("nodewatch_agent_statfs_stuck", "statfs calls still hanging now.",
+                  d(filesystems->stuck));
+        }
         f.Gauge("nodewatch_agent_spool_records",
                 "Records in the spool not yet acknowledged everywhere.", d(s.records));
         f.Counter("nodewatch_agent_spool_dropped_records_total",

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "agent/collectors/cloud/cloud_provider.h"
+#include "agent/collectors/disk/filesystem_collector.h"
 #include "agent/spool/spool.h"
 #include "agent/uplink/uplink.h"
 #include "common/metrics_endpoint.h"
@@ -17,6 +18,6 @@ namespace nodewatch::agent {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(
     const std::string& address, Spool& spool, CloudCounters& cloud, std::string provider,
-    std::function<std::vector<UplinkStatus>()> uplinks);
+    std::function<std::vector<UplinkStatus>()> uplinks, const FilesystemCounters* filesystems);
 
 }  // namespace nodewatch::agent

@@ -20,6 +20,10 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
   o.AddString("tls-key", &c->tls_key, "PEM private key of --tls-cert.");
   o.AddBool("insecure", &c->insecure, "Plaintext gRPC, for local demos only.");
   o.AddString("proc-root", &c->proc_root, "Host /proc (a different path inside a container).");
+  o.AddBool("filesystems", &c->filesystems,
+            "Sample the node's filesystems (capacity, inodes, time to full) every interval.");
+  o.AddDuration("statfs-timeout", &c->statfs_timeout_ms,
+                "A mount whose statfs takes longer is reported as timed out (dead NFS server).");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
   o.AddDuration("max-backoff", &c->max_backoff_ms, "Longest wait between reconnect attempts.");
   o.AddString("metrics-listen", &c->metrics_listen,
@@ -66,10 +70,14 @@ absl::Status ValidateAgentConfig(const AgentConfig& c) {
     return bad("spool-max-bytes", "must be at least 4 segments (see spool-segment-bytes)");
   }
   if (c.interval_ms < 100) return bad("interval", "must be at least 100ms");
+  if (c.statfs_timeout_ms < 10 || c.statfs_timeout_ms > 60'000) {
+    return bad("statfs-timeout", "must be between 10ms and 1m");
+  }
   if (c.max_backoff_ms < 100) return bad("max-backoff", "must be at least 100ms");
   for (const char* cloud : {"auto", "aws", "gcp", "azure", "digitalocean", "none"}) {
     if (c.cloud == cloud) break;
-    if (std::string(cloud) == "none") return bad("cloud", "'" + c.cloud + "' is not auto|aws|gcp|azure|digitalocean|none");
+    if (std::string(cloud) == "none")
+      return bad("cloud", "'" + c.cloud + "' is not auto|aws|gcp|azure|digitalocean|none");
   }
   if (c.aws_poll_interval_ms < 100 || c.aws_poll_interval_ms > 1000) {
     return bad("aws-poll-interval", "must be between 100ms and 1s");

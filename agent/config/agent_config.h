@@ -12,8 +12,8 @@
 namespace nodewatch::agent {
 
 struct AgentConfig {
-  std::string node_name;                   // default: hostname
-  std::vector<std::string> aggregators;    // host:port, one stream each
+  std::string node_name;                 // default: hostname
+  std::vector<std::string> aggregators;  // host:port, one stream each
   std::string spool_dir = "/var/lib/nodewatch/spool";
   uint64_t spool_max_bytes = 256ull << 20;
   uint64_t spool_segment_bytes = 4ull << 20;
@@ -23,6 +23,8 @@ struct AgentConfig {
   std::string tls_key;
   bool insecure = false;
   std::string proc_root = "/proc";
+  bool filesystems = true;            // capacity, inodes and time to full of the node's mounts
+  int64_t statfs_timeout_ms = 2'000;  // a hung mount is reported as timed out after this
   std::string log_level = "info";
   int64_t max_backoff_ms = 30'000;
   std::string metrics_listen;  // empty: no /metrics

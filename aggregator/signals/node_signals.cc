@@ -46,9 +46,8 @@ void NodeSignals::Stored(const std::string& node, const nodewatch::v1::NodeInfo&
 
 void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::erase_if(nodes_, [&](const auto& e) {
-    return e.second.last_ms < now_ms - options_.forget_after_ms;
-  });
+  std::erase_if(
+      nodes_, [&](const auto& e) { return e.second.last_ms < now_ms - options_.forget_after_ms; });
   auto d = [](uint64_t v) { return static_cast<double>(v); };
   // One family at a time (MetricFamilies groups consecutive samples of a name).
   auto each_network = [&](const char* name, const char* help, uint64_t Network::*field) {
@@ -56,20 +55,19 @@ void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
       if (n.has_network) f.Counter(name, help, d(n.net.*field), {{"node", node}});
     }
   };
-  each_network("nodewatch_network_transmit_bytes_total", "Bytes sent by the node's workloads.", &Network::tx_bytes);
-  each_network("nodewatch_network_receive_bytes_total", "Bytes received by the node's workloads.", &Network::rx_bytes);
-  each_network("nodewatch_network_transmit_packets_total", "Packets sent.",
-               &Network::tx_packets);
+  each_network("nodewatch_network_transmit_bytes_total", "Bytes sent by the node's workloads.",
+               &Network::tx_bytes);
+  each_network("nodewatch_network_receive_bytes_total", "Bytes received by the node's workloads.",
+               &Network::rx_bytes);
+  each_network("nodewatch_network_transmit_packets_total", "Packets sent.", &Network::tx_packets);
   each_network("nodewatch_network_receive_packets_total", "Packets received.",
                &Network::rx_packets);
   each_network("nodewatch_tcp_retransmits_total", "TCP segments retransmitted.",
                &Network::retransmits);
-  each_network("nodewatch_tcp_connects_total", "TCP connections attempted.",
-               &Network::connects);
+  each_network("nodewatch_tcp_connects_total", "TCP connections attempted.", &Network::connects);
   each_network("nodewatch_tcp_failed_connects_total", "TCP connects refused or timed out.",
                &Network::failed_connects);
-  each_network("nodewatch_tcp_resets_total", "TCP resets sent or received.",
-               &Network::resets);
+  each_network("nodewatch_tcp_resets_total", "TCP resets sent or received.", &Network::resets);
   each_network("nodewatch_network_dropped_flows_total",
                "Flows the agent could not count because its flow map was full.",
                &Network::dropped_flows);
@@ -85,8 +83,7 @@ void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
               &Device::reads);
   each_device("node_disk_writes_completed_total", "The total number of writes completed.",
               &Device::writes);
-  each_device("node_disk_read_bytes_total", "The total number of bytes read.",
-              &Device::read_bytes);
+  each_device("node_disk_read_bytes_total", "The total number of bytes read.", &Device::read_bytes);
   each_device("node_disk_written_bytes_total", "The total number of bytes written.",
               &Device::written_bytes);
   each_device("nodewatch_disk_io_errors_total", "Block requests that completed with an error.",
@@ -106,28 +103,32 @@ void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
       }
     }
   };
-  each_fs("node_filesystem_size_bytes", "Filesystem size in bytes.",
-          [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.size_bytes()); },
-          false);
+  each_fs(
+      "node_filesystem_size_bytes", "Filesystem size in bytes.",
+      [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.size_bytes()); },
+      false);
   each_fs(
       "node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.",
       [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.available_bytes()); },
       false);
-  each_fs("node_filesystem_files", "Filesystem total file nodes.",
-          [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.inodes()); },
-          false);
-  each_fs("node_filesystem_files_free", "Filesystem total free file nodes.",
-          [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.inodes_free()); },
-          false);
-  each_fs("nodewatch_filesystem_statfs_timed_out",
-          "1 when the agent's statfs of the mount did not answer in time (a hung network mount).",
-          [](const nodewatch::v1::Filesystem& fs) { return fs.timed_out() ? 1.0 : 0.0; }, false);
-  each_fs("nodewatch_filesystem_predicted_full_timestamp_seconds",
-          "When the agent predicts the filesystem full (Unix time); absent when not filling.",
-          [](const nodewatch::v1::Filesystem& fs) {
-            return static_cast<double>(fs.predicted_full_unix_ms()) / 1000;
-          },
-          true);
+  each_fs(
+      "node_filesystem_files", "Filesystem total file nodes.",
+      [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.inodes()); }, false);
+  each_fs(
+      "node_filesystem_files_free", "Filesystem total free file nodes.",
+      [](const nodewatch::v1::Filesystem& fs) { return static_cast<double>(fs.inodes_free()); },
+      false);
+  each_fs(
+      "nodewatch_filesystem_statfs_timed_out",
+      "1 when the agent's statfs of the mount did not answer in time (a hung network mount).",
+      [](const nodewatch::v1::Filesystem& fs) { return fs.timed_out() ? 1.0 : 0.0; }, false);
+  each_fs(
+      "nodewatch_filesystem_predicted_full_timestamp_seconds",
+      "When the agent predicts the filesystem full (Unix time); absent when not filling.",
+      [](const nodewatch::v1::Filesystem& fs) {
+        return static_cast<double>(fs.predicted_full_unix_ms()) / 1000;
+      },
+      true);
   f.Counter("nodewatch_signals_skipped_total",
             "Devices or mounts beyond the per-node bound, not exported.", d(skipped_.load()));
 }

@@ -117,9 +117,12 @@ TEST(StreamIntegration, ThreeAgentsLoseNothingWhileTheAggregatorIsKilledTwice) {
 TEST(StreamIntegration, AnAgentKilledMidStreamLosesNothingAfterRestart) {
   Cluster c("kill-agent");
   c.StartAggregator();
-  const std::vector<std::string> args = {"--interval", kHourInterval,
-                                         "--synthetic-records-per-second", "5000",
-                                         "--synthetic-records-total", "20000"};
+  const std::vector<std::string> args = {"--interval",
+                                         kHourInterval,
+                                         "--synthetic-records-per-second",
+                                         "5000",
+                                         "--synthetic-records-total",
+                                         "20000"};
   c.StartAgent("node-k", args);
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {
@@ -148,9 +151,9 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
       },
       20'000));
   auto cli = [&](std::vector<std::string> args) {
-    std::vector<std::string> all = {"--server", c.query_address(), "--tls-ca", c.pki().ca_file(),
-                                    "--tls-cert", c.operator_cert().cert, "--tls-key",
-                                    c.operator_cert().key};
+    std::vector<std::string> all = {"--server",        c.query_address(),    "--tls-ca",
+                                    c.pki().ca_file(), "--tls-cert",         c.operator_cert().cert,
+                                    "--tls-key",       c.operator_cert().key};
     all.insert(all.end(), args.begin(), args.end());
     std::string log = c.dir() + "/cli-" + std::to_string(std::rand()) + ".out";
     Subprocess p(BinaryPath("nodewatch"), all, log);
@@ -168,6 +171,9 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
   EXPECT_THAT(json, ::testing::HasSubstr("\"heartbeat\""));
   EXPECT_THAT(json, ::testing::Not(::testing::HasSubstr("\"node_info\"")));
   EXPECT_THAT(cli({"history", "no-such-node"}), ::testing::HasSubstr("no node 'no-such-node'"));
+  // The agent samples this machine's filesystems: "/" with its real capacity reaches the history.
+  std::string disk = cli({"history", "node-cli", "--kind", "disk", "--limit", "1"});
+  EXPECT_THAT(disk, ::testing::ContainsRegex(" / [0-9]+% used of "));
 }
 
 }  // namespace
