@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                                                   .retention_ms = config.retention_ms}));
   agg->engine_ = std::make_unique<IngestEngine>(*agg->store_, clock);
   RETURN_IF_ERROR(agg->StartCost(config, clock));
-  agg->signals_ = std::make_unique<NodeSignals>();
+  agg->signals_ = std::make_unique<NodeSignals>(clock);
   agg->engine_->AddRecordTap(agg->signals_.get());
   if (config.remediation.mode != "off") {
     auto conn = ResolveKubeConnection(config.remediation);

@@ -63,14 +63,25 @@ bool AlertEngine::TakeNotificationToken(int64_t now_ms) {
 void AlertEngine::Notify(StoredAlert& s, int64_t now_ms) {
   auto& a = *s.mutable_alert();
   const bool firing = a.state() == "firing";
+  if (!firing && !s.firing_sent()) {
+    s.set_owed(false);  // nobody was told it fired: its resolution is not news
+    return;
+  }
   const bool too_soon = firing && s.last_notified_unix_ms() > 0 &&
                         now_ms - s.last_notified_unix_ms() < options_.renotify_after_ms;
   if (too_soon || !TakeNotificationToken(now_ms)) {
-    a.set_suppressed(a.suppressed() + 1);
-    ++counters_.suppressed;
+    if (firing && !s.owed()) {
+      s.set_owed(true);  // retried every cycle while it fires, once the limits allow
+      a.set_suppressed(a.suppressed() + 1);
+      ++counters_.suppressed;
+    }
     return;
   }
-  s.set_last_notified_unix_ms(now_ms);
+  if (firing) {
+    s.set_last_notified_unix_ms(now_ms);
+    s.set_firing_sent(true);
+    s.set_owed(false);
+  }
   a.set_notifications(a.notifications() + 1);
   ++counters_.notifications;
   if (webhook_ == nullptr || !webhook_->enabled()) return;
@@ -95,6 +106,7 @@ void AlertEngine::Transition(StoredAlert& s, const std::string& state, int64_t n
     a.set_fired_unix_ms(now_ms);
     a.set_resolved_unix_ms(0);
     s.set_condition_false_since_unix_ms(0);
+    s.set_firing_sent(false);
     ++counters_.fired;
     log->warn("alert {} ({}) firing: {}", a.rule(), a.subject(), a.message());
     Notify(s, now_ms);
@@ -132,9 +144,16 @@ void AlertEngine::Evaluate(const std::vector<AlertCondition>& conditions, int64_
     if (a.state() == "pending" && now_ms - a.active_since_unix_ms() >= c->for_ms) {
       Transition(s, "firing", now_ms);
     }
-    if (a.state() == "firing") s.set_condition_false_since_unix_ms(0);
+    bool retried = false;
+    if (a.state() == "firing") {
+      s.set_condition_false_since_unix_ms(0);
+      if (s.owed() && a.state() == before) {
+        Notify(s, now_ms);  // a message held back by the rate limits
+        retried = !s.owed();
+      }
+    }
     // The value and message are refreshed every cycle; only transitions are worth a synced write.
-    if (a.state() != before || created || false_before != 0) Persist(key, s);
+    if (a.state() != before || created || false_before != 0 || retried) Persist(key, s);
   }
   // Alerts whose condition no longer holds.
   for (auto it = alerts_.begin(); it != alerts_.end();) {

@@ -6,10 +6,11 @@
 //   firing   --condition false for `resolve_after_ms`--> resolved (notify)
 //   resolved --condition true--> pending again; resolved entries are forgotten after a week
 //
-// A firing alert is notified once. If it fires again within `renotify_after_ms` of its last
-// notification it is recorded but not sent (flapping guard); all notifications share a budget of
-// `max_notifications_per_hour`. The hold before resolving keeps an alert that hovers around its
-// threshold from flapping.
+// A firing alert is notified once, and its resolution once. A firing within `renotify_after_ms`
+// of the alert's last "firing" message, or beyond the shared `max_notifications_per_hour`, is
+// held back and counted, then sent on a later cycle if it is still firing once the limits allow;
+// if it resolves first, neither message goes out. The hold before resolving keeps an alert that
+// hovers around its threshold from flapping.
 //
 //   AlertEngine engine(store, webhook, options);
 //   RETURN_IF_ERROR(engine.Load());

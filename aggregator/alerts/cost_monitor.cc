@@ -1,6 +1,7 @@
 #include "aggregator/alerts/cost_monitor.h"
 
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -121,15 +122,22 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
   // Spot reclaims in the window, and per node over the repeated window.
   const auto events = ledger_.Interruptions(
       now_ms - std::max(options_.interruption_window_ms, options_.repeated_window_ms));
-  int64_t reclaims = 0;
-  std::map<std::string, int64_t> per_node;
+  // Distinct cloud events: a notice stored as ACTIVE and again as COMPLETED is one event.
+  std::set<std::pair<std::string, std::string>> reclaim_events;
+  std::map<std::string, std::set<std::pair<std::string, std::string>>> node_events;
   for (const auto& e : events) {
-    if (IsSpotReclaim(e) && e.time_ms >= now_ms - options_.interruption_window_ms) ++reclaims;
+    const auto id = std::make_pair(e.provider, e.event_id);
+    if (IsSpotReclaim(e) && e.time_ms >= now_ms - options_.interruption_window_ms) {
+      reclaim_events.insert(id);
+    }
     if (e.state != nodewatch::v1::NOTICE_STATE_CANCELED && !e.node.empty() &&
         e.time_ms >= now_ms - options_.repeated_window_ms) {
-      ++per_node[e.node];
+      node_events[e.node].insert(id);
     }
   }
+  const auto reclaims = static_cast<int64_t>(reclaim_events.size());
+  std::map<std::string, int64_t> per_node;
+  for (const auto& [node, ids] : node_events) per_node[node] = static_cast<int64_t>(ids.size());
   const double share = report.spot().on_demand_fallback_share();
   const bool spike = reclaims >= options_.interruption_spike_count ||
                      (share >= options_.fallback_share && report.spot().fallback_node_hours() > 0);
@@ -174,7 +182,7 @@ std::vector<AlertCondition> CostMonitor::Conditions(const nodewatch::v1::CostRep
     week += usd;
     if (usd > 0) ++days_with_data;
   }
-  const double baseline = week / 7;
+  const double baseline = days_with_data > 0 ? week / days_with_data : 0;  // days that had data
   const double limit =
       std::max(options_.transfer_spike_factor * baseline, options_.transfer_spike_min_usd);
   out.push_back({.rule = "transfer-cost-spike",
@@ -307,6 +315,12 @@ void CostMonitor::CollectMetrics(MetricFamilies& f) const {
   f.Counter("nodewatch_transfer_namespaces_folded_total",
             "Flows counted under namespace (other) because a day had too many namespaces.",
             static_cast<double>(l.namespaces_folded.load()));
+  f.Counter("nodewatch_transfer_clamped_flows_total",
+            "Flows whose byte count was absurd (over 2^48 in one sample) and was clamped.",
+            static_cast<double>(l.clamped_flows.load()));
+  f.Counter("nodewatch_cost_ledger_dropped_total",
+            "Filesystem forecasts or notices the ledger did not keep (over its bounds).",
+            static_cast<double>(l.dropped_entries.load()));
   f.Histogram("nodewatch_cost_evaluation_seconds", "Time of one cost and alert evaluation cycle.",
               cycle_seconds_);
 }

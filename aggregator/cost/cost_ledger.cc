@@ -93,6 +93,7 @@ absl::Status CostLedger::Load(Store& store, int64_t now_ms) {
       now_ms - kInterruptionMemoryMs, now_ms + kDayMs,
       [&](uint32_t id, int64_t time, const Record& r) {
         interruptions_.push_back({.node = names[id],
+                                  .event_id = r.interruption().event_id(),
                                   .time_ms = time,
                                   .kind = r.interruption().kind(),
                                   .state = r.interruption().state(),
@@ -143,8 +144,13 @@ void CostLedger::Derive(const std::string& node, const nodewatch::v1::NodeInfo& 
     const size_t len = flow.remote_address().size();
     if (len != 4 && len != 16) ++counters_.unclassifiable_flows;
     const auto c = static_cast<size_t>(classes.Classify(from, flow.remote_address()));
-    node_bytes[c] += flow.bytes();
-    ns_bytes[Segment(flow.pod_namespace(), kHostNamespace)][c] += flow.bytes();
+    uint64_t bytes = flow.bytes();
+    if (bytes > options_.max_flow_bytes) {  // a hostile or broken agent; sums must not wrap
+      bytes = options_.max_flow_bytes;
+      ++counters_.clamped_flows;
+    }
+    node_bytes[c] += bytes;
+    ns_bytes[Segment(flow.pod_namespace(), kHostNamespace)][c] += bytes;
   }
   const std::string n = Segment(node, "(unnamed)");
   const std::string provider = Segment(info.provider(), "none");
@@ -176,14 +182,31 @@ void CostLedger::Stored(const std::string& node, const nodewatch::v1::NodeInfo& 
                         int64_t key_time_ms, const Record& record) {
   if (record.has_interruption()) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (interruptions_.size() >= options_.max_interruptions) {
+      ++counters_.dropped_entries;
+      return;
+    }
     interruptions_.push_back({.node = node,
+                              .event_id = record.interruption().event_id(),
                               .time_ms = key_time_ms,
                               .kind = record.interruption().kind(),
                               .state = record.interruption().state(),
                               .provider = record.interruption().provider()});
   } else if (record.has_disk()) {
     std::lock_guard<std::mutex> lock(mu_);
+    size_t known = 0;
+    for (auto it = filesystems_.lower_bound({node, ""});
+         it != filesystems_.end() && it->first.first == node; ++it) {
+      ++known;
+    }
     for (const auto& fs : record.disk().filesystems()) {
+      if (filesystems_.count({node, fs.mountpoint()}) == 0) {
+        if (known >= options_.max_filesystems_per_node) {
+          ++counters_.dropped_entries;
+          continue;
+        }
+        ++known;
+      }
       FilesystemForecast f{.node = node,
                            .mountpoint = fs.mountpoint(),
                            .observed_ms = key_time_ms,

@@ -35,6 +35,7 @@ std::string DayName(int64_t day);  // "2026-11-30"
 
 struct InterruptionEvent {
   std::string node;
+  std::string event_id;  // with provider: one cloud event (ACTIVE then COMPLETED is one event)
   int64_t time_ms = 0;
   nodewatch::v1::InterruptionKind kind = nodewatch::v1::INTERRUPTION_KIND_UNSPECIFIED;
   nodewatch::v1::NoticeState state = nodewatch::v1::NOTICE_STATE_UNSPECIFIED;
@@ -61,6 +62,9 @@ struct TransferTotals {
 struct CostLedgerOptions {
   int64_t keep_days = 62;                // rollup days kept (two full months)
   size_t max_namespaces_per_day = 2000;  // beyond: counted under "(other)"
+  size_t max_filesystems_per_node = 64;  // beyond: not remembered
+  size_t max_interruptions = 200'000;    // remembered notices (40 days of a big fleet)
+  uint64_t max_flow_bytes = 1ull << 48;  // a flow claiming more in one sample is clamped
 };
 
 struct CostLedgerCounters {
@@ -68,6 +72,8 @@ struct CostLedgerCounters {
   std::atomic<uint64_t> flows{0};
   std::atomic<uint64_t> unclassifiable_flows{0};  // remote address neither 4 nor 16 bytes
   std::atomic<uint64_t> namespaces_folded{0};     // flows counted under "(other)"
+  std::atomic<uint64_t> clamped_flows{0};         // absurd byte counts clamped
+  std::atomic<uint64_t> dropped_entries{0};       // filesystems or notices over the bounds
 };
 
 class CostLedger final : public RecordTap {

@@ -72,10 +72,10 @@ void AddSpot(const std::vector<NodeFacts>& facts, const std::vector<Interruption
   // Match each spot reclaim of the month (oldest first) with the first unmatched on-demand node
   // of the same provider and region that appeared within the window after it.
   std::vector<const InterruptionEvent*> reclaims;
-  std::set<std::pair<std::string, std::string>> seen;  // (node, kind) counted once per node
+  std::set<std::pair<std::string, std::string>> seen;  // (provider, event id): once per event
   for (const auto& e : events) {
     if (e.time_ms < month_start || e.time_ms > in.now_ms || !IsSpotReclaim(e)) continue;
-    if (!seen.insert({e.node, std::to_string(e.kind)}).second) continue;
+    if (!seen.insert({e.provider, e.event_id}).second) continue;
     reclaims.push_back(&e);
   }
   std::sort(reclaims.begin(), reclaims.end(),
@@ -265,8 +265,7 @@ CostReport ComputeCost(const CostInputs& in) {
       n->set_month_to_date_usd(f.hourly.value_or(0) * f.hours_month);
       if (auto it = in.transfer_month.by_node.find(f.node->name());
           it != in.transfer_month.by_node.end()) {
-        n->set_transfer_usd_month(
-            TransferUsd(it->second, prices.Transfer(info.provider(), info.region())));
+        n->set_transfer_usd_month(TransferUsd(it->second, prices.Transfer(info.provider(), "*")));
       }
     }
   }

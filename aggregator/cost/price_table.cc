@@ -98,6 +98,12 @@ absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std:
     auto provider = RequiredString(e, "provider", where);
     if (!provider.ok()) return provider.status();
     std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
+    if (region != "*") {
+      // Transfer is summed per provider (the rollups do not keep regions), so a per-region price
+      // could not be applied consistently.
+      return absl::InvalidArgumentError(
+          where + ": transfer prices are per provider; 'region' must be \"*\" or absent");
+    }
     TransferPrice price;
     for (TransferClass c :
          {TransferClass::kCrossZone, TransferClass::kCrossRegion, TransferClass::kInternet}) {

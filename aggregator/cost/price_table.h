@@ -7,7 +7,7 @@
 //     - {provider: aws, region: us-east-1, type: t3.medium, on_demand: 0.0416, spot: 0.0125}
 //     - {provider: aws, region: "*", type: t3.medium, on_demand: 0.0416}   # any other region
 //   transfer:
-//     - {provider: aws, region: "*", cross_zone: 0.01, cross_region: 0.02, internet: 0.09}
+//     - {provider: aws, cross_zone: 0.01, cross_region: 0.02, internet: 0.09}  # per provider
 //
 // Lookups prefer an exact region over "*". A spot node whose type has no spot price is priced at
 // on-demand (an upper bound) and counted as such. Immutable after Load, so any thread may read.

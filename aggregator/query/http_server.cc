@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 
@@ -59,10 +61,15 @@ class Conn {
   Conn(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {}
   ~Conn() {
     if (ssl_ != nullptr) {
-      SSL_shutdown(ssl_);
+      if (established_) SSL_shutdown(ssl_);  // no close_notify after a failed handshake
       SSL_free(ssl_);
     }
+    ERR_clear_error();  // leave nothing on this worker thread's error queue
     close(fd_);
+  }
+  bool Handshake() {
+    established_ = SSL_accept(ssl_) == 1;
+    return established_;
   }
   long Read(char* buf, size_t n) {
     if (ssl_ != nullptr) return SSL_read(ssl_, buf, static_cast<int>(n));
@@ -98,6 +105,7 @@ class Conn {
  private:
   int fd_;
   SSL* ssl_;
+  bool established_ = false;
 };
 
 std::map<std::string, std::string> ParseQuery(const std::string& query) {
@@ -217,19 +225,37 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
 HttpServer::~HttpServer() {
   stopping_ = true;
   if (acceptor_.joinable()) acceptor_.join();
-  workers_.reset();  // finishes the connections in hand
+  ShutDownConnections(/*all=*/true);  // wake workers blocked on slow clients
+  workers_.reset();                   // finishes the connections in hand
   if (listen_fd_ >= 0) close(listen_fd_);
   if (ssl_ctx_ != nullptr) SSL_CTX_free(static_cast<SSL_CTX*>(ssl_ctx_));
 }
 
+void HttpServer::ShutDownConnections(bool all) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(conns_mu_);
+  for (auto& [fd, deadline] : conns_) {
+    if (!all && now < deadline) continue;
+    // Wakes the worker blocked in read or write; the worker closes the descriptor.
+    shutdown(fd, SHUT_RDWR);
+    deadline = std::chrono::steady_clock::time_point::max();
+  }
+}
+
 void HttpServer::AcceptLoop() {
   while (!stopping_) {
+    ShutDownConnections(/*all=*/false);
     pollfd p{.fd = listen_fd_, .events = POLLIN};
     if (poll(&p, 1, 200) <= 0) continue;
     sockaddr_storage addr{};
     socklen_t len = sizeof addr;
     int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      // Out of descriptors: the pending connection stays queued; do not spin on it.
+      if (errno == EMFILE || errno == ENFILE)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
     timeval tv{.tv_sec = options_.io_timeout_ms / 1000,
                .tv_usec = (options_.io_timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -247,16 +273,35 @@ void HttpServer::AcceptLoop() {
 }
 
 void HttpServer::Serve(int fd, const std::string& peer) {
+  if (stopping_) {  // queued while the server was stopping
+    close(fd);
+    return;
+  }
+  {
+    // The whole exchange (handshake, request, answer) must fit in io_timeout_ms: a client that
+    // trickles bytes is cut off by the acceptor's sweep, not only when one read stalls.
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    conns_[fd] =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.io_timeout_ms);
+  }
+  struct Unregister {
+    HttpServer* self;
+    int fd;
+    ~Unregister() {
+      std::lock_guard<std::mutex> lock(self->conns_mu_);
+      self->conns_.erase(fd);
+    }
+  };
   SSL* ssl = nullptr;
   if (ssl_ctx_ != nullptr) {
     ssl = SSL_new(static_cast<SSL_CTX*>(ssl_ctx_));
     SSL_set_fd(ssl, fd);
   }
-  Conn conn(fd, ssl);
-  if (ssl != nullptr && SSL_accept(ssl) != 1) {
+  Conn conn(fd, ssl);  // closes fd after Unregister (declared later, destroyed first) ran
+  Unregister unregister{this, fd};
+  if (ssl != nullptr && !conn.Handshake()) {
     ++refused_;
     GetLogger("agg.http")->debug("TLS handshake with {} failed: {}", peer, OpenSslError());
-    ERR_clear_error();
     return;
   }
   auto respond = [&](const HttpResponse& r) {

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -42,7 +44,7 @@ struct HttpServerOptions {
   size_t threads = 4;
   size_t max_queued = 64;  // connections waiting for a worker; more are closed
   size_t max_header_bytes = 16 * 1024;
-  int io_timeout_ms = 10'000;
+  int io_timeout_ms = 10'000;  // for the whole exchange of one connection
 };
 
 class HttpServer {
@@ -58,6 +60,8 @@ class HttpServer {
   HttpServer(HttpServerOptions options, Handler handler);
   void AcceptLoop();
   void Serve(int fd, const std::string& peer);
+  // shutdown(2)s connections past their deadline (all of them with `all`).
+  void ShutDownConnections(bool all);
 
   const HttpServerOptions options_;
   Handler handler_;
@@ -68,6 +72,8 @@ class HttpServer {
   std::atomic<uint64_t> refused_{0};
   std::unique_ptr<BoundedExecutor> workers_;
   std::thread acceptor_;
+  std::mutex conns_mu_;
+  std::map<int, std::chrono::steady_clock::time_point> conns_;  // connections being served
 };
 
 // "%41b+c" -> "Ab c"; malformed escapes are kept as they are.

@@ -2,12 +2,12 @@
 
 namespace nodewatch::aggregator {
 
-void NodeSignals::Stored(const std::string& node, const nodewatch::v1::NodeInfo&,
-                         int64_t key_time_ms, const nodewatch::v1::Record& record) {
+void NodeSignals::Stored(const std::string& node, const nodewatch::v1::NodeInfo&, int64_t,
+                         const nodewatch::v1::Record& record) {
   if (!record.has_network() && !record.has_disk()) return;
   std::lock_guard<std::mutex> lock(mu_);
   Node& n = nodes_[node];
-  n.last_ms = std::max(n.last_ms, key_time_ms);
+  n.last_ms = clock_.NowUnixMs();
   if (record.has_network()) {
     const auto& s = record.network();
     n.has_network = true;
@@ -90,9 +90,12 @@ void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
               &Device::io_errors);
 
   using Getter = double (*)(const nodewatch::v1::Filesystem&);
-  auto each_fs = [&](const char* name, const char* help, Getter get, bool only_positive) {
+  // Capacity series are left out for a mount whose statfs timed out: zeros would read as full.
+  auto each_fs = [&](const char* name, const char* help, Getter get, bool only_positive,
+                     bool needs_answer = true) {
     for (const auto& [node, n] : nodes_) {
       for (const auto& [mount, fs] : n.filesystems) {
+        if (needs_answer && fs.timed_out()) continue;
         const double v = get(fs);
         if (only_positive && v <= 0) continue;
         f.Gauge(name, help, v,

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "aggregator/ingest/ingest_engine.h"
+#include "common/clock.h"
 #include "common/metrics_endpoint.h"
 
 namespace nodewatch::aggregator {
@@ -30,11 +31,13 @@ struct NodeSignalsOptions {
 
 class NodeSignals final : public RecordTap {
  public:
-  explicit NodeSignals(NodeSignalsOptions options = {}) : options_(options) {}
+  // Nodes are aged by when their samples arrived (`clock`), not by the agents' clocks.
+  explicit NodeSignals(const Clock& clock, NodeSignalsOptions options = {})
+      : clock_(clock), options_(options) {}
 
   void Derive(const std::string&, const nodewatch::v1::NodeInfo&, int64_t,
               const nodewatch::v1::Record&, std::vector<CounterDelta>*) override {}
-  void Stored(const std::string& node, const nodewatch::v1::NodeInfo& info, int64_t key_time_ms,
+  void Stored(const std::string& node, const nodewatch::v1::NodeInfo& info, int64_t,
               const nodewatch::v1::Record& record) override;
   void CountersCommitted(const std::vector<CounterDelta>&) override {}
 
@@ -58,6 +61,7 @@ class NodeSignals final : public RecordTap {
     std::map<std::string, nodewatch::v1::Filesystem> filesystems;  // latest, by mountpoint
   };
 
+  const Clock& clock_;
   const NodeSignalsOptions options_;
   std::atomic<uint64_t> skipped_{0};  // devices or mounts over the per-node bound
   std::mutex mu_;

@@ -51,7 +51,11 @@ absl::StatusOr<FsStats> FilesystemCollector::StatfsWithTimeout(const std::string
 int64_t FilesystemCollector::PredictFull(const std::string& mountpoint, int64_t now_ms,
                                          const FsStats& stats) {
   Trend& trend = trends_[mountpoint];
-  const double used = static_cast<double>(stats.size_bytes - stats.available_bytes);
+  // Reserved blocks make size - available the used space; a filesystem reporting more available
+  // than its size (seen on some network filesystems) counts as empty, not as wrapped.
+  const double used = stats.available_bytes < stats.size_bytes
+                          ? static_cast<double>(stats.size_bytes - stats.available_bytes)
+                          : 0.0;
   if (trend.points.empty() || now_ms - trend.points.back().first >= 60'000) {
     trend.points.emplace_back(now_ms, used);
   }
@@ -110,12 +114,21 @@ absl::StatusOr<nodewatch::v1::DiskSample> FilesystemCollector::CollectOnce() {
     fs->set_inodes_free(stats->inodes_free);
     fs->set_predicted_full_unix_ms(PredictFull(m.mountpoint, now, *stats));
   }
-  // Forget the trends of mounts that are gone.
-  std::erase_if(trends_, [&](const auto& t) {
+  // Forget mounts that are gone: their trends, and their statfs calls once they have returned
+  // (a call still hanging stays counted as stuck).
+  auto gone = [&](const std::string& mountpoint) {
     for (const auto& m : *mounts) {
-      if (m.mountpoint == t.first) return false;
+      if (m.mountpoint == mountpoint) return false;
     }
     return true;
+  };
+  std::erase_if(trends_, [&](const auto& t) { return gone(t.first); });
+  std::erase_if(in_flight_, [&](const auto& p) {
+    if (!gone(p.first)) return false;
+    if (!p.second) return true;
+    std::lock_guard<std::mutex> lock(p.second->mu);
+    if (p.second->done) --counters_.stuck;
+    return p.second->done;
   });
   nodewatch::v1::Record record;
   record.set_time_unix_ms(now);

@@ -108,7 +108,7 @@ TEST_F(AlertEngineTest, SurvivesARestartWithoutSendingAgain) {
   EXPECT_EQ(Only().notifications(), 2u);
 }
 
-TEST_F(AlertEngineTest, RefiringSoonAfterResolvingIsRecordedButNotSent) {
+TEST_F(AlertEngineTest, RefiringSoonAfterResolvingIsHeldBackThenSentIfItPersists) {
   engine_->Evaluate({Budget(true)}, now_);
   engine_->Evaluate({Budget(false)}, now_ + kMinute);
   engine_->Evaluate({Budget(false)}, now_ + 20 * kMinute);
@@ -116,14 +116,26 @@ TEST_F(AlertEngineTest, RefiringSoonAfterResolvingIsRecordedButNotSent) {
   engine_->Evaluate({Budget(true)}, now_ + 30 * kMinute);
   auto a = Only();
   EXPECT_EQ(a.state(), "firing");
-  EXPECT_EQ(a.notifications(), 2u);
+  EXPECT_EQ(a.notifications(), 2u);  // fired, resolved; this firing is held back
   EXPECT_EQ(a.suppressed(), 1u);
   EXPECT_EQ(engine_->counters().suppressed.load(), 1u);
-  // After the re-notify interval it is sent again.
+  engine_->Evaluate({Budget(true)}, now_ + 3 * 60 * kMinute);
+  EXPECT_EQ(Only().notifications(), 2u);  // still inside the 4 h re-notify window
+  Restart();                              // what is owed survives a restart
+  engine_->Evaluate({Budget(true)}, now_ + 4 * 60 * kMinute + kMinute);
+  EXPECT_EQ(Only().notifications(), 3u);  // still firing past the window: sent now
+  EXPECT_EQ(Only().suppressed(), 1u);
+}
+
+TEST_F(AlertEngineTest, AHeldBackFiringThatResolvesIsNeverAnnounced) {
+  engine_->Evaluate({Budget(true)}, now_);
+  engine_->Evaluate({Budget(false)}, now_ + kMinute);
+  engine_->Evaluate({Budget(false)}, now_ + 20 * kMinute);
+  engine_->Evaluate({Budget(true)}, now_ + 30 * kMinute);  // held back
   engine_->Evaluate({Budget(false)}, now_ + 31 * kMinute);
   engine_->Evaluate({Budget(false)}, now_ + 50 * kMinute);
-  engine_->Evaluate({Budget(true)}, now_ + 5 * 60 * kMinute);
-  EXPECT_EQ(Only().notifications(), 4u);  // + resolved, + fired again
+  EXPECT_EQ(Only().state(), "resolved");
+  EXPECT_EQ(Only().notifications(), 2u);  // neither its firing nor its resolution went out
 }
 
 TEST_F(AlertEngineTest, AllNotificationsShareAnHourlyBudget) {
@@ -136,6 +148,13 @@ TEST_F(AlertEngineTest, AllNotificationsShareAnHourlyBudget) {
   EXPECT_EQ(engine_->counters().notifications.load(), 2u);
   EXPECT_EQ(engine_->counters().suppressed.load(), 3u);
   EXPECT_EQ(engine_->List(false).size(), 5u);  // all five are firing and listed
+  engine_->Evaluate(disks, now_ + 30 * kMinute);
+  EXPECT_EQ(engine_->counters().notifications.load(), 2u);  // the hour's budget is spent
+  engine_->Evaluate(disks, now_ + 61 * kMinute);
+  EXPECT_EQ(engine_->counters().notifications.load(), 4u);  // two more as the budget refills
+  engine_->Evaluate(disks, now_ + 122 * kMinute);
+  EXPECT_EQ(engine_->counters().notifications.load(), 5u);  // every firing sent exactly once
+  EXPECT_EQ(engine_->counters().suppressed.load(), 3u);
 }
 
 TEST_F(AlertEngineTest, ADamagedStoredAlertIsSkippedNotFatal) {

@@ -115,6 +115,9 @@ TEST(PriceTable, BadTablesAreRefusedWithTheEntryNamed) {
   EXPECT_FALSE(PriceTable::Parse("[1, 2", "f").ok());
   EXPECT_FALSE(PriceTable::Parse("instances: 3", "f").ok());
   EXPECT_FALSE(PriceTable::LoadFile("/nonexistent/prices.yaml").ok());
+  auto regional = PriceTable::Parse(
+      "instances: []\ntransfer:\n  - {provider: aws, region: us-east-1, internet: 0.09}\n", "f");
+  EXPECT_THAT(regional.status().message(), HasSubstr("transfer prices are per provider"));
 }
 
 TEST(TransferClassifier, ClassifiesByNodeAddressesOverridesAndRanges) {
@@ -218,11 +221,13 @@ TEST(CostModel, SpotNodeReplacedByOnDemandAfterAnInterruption) {
               // Same time, other region: not a fallback either.
               Node("od-d", "m5.large", od, Utc(2026, 11, 5, 10, 1), in.now_ms, true, "eu-west-1")};
   in.interruptions = {{.node = "spot-a",
+                       .event_id = "i-spot-a-terminate",
                        .time_ms = Utc(2026, 11, 5, 9, 58),
                        .kind = nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
                        .state = nodewatch::v1::NOTICE_STATE_ACTIVE,
                        .provider = "aws"},
                       {.node = "spot-a",  // the same reclaim reported again
+                       .event_id = "i-spot-a-terminate",
                        .time_ms = Utc(2026, 11, 5, 9, 59),
                        .kind = nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE,
                        .state = nodewatch::v1::NOTICE_STATE_ACTIVE,

@@ -80,7 +80,7 @@ class NodeSignalsTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<rocksdb::Env> env_;
   std::unique_ptr<Store> store_;
-  NodeSignals signals_{{.max_devices = 2}};
+  NodeSignals signals_{clock_, {.max_devices = 2}};
   std::unique_ptr<IngestEngine> engine_;
 };
 
