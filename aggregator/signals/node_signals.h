@@ -43,7 +43,6 @@ class NodeSignals final : public RecordTap {
 
   // Exports every node's series; forgets nodes silent for longer than forget_after_ms.
   void CollectMetrics(MetricFamilies& f, int64_t now_ms);
-  uint64_t skipped() const { return skipped_.load(); }
 
  private:
   struct Network {
