@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "agent/collectors/disk/block_io_program.h"
+#include "agent/collectors/net/net_program.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
@@ -59,6 +61,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
         FilesystemCollectorOptions{.interval_ms = config.interval_ms,
                                    .statfs_timeout_ms = config.statfs_timeout_ms});
   }
+  if (config.bpf) agent->SetUpBpf();
   Agent* self = agent.get();
   for (const auto& endpoint : config.aggregators) {
     UplinkOptions options{
@@ -86,12 +89,63 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
                      StartAgentMetrics(
                          config.metrics_listen, *agent->spool_, agent->cloud_counters_,
                          agent->provider_->name(), [self] { return self->uplink_status(); },
-                         agent->filesystems_ ? &agent->filesystems_->counters() : nullptr));
+                         agent->filesystems_ ? &agent->filesystems_->counters() : nullptr,
+                         config.bpf ? &agent->bpf_view_ : nullptr));
   }
   return agent;
 }
 
 Agent::~Agent() { Stop(); }
+
+// Loads what this kernel can run; anything it refuses is logged, left off and reported as
+// nodewatch_agent_bpf_collector_up 0, and the agent carries on without it.
+void Agent::SetUpBpf() {
+  auto log = GetLogger("agent.bpf");
+  if (config_.bpf_stats) {
+    if (auto stats = BpfStatsScope::Enable(); stats.ok()) {
+      bpf_stats_.emplace(std::move(*stats));
+    } else {
+      log->warn("no BPF run-time statistics: {}", stats.status());
+    }
+  }
+  std::string cgroup = config_.bpf_cgroup;
+  if (cgroup.empty()) {
+    auto root = FindCgroup2Mount("/proc");
+    if (root.ok()) cgroup = *root;
+    else bpf_view_.unavailable["network"] = std::string(root.status().message());
+  }
+  if (!cgroup.empty()) {
+    auto program = BpfNetProgram::Load(
+        {.cgroup_path = cgroup,
+         .flow_entries = static_cast<uint32_t>(config_.bpf_flow_entries),
+         .tcp = config_.bpf_tcp});
+    if (program.ok()) {
+      auto root = FindCgroup2Mount("/proc");
+      network_ = std::make_unique<NetworkCollector>(
+          *spool_, std::move(*program),
+          std::make_unique<CgroupPodResolver>(root.ok() ? *root : cgroup, config_.pods_log_dir,
+                                              clock_),
+          clock_, NetworkCollectorOptions{.interval_ms = config_.interval_ms});
+    } else {
+      bpf_view_.unavailable["network"] = std::string(program.status().message());
+    }
+  }
+  if (config_.bpf_block_io) {
+    auto program = BpfBlockIoProgram::Load();
+    if (program.ok()) {
+      block_io_ = std::make_unique<BlockIoCollector>(*spool_, std::move(*program),
+                                                     config_.proc_root, clock_,
+                                                     config_.interval_ms);
+    } else {
+      bpf_view_.unavailable["block_io"] = std::string(program.status().message());
+    }
+  }
+  for (const auto& [collector, why] : bpf_view_.unavailable) {
+    log->warn("eBPF {} signals off: {}", collector, why);
+  }
+  bpf_view_.network = network_.get();
+  bpf_view_.block_io = block_io_.get();
+}
 
 void Agent::Start() {
   auto log = GetLogger("agent");
@@ -104,6 +158,8 @@ void Agent::Start() {
   cloud_->Start();
   load_->Start();
   if (filesystems_) filesystems_->Start();
+  if (network_) network_->Start();
+  if (block_io_) block_io_->Start();
   for (auto& u : uplinks_) u->Start();
 }
 
@@ -111,6 +167,8 @@ void Agent::Stop() {
   if (cloud_) cloud_->Stop();
   if (load_) load_->Stop();
   if (filesystems_) filesystems_->Stop();
+  if (network_) network_->Stop();
+  if (block_io_) block_io_->Stop();
   if (heartbeat_) heartbeat_->Stop();
   for (auto& u : uplinks_) u->Stop();
   if (spool_) (void)spool_->Trim(0, /*force=*/true);

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -47,6 +48,12 @@ class Agent {
   std::unique_ptr<HeartbeatCollector> heartbeat_;
   std::unique_ptr<LoadGenerator> load_;
   std::unique_ptr<FilesystemCollector> filesystems_;  // null with --filesystems=false
+  // eBPF collectors: null when switched off or refused by the kernel (reason in bpf_view_).
+  void SetUpBpf();
+  std::optional<BpfStatsScope> bpf_stats_;
+  std::unique_ptr<NetworkCollector> network_;
+  std::unique_ptr<BlockIoCollector> block_io_;
+  BpfView bpf_view_;
   std::vector<std::unique_ptr<Uplink>> uplinks_;
   std::mutex acks_mu_;
   std::map<std::string, uint64_t> acks_;  // endpoint → watermark

@@ -4,10 +4,12 @@ namespace nodewatch::agent {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(
     const std::string& address, Spool& spool, CloudCounters& cloud, std::string provider,
-    std::function<std::vector<UplinkStatus>()> uplinks, const FilesystemCounters* filesystems) {
+    std::function<std::vector<UplinkStatus>()> uplinks, const FilesystemCounters* filesystems,
+    const BpfView* bpf) {
   return MetricsEndpoint::Start(
       "metrics-listen", address,
-      [&spool, &cloud, provider = std::move(provider), uplinks = std::move(uplinks), filesystems] {
+      [&spool, &cloud, provider = std::move(provider), uplinks = std::move(uplinks), filesystems,
+       bpf] {
         auto d = [](uint64_t v) { return static_cast<double>(v); };
         MetricFamilies f;
         const auto s = spool.stats();
@@ -71,8 +73,101 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(
                   p);
         f.Counter("nodewatch_agent_acknowledgements_total", "Azure StartRequests sent.",
                   d(cloud.acknowledgements), p);
+        if (bpf != nullptr) AddBpfMetrics(f, *bpf);
         return f.Take();
       });
+}
+
+void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
+  auto d = [](uint64_t v) { return static_cast<double>(v); };
+  std::vector<ProgramStats> programs;
+  std::vector<MapStats> maps;
+  if (bpf.network != nullptr) {
+    for (auto& p : bpf.network->source().Programs()) programs.push_back(std::move(p));
+    for (auto& m : bpf.network->source().Maps()) maps.push_back(std::move(m));
+  }
+  if (bpf.block_io != nullptr) {
+    for (auto& p : bpf.block_io->source().Programs()) programs.push_back(std::move(p));
+    for (auto& m : bpf.block_io->source().Maps()) maps.push_back(std::move(m));
+  }
+  const std::pair<const char*, bool> collectors[] = {{"network", bpf.network != nullptr},
+                                                     {"block_io", bpf.block_io != nullptr}};
+  for (const auto& [name, up] : collectors) {
+    f.Gauge("nodewatch_agent_bpf_collector_up",
+            "1 if the collector's BPF programs are loaded; 0 if switched off or refused (the log "
+            "says why).",
+            up ? 1 : 0, {{"collector", name}});
+  }
+  for (const auto& p : programs) {
+    f.Gauge("nodewatch_agent_bpf_program_loaded",
+            "1 if the program is loaded and attached; 0 if this kernel cannot run it.",
+            p.loaded ? 1 : 0, {{"program", p.name}, {"attach", p.attach}});
+  }
+  for (const auto& p : programs) {
+    if (p.loaded) {
+      f.Counter("nodewatch_agent_bpf_program_runs_total",
+                "Runs of the program (counted while bpf_stats is on, see --bpf-stats).",
+                d(p.run_count), {{"program", p.name}});
+    }
+  }
+  for (const auto& p : programs) {
+    if (p.loaded) {
+      f.Counter("nodewatch_agent_bpf_program_run_seconds_total",
+                "Kernel time spent in the program (counted while bpf_stats is on).",
+                static_cast<double>(p.run_time_ns) / 1e9, {{"program", p.name}});
+    }
+  }
+  for (const auto& m : maps) {
+    f.Gauge("nodewatch_agent_bpf_map_entries", "Entries in the map now.", d(m.entries),
+            {{"map", m.name}});
+  }
+  for (const auto& m : maps) {
+    f.Gauge("nodewatch_agent_bpf_map_max_entries", "Capacity of the map.", d(m.max_entries),
+            {{"map", m.name}});
+  }
+  for (const auto& m : maps) {
+    f.Gauge("nodewatch_agent_bpf_map_memory_bytes", "Kernel memory charged for the map.",
+            d(m.memory_bytes), {{"map", m.name}});
+  }
+  const char* const full_help =
+      "Events the kernel could not record because the map was full (never silent).";
+  if (bpf.network != nullptr) {
+    const auto& c = bpf.network->counters();
+    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.flow_map_full),
+              {{"map", "flows"}});
+    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.connect_map_full),
+              {{"map", "connect_start"}});
+  }
+  if (bpf.block_io != nullptr) {
+    const auto& c = bpf.block_io->counters();
+    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.device_map_full),
+              {{"map", "disk_io"}});
+    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.issue_map_full),
+              {{"map", "io_start"}});
+  }
+  if (bpf.network != nullptr) {
+    const auto& c = bpf.network->counters();
+    f.Counter("nodewatch_agent_network_samples_total", "Network samples spooled.", d(c.samples));
+    f.Counter("nodewatch_agent_network_flows_evicted_total",
+              "Idle flows taken out of the kernel map (their last counts kept).",
+              d(c.flows_evicted));
+    f.Counter("nodewatch_agent_network_flows_folded_total",
+              "Small flows folded into per-pod totals because a sample had too many.",
+              d(c.flows_folded));
+  }
+  if (bpf.block_io != nullptr) {
+    f.Counter("nodewatch_agent_block_io_samples_total", "Block I/O samples spooled.",
+              d(bpf.block_io->counters().samples));
+  }
+  const char* const read_errors_help = "Failed reads of the kernel maps.";
+  if (bpf.network != nullptr) {
+    f.Counter("nodewatch_agent_bpf_read_errors_total", read_errors_help,
+              d(bpf.network->counters().read_errors), {{"collector", "network"}});
+  }
+  if (bpf.block_io != nullptr) {
+    f.Counter("nodewatch_agent_bpf_read_errors_total", read_errors_help,
+              d(bpf.block_io->counters().read_errors), {{"collector", "block_io"}});
+  }
 }
 
 }  // namespace nodewatch::agent

@@ -24,6 +24,23 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
             "Sample the node's filesystems (capacity, inodes, time to full) every interval.");
   o.AddDuration("statfs-timeout", &c->statfs_timeout_ms,
                 "A mount whose statfs takes longer is reported as timed out (dead NFS server).");
+  o.AddBool("bpf", &c->bpf,
+            "Count network traffic per pod and remote address, TCP health and block I/O latency "
+            "with eBPF (needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).");
+  o.AddString("bpf-cgroup", &c->bpf_cgroup,
+              "cgroup v2 directory whose sockets are counted (and every cgroup below); empty: the "
+              "cgroup v2 root, i.e. pods and host processes.");
+  o.AddInt("bpf-flow-entries", &c->bpf_flow_entries,
+           "Size of the kernel flows map: distinct (cgroup, remote address, direction) per "
+           "interval. When full, packets are counted as dropped.",
+           16, 1 << 22);
+  o.AddBool("bpf-tcp", &c->bpf_tcp, "TCP retransmits, connect latency, failed connects, resets.");
+  o.AddBool("bpf-block-io", &c->bpf_block_io,
+            "Block request latency histograms and I/O errors per device.");
+  o.AddBool("bpf-stats", &c->bpf_stats,
+            "Kernel run-time statistics of the BPF programs (about 20 ns per run) for /metrics.");
+  o.AddString("pods-log-dir", &c->pods_log_dir,
+              "The kubelet's pod log directory: pod namespaces and names for attribution.");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
   o.AddDuration("max-backoff", &c->max_backoff_ms, "Longest wait between reconnect attempts.");
   o.AddString("metrics-listen", &c->metrics_listen,

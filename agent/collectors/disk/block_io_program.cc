@@ -1,0 +1,109 @@
+#include "agent/collectors/disk/block_io_program.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "disk.skel.h"
+#include "nodewatch_bpf.h"
+
+namespace nodewatch::agent {
+
+absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
+  RouteLibbpfLogs();
+  const BpfFeatures features = ProbeBpfFeatures();
+  if (!features.tracing) {
+    return absl::UnavailableError(absl::StrCat("this kernel cannot run tp_btf programs (",
+                                               features.Describe(), "): no block I/O latency"));
+  }
+  for (const char* tp : {"block_rq_issue", "block_rq_complete"}) {
+    if (TracepointArgCount(tp) < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("this kernel has no tracepoint ", tp, ": no block I/O latency"));
+    }
+  }
+  std::unique_ptr<BpfBlockIoProgram> self(new BpfBlockIoProgram());
+  self->skel_ = nw_disk_bpf__open();
+  if (self->skel_ == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open the disk BPF object: ", strerror(errno)));
+  }
+  if (int err = nw_disk_bpf__load(self->skel_); err != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "the kernel refused the disk BPF programs: ", strerror(-err),
+        " (run with CAP_BPF and CAP_PERFMON; --log-level debug shows the verifier log)"));
+  }
+  for (bpf_program* program : {self->skel_->progs.nw_block_issue, self->skel_->progs.nw_block_complete}) {
+    ProgramStats stats{.name = bpf_program__name(program),
+                       .attach = bpf_program__section_name(program)};
+    bpf_link* link = bpf_program__attach(program);
+    if (link == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot attach ", stats.attach, ": ", strerror(errno)));
+    }
+    self->links_.push_back(link);
+    stats.loaded = true;
+    self->programs_.push_back(stats);
+  }
+  GetLogger("agent.bpf")->info("block I/O latency on (block_rq_issue/complete)");
+  return self;
+}
+
+BpfBlockIoProgram::~BpfBlockIoProgram() {
+  for (bpf_link* link : links_) bpf_link__destroy(link);
+  if (skel_ != nullptr) nw_disk_bpf__destroy(skel_);
+}
+
+absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTotals>>& out,
+                                     BlockIoDrops& drops) {
+  const int fd = bpf_map__fd(skel_->maps.disk_io);
+  std::vector<nw_disk_value> values(PossibleCpus());
+  nw_disk_key key{}, next{};
+  const nw_disk_key* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+    key = next;
+    previous = &key;
+    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;
+    BlockIoTotals t;
+    for (const auto& v : values) {
+      t.ios += v.ios;
+      t.bytes += v.bytes;
+      t.errors += v.errors;
+      t.untimed += v.untimed;
+      for (int i = 0; i < kBlockLog2Slots; ++i) t.latency_log2_us[i] += v.slots[i];
+    }
+    out.emplace_back(BlockIoKey{.major = key.major,
+                                .minor = key.minor,
+                                .op = static_cast<BlockOp>(std::min<uint32_t>(key.op, 2))},
+                     t);
+  }
+  const int counters = bpf_map__fd(skel_->maps.disk_counters);
+  drops.device_map_full = SumPerCpuArray(counters, NW_DISK_MAP_FULL);
+  drops.issue_map_full = SumPerCpuArray(counters, NW_ISSUE_MAP_FULL);
+  return absl::OkStatus();
+}
+
+std::vector<ProgramStats> BpfBlockIoProgram::Programs() const {
+  std::vector<ProgramStats> out = programs_;
+  for (auto& stats : out) {
+    ReadProgramStats(bpf_object__find_program_by_name(skel_->obj, stats.name.c_str()), stats);
+  }
+  return out;
+}
+
+std::vector<MapStats> BpfBlockIoProgram::Maps() const {
+  std::vector<MapStats> out;
+  for (bpf_map* map : {skel_->maps.disk_io, skel_->maps.io_start}) {
+    const int fd = bpf_map__fd(map);
+    out.push_back({.name = bpf_map__name(map),
+                   .entries = CountMapEntries(fd, bpf_map__key_size(map)),
+                   .max_entries = bpf_map__max_entries(map),
+                   .memory_bytes = FdMemlockBytes(fd)});
+  }
+  return out;
+}
+
+}  // namespace nodewatch::agent

@@ -1,0 +1,31 @@
+// BpfBlockIoProgram: bpf/disk.bpf.c loaded into the kernel (RAII: destroying it detaches and
+// unloads). Needs BTF-typed tracepoints (tp_btf); without them Load fails with the reason and the
+// agent runs without block latency (filesystems are sampled regardless).
+#pragma once
+
+#include <memory>
+
+#include "agent/collectors/disk/block_io_counters.h"
+
+struct nw_disk_bpf;
+struct bpf_link;
+
+namespace nodewatch::agent {
+
+class BpfBlockIoProgram final : public BlockIoSource {
+ public:
+  static absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> Load();
+  ~BpfBlockIoProgram() override;
+  absl::Status Read(std::vector<std::pair<BlockIoKey, BlockIoTotals>>& out,
+                    BlockIoDrops& drops) override;
+  std::vector<ProgramStats> Programs() const override;
+  std::vector<MapStats> Maps() const override;
+
+ private:
+  BpfBlockIoProgram() = default;
+  nw_disk_bpf* skel_ = nullptr;
+  std::vector<bpf_link*> links_;
+  std::vector<ProgramStats> programs_;
+};
+
+}  // namespace nodewatch::agent

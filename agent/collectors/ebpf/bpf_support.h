@@ -1,0 +1,94 @@
+// What the eBPF collectors share: libbpf's log routed to spdlog, kernel feature probes, run-time
+// statistics of loaded programs (bpf_stats), per-CPU value sizes, and the cgroup v2 mount.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+struct bpf_program;
+struct bpf_map;
+
+namespace nodewatch::agent {
+
+// Routes libbpf's messages to the "agent.bpf" logger (warnings and above; verifier logs at debug).
+// Idempotent.
+void RouteLibbpfLogs();
+
+// Whether the kernel can load programs of the given kinds, probed with tiny programs before the
+// real ones so that a missing feature switches off only what needs it.
+struct BpfFeatures {
+  bool cgroup_skb = false;  // BPF_PROG_TYPE_CGROUP_SKB
+  bool tracing = false;     // BTF-typed tracepoints (tp_btf): needs kernel BTF
+  bool kernel_btf = false;  // /sys/kernel/btf/vmlinux
+  std::string Describe() const;
+};
+BpfFeatures ProbeBpfFeatures();
+
+// Whether the kernel BTF has the tracepoint `name` (e.g. "tcp_retransmit_skb"), and how many
+// arguments it passes (excluding the tracepoint's own context pointer); -1 if absent.
+int TracepointArgCount(const std::string& name);
+
+// One loaded program's identity and, when bpf_stats is on, its cumulative cost.
+struct ProgramStats {
+  std::string name;
+  std::string attach;      // "cgroup_skb/egress", "tp_btf/block_rq_issue", ...
+  bool loaded = false;     // false: switched off (feature missing or attach failed)
+  std::string why_off;     // set when !loaded
+  uint64_t run_count = 0;  // since load, counted only while bpf_stats is enabled
+  uint64_t run_time_ns = 0;
+};
+// Fills run_count/run_time_ns of a loaded program from the kernel.
+void ReadProgramStats(const bpf_program* program, ProgramStats& stats);
+
+// How full a map is and how big it is in the kernel.
+struct MapStats {
+  std::string name;
+  uint64_t entries = 0;
+  uint64_t max_entries = 0;
+  uint64_t memory_bytes = 0;  // approximate: (key + value × CPUs) × max_entries for hashes
+};
+
+// Turns on kernel-wide BPF run-time statistics (BPF_ENABLE_STATS) for as long as it lives.
+// Costs the kernel two clock reads per program run (~20 ns), which is what the figures measure.
+class BpfStatsScope {
+ public:
+  static absl::StatusOr<BpfStatsScope> Enable();
+  BpfStatsScope(BpfStatsScope&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  BpfStatsScope& operator=(BpfStatsScope&& other) noexcept;
+  BpfStatsScope(const BpfStatsScope&) = delete;
+  BpfStatsScope& operator=(const BpfStatsScope&) = delete;
+  ~BpfStatsScope();
+
+ private:
+  explicit BpfStatsScope(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+// Number of possible CPUs: how many values a per-CPU map returns per key.
+int PossibleCpus();
+
+// The cgroup v2 mount point seen through `proc_root` ("/proc", or "/host/proc" in a container):
+// "/sys/fs/cgroup" on unified hosts, "/sys/fs/cgroup/unified" on hybrid ones. Read from
+// <proc_root>/self/mountinfo.
+absl::StatusOr<std::string> FindCgroup2Mount(const std::string& proc_root);
+
+// The cgroup id the kernel uses for `path` (a cgroup v2 directory): its inode number on cgroupfs.
+absl::StatusOr<uint64_t> CgroupId(const std::string& path);
+
+}  // namespace nodewatch::agent
+
+namespace nodewatch::agent {
+
+// The kernel's memory charge of a map or program fd ("memlock" in /proc/self/fdinfo); 0 if unknown.
+uint64_t FdMemlockBytes(int fd);
+
+// Number of entries in a hash map now (walks the keys; O(entries)).
+uint64_t CountMapEntries(int map_fd, size_t key_size);
+
+// Sum over CPUs of slot `index` of a per-CPU array of u64; 0 if it cannot be read.
+uint64_t SumPerCpuArray(int map_fd, uint32_t index);
+
+}  // namespace nodewatch::agent

@@ -1,0 +1,59 @@
+// The network counters the kernel keeps (bpf/net.bpf.c), as the collector sees them, and the seam
+// between the collector and the kernel: NetCounterSource (real: BpfNetProgram; tests: a fake).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/collectors/ebpf/bpf_support.h"
+
+namespace nodewatch::agent {
+
+inline constexpr int kLog2Slots = 32;
+
+// Identity of one counted flow: the socket's cgroup, the remote address and the direction.
+struct FlowKey {
+  uint64_t cgroup_id = 0;
+  std::string remote;  // 4 or 16 bytes, network order
+  bool egress = false;
+  auto operator<=>(const FlowKey&) const = default;
+};
+
+// Cumulative since the entry was created in the kernel (summed over CPUs).
+struct FlowTotals {
+  uint64_t bytes = 0;
+  uint64_t packets = 0;
+};
+
+// Cumulative since load (summed over CPUs).
+struct TcpTotals {
+  uint64_t retransmits = 0;
+  uint64_t connects = 0;
+  uint64_t failed_connects = 0;
+  uint64_t resets_sent = 0;
+  uint64_t resets_received = 0;
+  uint64_t flow_map_full = 0;     // packets not counted: flows map full
+  uint64_t connect_map_full = 0;  // connects not timed: pending-connect map full
+  std::array<uint64_t, kLog2Slots> connect_latency_log2_us{};
+};
+
+class NetCounterSource {
+ public:
+  virtual ~NetCounterSource() = default;
+  // Every flow entry now in the kernel with its cumulative totals.
+  virtual absl::Status ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>>& out) = 0;
+  // Removes the given entries and returns their final totals (what they had at deletion), so that
+  // nothing counted between the last read and the deletion is lost.
+  virtual absl::Status TakeFlows(const std::vector<FlowKey>& keys,
+                                 std::vector<std::pair<FlowKey, FlowTotals>>& out) = 0;
+  virtual absl::Status ReadTcp(TcpTotals& out) = 0;
+  virtual uint64_t FlowCapacity() const = 0;
+  // Programs (loaded or switched off) and maps, for the agent's /metrics.
+  virtual std::vector<ProgramStats> Programs() const = 0;
+  virtual std::vector<MapStats> Maps() const = 0;
+};
+
+}  // namespace nodewatch::agent

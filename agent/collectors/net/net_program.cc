@@ -1,0 +1,213 @@
+#include "agent/collectors/net/net_program.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "net.skel.h"
+#include "nodewatch_bpf.h"
+
+namespace nodewatch::agent {
+
+namespace {
+
+std::string Errno(int err) { return strerror(err < 0 ? -err : err); }
+
+FlowKey ToFlowKey(const nw_flow_key& k) {
+  FlowKey key;
+  key.cgroup_id = k.cgroup_id;
+  key.remote.assign(reinterpret_cast<const char*>(k.remote), k.family == 6 ? 16 : 4);
+  key.egress = k.direction == NW_EGRESS;
+  return key;
+}
+
+nw_flow_key FromFlowKey(const FlowKey& key) {
+  nw_flow_key k{};
+  k.cgroup_id = key.cgroup_id;
+  std::memcpy(k.remote, key.remote.data(), std::min<size_t>(key.remote.size(), sizeof(k.remote)));
+  k.family = key.remote.size() == 16 ? 6 : 4;
+  k.direction = key.egress ? NW_EGRESS : NW_INGRESS;
+  return k;
+}
+
+FlowTotals SumFlow(const std::vector<nw_flow_value>& per_cpu) {
+  FlowTotals t;
+  for (const auto& v : per_cpu) {
+    t.bytes += v.bytes;
+    t.packets += v.packets;
+  }
+  return t;
+}
+
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
+    const NetProgramOptions& options) {
+  RouteLibbpfLogs();
+  auto log = GetLogger("agent.bpf");
+  const BpfFeatures features = ProbeBpfFeatures();
+  if (!features.cgroup_skb) {
+    return absl::UnavailableError(absl::StrCat(
+        "this kernel cannot run cgroup_skb programs (", features.Describe(),
+        "): no network counters; needs CONFIG_CGROUP_BPF and CAP_BPF/CAP_NET_ADMIN"));
+  }
+  std::unique_ptr<BpfNetProgram> self(new BpfNetProgram(options));
+  self->cgroup_fd_ = open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (self->cgroup_fd_ < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot open cgroup ", options.cgroup_path, ": ",
+                                            Errno(errno), " (--bpf-cgroup)"));
+  }
+  self->skel_ = nw_net_bpf__open();
+  if (self->skel_ == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open the network BPF object: ", Errno(errno)));
+  }
+  auto* skel = self->skel_;
+  if (int err = bpf_map__set_max_entries(skel->maps.flows, options.flow_entries); err != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
+  }
+  skel->rodata->retransmit_has_err = TracepointArgCount("tcp_retransmit_skb") >= 3;
+
+  struct Tracepoint {
+    bpf_program* program;
+    const char* tracepoint;
+  };
+  const Tracepoint tracepoints[] = {
+      {skel->progs.nw_tcp_retransmit, "tcp_retransmit_skb"},
+      {skel->progs.nw_tcp_state, "inet_sock_set_state"},
+      {skel->progs.nw_tcp_send_reset, "tcp_send_reset"},
+      {skel->progs.nw_tcp_receive_reset, "tcp_receive_reset"},
+  };
+  self->programs_.push_back({.name = "nw_count_egress", .attach = "cgroup_skb/egress"});
+  self->programs_.push_back({.name = "nw_count_ingress", .attach = "cgroup_skb/ingress"});
+  for (const auto& tp : tracepoints) {
+    ProgramStats stats{.name = bpf_program__name(tp.program),
+                       .attach = absl::StrCat("tp_btf/", tp.tracepoint)};
+    if (!options.tcp) {
+      stats.why_off = "switched off (--bpf-tcp=false)";
+    } else if (!features.tracing) {
+      stats.why_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
+    } else if (TracepointArgCount(tp.tracepoint) < 0) {
+      stats.why_off = absl::StrCat("kernel has no tracepoint ", tp.tracepoint);
+    }
+    if (!stats.why_off.empty()) {
+      bpf_program__set_autoload(tp.program, false);
+      log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
+    }
+    self->programs_.push_back(stats);
+  }
+  if (int err = nw_net_bpf__load(skel); err != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "the kernel refused the network BPF programs: ", Errno(err),
+        " (run with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; set --log-level debug for the "
+        "verifier log)"));
+  }
+  for (auto& stats : self->programs_) {
+    if (!stats.why_off.empty()) continue;
+    bpf_program* program = bpf_object__find_program_by_name(skel->obj, stats.name.c_str());
+    bpf_link* link = stats.attach.rfind("cgroup_skb", 0) == 0
+                         ? bpf_program__attach_cgroup(program, self->cgroup_fd_)
+                         : bpf_program__attach(program);
+    if (link == nullptr) {
+      int err = errno;
+      if (stats.attach.rfind("cgroup_skb", 0) == 0) {
+        return absl::UnavailableError(absl::StrCat("cannot attach ", stats.attach, " to ",
+                                                   options.cgroup_path, ": ", Errno(err)));
+      }
+      stats.why_off = absl::StrCat("attach failed: ", Errno(err));
+      log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
+      continue;
+    }
+    self->links_.push_back(link);
+    stats.loaded = true;
+  }
+  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}",
+            options.cgroup_path, options.flow_entries,
+            self->programs_[2].loaded ? "on" : "off");
+  return self;
+}
+
+BpfNetProgram::~BpfNetProgram() {
+  for (bpf_link* link : links_) bpf_link__destroy(link);
+  if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
+  if (cgroup_fd_ >= 0) close(cgroup_fd_);
+}
+
+absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>>& out) {
+  const int fd = bpf_map__fd(skel_->maps.flows);
+  std::vector<nw_flow_value> values(PossibleCpus());
+  nw_flow_key key{}, next{};
+  const nw_flow_key* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+    key = next;
+    previous = &key;
+    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;  // deleted meanwhile
+    out.emplace_back(ToFlowKey(key), SumFlow(values));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpfNetProgram::TakeFlows(const std::vector<FlowKey>& keys,
+                                      std::vector<std::pair<FlowKey, FlowTotals>>& out) {
+  const int fd = bpf_map__fd(skel_->maps.flows);
+  std::vector<nw_flow_value> values(PossibleCpus());
+  for (const FlowKey& key : keys) {
+    nw_flow_key k = FromFlowKey(key);
+    if (bpf_map_lookup_and_delete_elem(fd, &k, values.data()) == 0) {
+      out.emplace_back(key, SumFlow(values));
+      continue;
+    }
+    // Kernels before 5.14 cannot lookup-and-delete per-CPU hashes: read, then delete.
+    if (bpf_map_lookup_elem(fd, &k, values.data()) == 0) {
+      out.emplace_back(key, SumFlow(values));
+      bpf_map_delete_elem(fd, &k);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpfNetProgram::ReadTcp(TcpTotals& out) {
+  const int counters = bpf_map__fd(skel_->maps.net_counters);
+  out.retransmits = SumPerCpuArray(counters, NW_TCP_RETRANSMITS);
+  out.connects = SumPerCpuArray(counters, NW_TCP_CONNECTS);
+  out.failed_connects = SumPerCpuArray(counters, NW_TCP_FAILED_CONNECTS);
+  out.resets_sent = SumPerCpuArray(counters, NW_TCP_RESETS_SENT);
+  out.resets_received = SumPerCpuArray(counters, NW_TCP_RESETS_RECEIVED);
+  out.flow_map_full = SumPerCpuArray(counters, NW_FLOW_MAP_FULL);
+  out.connect_map_full = SumPerCpuArray(counters, NW_CONNECT_MAP_FULL);
+  const int latency = bpf_map__fd(skel_->maps.connect_latency);
+  for (uint32_t slot = 0; slot < kLog2Slots; ++slot) {
+    out.connect_latency_log2_us[slot] = SumPerCpuArray(latency, slot);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<ProgramStats> BpfNetProgram::Programs() const {
+  std::vector<ProgramStats> out = programs_;
+  for (auto& stats : out) {
+    if (stats.loaded) {
+      ReadProgramStats(bpf_object__find_program_by_name(skel_->obj, stats.name.c_str()), stats);
+    }
+  }
+  return out;
+}
+
+std::vector<MapStats> BpfNetProgram::Maps() const {
+  std::vector<MapStats> out;
+  for (bpf_map* map : {skel_->maps.flows, skel_->maps.connect_start}) {
+    const int fd = bpf_map__fd(map);
+    out.push_back({.name = bpf_map__name(map),
+                   .entries = CountMapEntries(fd, bpf_map__key_size(map)),
+                   .max_entries = bpf_map__max_entries(map),
+                   .memory_bytes = FdMemlockBytes(fd)});
+  }
+  return out;
+}
+
+}  // namespace nodewatch::agent

@@ -1,0 +1,48 @@
+// BpfNetProgram: bpf/net.bpf.c loaded into the kernel (RAII: destroying it detaches and unloads
+// everything). cgroup_skb counters attach to one cgroup v2 directory and see every socket in it
+// and below; the TCP tracepoints are node-wide. Features the kernel lacks are probed first and
+// switched off with a log line (and ProgramStats::why_off); the rest keeps working.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent/collectors/net/net_counters.h"
+
+struct nw_net_bpf;
+struct bpf_link;
+
+namespace nodewatch::agent {
+
+struct NetProgramOptions {
+  std::string cgroup_path;        // cgroup v2 directory to count traffic of (and below)
+  uint32_t flow_entries = 16384;  // flows map size: distinct (cgroup, remote, direction)
+  bool tcp = true;                // load the TCP tracepoint programs
+};
+
+class BpfNetProgram final : public NetCounterSource {
+ public:
+  // Loads and attaches. Fails when nothing can be counted (no cgroup_skb support, the cgroup
+  // cannot be opened, the kernel refuses the programs or maps); TCP programs the kernel cannot
+  // run are switched off instead.
+  static absl::StatusOr<std::unique_ptr<BpfNetProgram>> Load(const NetProgramOptions& options);
+  ~BpfNetProgram() override;
+
+  absl::Status ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>>& out) override;
+  absl::Status TakeFlows(const std::vector<FlowKey>& keys,
+                         std::vector<std::pair<FlowKey, FlowTotals>>& out) override;
+  absl::Status ReadTcp(TcpTotals& out) override;
+  uint64_t FlowCapacity() const override { return options_.flow_entries; }
+  std::vector<ProgramStats> Programs() const override;
+  std::vector<MapStats> Maps() const override;
+
+ private:
+  explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
+  NetProgramOptions options_;
+  nw_net_bpf* skel_ = nullptr;
+  int cgroup_fd_ = -1;
+  std::vector<bpf_link*> links_;
+  std::vector<ProgramStats> programs_;  // names, attach points, why_off
+};
+
+}  // namespace nodewatch::agent

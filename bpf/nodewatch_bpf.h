@@ -1,0 +1,68 @@
+/* Types shared by the BPF programs (bpf/<name>.bpf.c) and the agent's loaders
+ * (agent/collectors/{net,disk}). Plain C, fixed-width fields, explicit padding: the layouts are
+ * the map ABI between kernel and user space. */
+#ifndef NODEWATCH_BPF_H_
+#define NODEWATCH_BPF_H_
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define NW_LOG2_SLOTS 32 /* bucket i counts [2^i, 2^(i+1)) microseconds; the last one is open */
+
+enum nw_direction { NW_INGRESS = 1, NW_EGRESS = 2 };
+
+/* One (cgroup, remote address, direction). v4 addresses use the first 4 bytes of `remote`. */
+struct nw_flow_key {
+  __u64 cgroup_id;
+  __u8 remote[16];
+  __u8 family; /* 4 or 6 */
+  __u8 direction;
+  __u8 pad[6];
+};
+
+/* Per CPU. bytes: IP datagram lengths as the socket layer sees them (a GSO/GRO packet counts its
+ * full length); packets: wire segments (max(1, gso_segs)). */
+struct nw_flow_value {
+  __u64 bytes;
+  __u64 packets;
+};
+
+/* Slots of the per-CPU `net_counters` array. */
+enum nw_net_counter {
+  NW_TCP_RETRANSMITS = 0,   /* segments retransmitted (TCP_SKB_CB pcount) */
+  NW_TCP_CONNECTS,          /* active opens that reached ESTABLISHED */
+  NW_TCP_FAILED_CONNECTS,   /* active opens that went SYN_SENT -> CLOSE */
+  NW_TCP_RESETS_SENT,
+  NW_TCP_RESETS_RECEIVED,
+  NW_FLOW_MAP_FULL,         /* packets not counted: the flows map was full */
+  NW_CONNECT_MAP_FULL,      /* connects not timed: the pending-connect map was full */
+  NW_NET_COUNTER_COUNT
+};
+
+enum nw_disk_op { NW_OP_READ = 0, NW_OP_WRITE = 1, NW_OP_OTHER = 2 };
+
+struct nw_disk_key {
+  __u32 major;
+  __u32 minor;
+  __u32 op; /* enum nw_disk_op */
+  __u32 pad;
+};
+
+/* Per CPU. ios/bytes: completed requests (reads and writes only, as /proc/diskstats counts
+ * them); errors: completions with a non-zero status (any op); slots: completion - issue. */
+struct nw_disk_value {
+  __u64 ios;
+  __u64 bytes;
+  __u64 errors;
+  __u64 untimed; /* completed without a recorded issue (issued before attach, or map full) */
+  __u64 slots[NW_LOG2_SLOTS];
+};
+
+enum nw_disk_counter {
+  NW_DISK_MAP_FULL = 0,   /* completions not counted: the per-device map was full */
+  NW_ISSUE_MAP_FULL,      /* issues not timed: the in-flight map was full */
+  NW_DISK_COUNTER_COUNT
+};
+
+#endif /* NODEWATCH_BPF_H_ */
