@@ -61,8 +61,10 @@ BpfFeatures ProbeBpfFeatures() {
   f.cgroup_skb = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SKB, nullptr) == 1;
   struct stat st{};
   f.kernel_btf = stat("/sys/kernel/btf/vmlinux", &st) == 0;
-  // tp_btf programs are BPF_PROG_TYPE_TRACING; the probe needs kernel BTF to name an attach point.
-  f.tracing = f.kernel_btf && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, nullptr) == 1;
+  // tp_btf programs are BTF-typed raw tracepoints: they need kernel BTF and raw tracepoint
+  // support. (libbpf's own TRACING probe needs an attach target and fails on kernels that do run
+  // tp_btf; whatever this misses, the real load reports and the caller switches off.)
+  f.tracing = f.kernel_btf && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 1;
   return f;
 }
 

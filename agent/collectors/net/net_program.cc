@@ -45,7 +45,6 @@ FlowTotals SumFlow(const std::vector<nw_flow_value>& per_cpu) {
   return t;
 }
 
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
@@ -64,53 +63,23 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     return absl::NotFoundError(absl::StrCat("cannot open cgroup ", options.cgroup_path, ": ",
                                             Errno(errno), " (--bpf-cgroup)"));
   }
-  self->skel_ = nw_net_bpf__open();
-  if (self->skel_ == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot open the network BPF object: ", Errno(errno)));
+  std::string tcp_off;  // why the TCP programs are off, if they are
+  if (!options.tcp) {
+    tcp_off = "switched off (--bpf-tcp=false)";
+  } else if (!features.tracing) {
+    tcp_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
   }
-  auto* skel = self->skel_;
-  if (int err = bpf_map__set_max_entries(skel->maps.flows, options.flow_entries); err != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
+  absl::Status loaded = self->OpenAndLoad(tcp_off);
+  if (!loaded.ok() && tcp_off.empty()) {
+    // Maybe only the tracepoints are refused (lockdown, an old kernel): keep the byte counters.
+    tcp_off = absl::StrCat("kernel refused the TCP programs: ", loaded.message());
+    log->warn("{}; retrying without them", tcp_off);
+    loaded = self->OpenAndLoad(tcp_off);
   }
-  skel->rodata->retransmit_has_err = TracepointArgCount("tcp_retransmit_skb") >= 3;
-
-  struct Tracepoint {
-    bpf_program* program;
-    const char* tracepoint;
-  };
-  const Tracepoint tracepoints[] = {
-      {skel->progs.nw_tcp_retransmit, "tcp_retransmit_skb"},
-      {skel->progs.nw_tcp_state, "inet_sock_set_state"},
-      {skel->progs.nw_tcp_send_reset, "tcp_send_reset"},
-      {skel->progs.nw_tcp_receive_reset, "tcp_receive_reset"},
-  };
-  self->programs_.push_back({.name = "nw_count_egress", .attach = "cgroup_skb/egress"});
-  self->programs_.push_back({.name = "nw_count_ingress", .attach = "cgroup_skb/ingress"});
-  for (const auto& tp : tracepoints) {
-    ProgramStats stats{.name = bpf_program__name(tp.program),
-                       .attach = absl::StrCat("tp_btf/", tp.tracepoint)};
-    if (!options.tcp) {
-      stats.why_off = "switched off (--bpf-tcp=false)";
-    } else if (!features.tracing) {
-      stats.why_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
-    } else if (TracepointArgCount(tp.tracepoint) < 0) {
-      stats.why_off = absl::StrCat("kernel has no tracepoint ", tp.tracepoint);
-    }
-    if (!stats.why_off.empty()) {
-      bpf_program__set_autoload(tp.program, false);
-      log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
-    }
-    self->programs_.push_back(stats);
-  }
-  if (int err = nw_net_bpf__load(skel); err != 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "the kernel refused the network BPF programs: ", Errno(err),
-        " (run with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; set --log-level debug for the "
-        "verifier log)"));
-  }
+  if (!loaded.ok()) return loaded;
   for (auto& stats : self->programs_) {
     if (!stats.why_off.empty()) continue;
-    bpf_program* program = bpf_object__find_program_by_name(skel->obj, stats.name.c_str());
+    bpf_program* program = bpf_object__find_program_by_name(self->skel_->obj, stats.name.c_str());
     bpf_link* link = stats.attach.rfind("cgroup_skb", 0) == 0
                          ? bpf_program__attach_cgroup(program, self->cgroup_fd_)
                          : bpf_program__attach(program);
@@ -131,6 +100,53 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
             options.cgroup_path, options.flow_entries,
             self->programs_[2].loaded ? "on" : "off");
   return self;
+}
+
+absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
+  auto log = GetLogger("agent.bpf");
+  if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
+  programs_.clear();
+  skel_ = nw_net_bpf__open();
+  if (skel_ == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open the network BPF object: ", Errno(errno)));
+  }
+  if (int err = bpf_map__set_max_entries(skel_->maps.flows, options_.flow_entries); err != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
+  }
+  skel_->rodata->retransmit_has_err = TracepointArgCount("tcp_retransmit_skb") >= 3;
+
+  struct Tracepoint {
+    bpf_program* program;
+    const char* tracepoint;
+  };
+  const Tracepoint tracepoints[] = {
+      {skel_->progs.nw_tcp_retransmit, "tcp_retransmit_skb"},
+      {skel_->progs.nw_tcp_state, "inet_sock_set_state"},
+      {skel_->progs.nw_tcp_send_reset, "tcp_send_reset"},
+      {skel_->progs.nw_tcp_receive_reset, "tcp_receive_reset"},
+  };
+  programs_.push_back({.name = "nw_count_egress", .attach = "cgroup_skb/egress"});
+  programs_.push_back({.name = "nw_count_ingress", .attach = "cgroup_skb/ingress"});
+  for (const auto& tp : tracepoints) {
+    ProgramStats stats{.name = bpf_program__name(tp.program),
+                       .attach = absl::StrCat("tp_btf/", tp.tracepoint),
+                       .why_off = tcp_off};
+    if (stats.why_off.empty() && TracepointArgCount(tp.tracepoint) < 0) {
+      stats.why_off = absl::StrCat("kernel has no tracepoint ", tp.tracepoint);
+    }
+    if (!stats.why_off.empty()) {
+      bpf_program__set_autoload(tp.program, false);
+      log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
+    }
+    programs_.push_back(stats);
+  }
+  if (int err = nw_net_bpf__load(skel_); err != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "the kernel refused the network BPF programs: ", Errno(err),
+        " (run with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; set --log-level trace for the "
+        "verifier log)"));
+  }
+  return absl::OkStatus();
 }
 
 BpfNetProgram::~BpfNetProgram() {

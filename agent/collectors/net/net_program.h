@@ -38,6 +38,8 @@ class BpfNetProgram final : public NetCounterSource {
 
  private:
   explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
+  // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why.
+  absl::Status OpenAndLoad(const std::string& tcp_off);
   NetProgramOptions options_;
   nw_net_bpf* skel_ = nullptr;
   int cgroup_fd_ = -1;

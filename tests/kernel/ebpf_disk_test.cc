@@ -1,0 +1,84 @@
+// The block I/O BPF programs against /proc/diskstats (root; a missing privilege fails): direct
+// I/O on a loop device of the test's own; the counted reads and writes, their bytes and the
+// latency histogram totals must equal the device's diskstats deltas.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "agent/collectors/disk/block_io_collector.h"
+#include "agent/collectors/disk/block_io_program.h"
+#include "agent/spool/spool.h"
+#include "common/clock.h"
+#include "gtest/gtest.h"
+#include "tests/support/kernel_fixture.h"
+#include "tests/support/process.h"
+
+namespace nodewatch::agent {
+namespace {
+
+uint64_t Sum(const google::protobuf::RepeatedField<uint64_t>& slots) {
+  uint64_t n = 0;
+  for (uint64_t v : slots) n += v;
+  return n;
+}
+
+TEST(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
+  ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
+  ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
+  const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk");
+  nodewatch::testing::LoopDevice loop(dir + "/backing.img", 64ull << 20);
+  ASSERT_TRUE(loop.ok()) << loop.error();
+
+  auto spool = Spool::Open({.dir = dir + "/spool"});
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  auto program = BpfBlockIoProgram::Load();
+  ASSERT_TRUE(program.ok()) << program.status();
+  SystemClock clock;
+  BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+
+  const auto before = nodewatch::testing::DiskStats(loop.name());
+  ASSERT_FALSE(before.empty()) << loop.name() << " not in /proc/diskstats";
+  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  void* buffer = nullptr;
+  ASSERT_EQ(posix_memalign(&buffer, 4096, 65536), 0);
+  memset(buffer, 0xab, 65536);
+  for (int i = 0; i < 200; ++i) {  // 4 KiB writes, spread so that none merge
+    ASSERT_EQ(pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
+  }
+  for (int i = 0; i < 300; ++i) {  // 64 KiB reads
+    ASSERT_EQ(pread(fd, buffer, 65536, static_cast<off_t>(i % 900) * 65536), 65536);
+  }
+  close(fd);
+  free(buffer);
+  const auto after = nodewatch::testing::DiskStats(loop.name());
+
+  auto sample = collector.CollectOnce();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const nodewatch::v1::DiskDevice* device = nullptr;
+  for (const auto& d : sample->devices()) {
+    if (d.device() == loop.name()) device = &d;
+  }
+  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const uint64_t reads = after.at("reads") - before.at("reads");
+  const uint64_t writes = after.at("writes") - before.at("writes");
+  EXPECT_GE(reads, 300u);
+  EXPECT_GE(writes, 200u);
+  EXPECT_EQ(device->reads(), reads);
+  EXPECT_EQ(device->writes(), writes);
+  EXPECT_EQ(device->read_bytes(), (after.at("read_sectors") - before.at("read_sectors")) * 512);
+  EXPECT_EQ(device->written_bytes(),
+            (after.at("write_sectors") - before.at("write_sectors")) * 512);
+  EXPECT_EQ(Sum(device->read_latency_log2_us()), device->reads());
+  EXPECT_EQ(Sum(device->write_latency_log2_us()), device->writes());
+  EXPECT_EQ(device->io_errors(), 0u);
+  EXPECT_EQ(collector.counters().issue_map_full.load(), 0u);
+
+  for (const auto& p : collector.source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
+}
+
+}  // namespace
+}  // namespace nodewatch::agent

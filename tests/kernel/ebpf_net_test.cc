@@ -1,0 +1,407 @@
+// The network BPF programs against the kernel's own counters (root; a missing privilege fails).
+//
+// Ground truth: two network namespaces joined by a veth pair with IPv6 off and static neighbours,
+// so that every IP packet of namespace A is the test client's; /proc/net/netstat IpExt OutOctets /
+// InOctets of A (the IP datagram lengths the socket layer passes down / receives) must then match
+// what cgroup_skb counted for the client's cgroup within 1 %; TCP retransmits must match the
+// RetransSegs deltas of every namespace involved. The kernel here has no sch_netem, so loss and
+// delay come from nftables rules in namespace B (random drops; the first SYN of a connect dropped).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "agent/collectors/net/net_program.h"
+#include "agent/collectors/net/network_collector.h"
+#include "agent/collectors/net/pod_resolver.h"
+#include "agent/spool/spool.h"
+#include "common/clock.h"
+#include "gtest/gtest.h"
+#include "tests/support/kernel_fixture.h"
+#include "tests/support/process.h"
+
+namespace nodewatch::agent {
+namespace {
+
+using nodewatch::testing::NetCounters;
+using nodewatch::testing::NetnsPair;
+using nodewatch::testing::RunChild;
+using nodewatch::testing::RunInNetns;
+using nodewatch::testing::Shell;
+using nodewatch::testing::TestCgroup;
+
+constexpr char kPodUid[] = "6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31";
+constexpr char kContainer[] = "cri-containerd-4b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7.scope";
+
+std::string Remote(const std::string& dotted) {
+  in_addr a{};
+  inet_pton(AF_INET, dotted.c_str(), &a);
+  return std::string(reinterpret_cast<const char*>(&a), 4);
+}
+
+// A TCP sink in namespace B: accepts connections and reads them to EOF until stopped.
+class TcpSink {
+ public:
+  TcpSink(const std::string& netns, const std::string& address, int port) {
+    std::atomic<bool> ready{false};
+    thread_ = std::thread([=, this, &ready] {
+      RunInNetns(netns, [&] {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
+        inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
+        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(fd, 64) != 0) {
+          ready = true;
+          return;
+        }
+        listen_fd_ = fd;
+        ready = true;
+        while (true) {
+          int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) break;
+          char buffer[65536];
+          ssize_t n;
+          while ((n = read(c, buffer, sizeof(buffer))) > 0) received_ += static_cast<uint64_t>(n);
+          close(c);
+        }
+      });
+    });
+    while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ~TcpSink() {
+    if (listen_fd_ >= 0) shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    if (listen_fd_ >= 0) close(listen_fd_);
+  }
+  uint64_t received() const { return received_; }
+
+ private:
+  std::thread thread_;
+  std::atomic<int> listen_fd_{-1};
+  std::atomic<uint64_t> received_{0};
+};
+
+// Connects to address:port and sends `bytes`; 0 on success, errno otherwise.
+int SendTcp(const std::string& address, int port, uint64_t bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  std::vector<char> chunk(16384, 'x');
+  uint64_t sent = 0;
+  while (sent < bytes) {
+    ssize_t n = write(fd, chunk.data(), std::min<uint64_t>(chunk.size(), bytes - sent));
+    if (n <= 0) {
+      close(fd);
+      return 200;
+    }
+    sent += static_cast<uint64_t>(n);
+  }
+  shutdown(fd, SHUT_WR);
+  char c;
+  while (read(fd, &c, 1) > 0) {
+  }  // until the sink closes: every byte acknowledged
+  close(fd);
+  return 0;
+}
+
+int SendUdp(const std::string& address, int port, int datagrams, size_t size) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
+  std::vector<char> payload(size, 'u');
+  for (int i = 0; i < datagrams; ++i) {
+    if (sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&sa),
+               sizeof(sa)) < 0) {
+      close(fd);
+      return errno;
+    }
+  }
+  close(fd);
+  return 0;
+}
+
+// Loads an nftables ruleset into netns `ns`; "" on success, nft's complaint otherwise.
+std::string Nft(const std::string& ns, const std::string& ruleset) {
+  const std::string file = nodewatch::testing::MakeTempDir("nft") + "/rules.nft";
+  FILE* f = fopen(file.c_str(), "w");
+  if (f == nullptr) return "cannot write " + file;
+  fprintf(f, "%s\n", ruleset.c_str());
+  fclose(f);
+  std::string out;
+  return Shell("ip netns exec " + ns + " nft -f " + file, &out) == 0 ? "" : out;
+}
+
+class EbpfNetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
+    ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
+    ASSERT_TRUE(net_.ok()) << net_.error();
+    ASSERT_TRUE(cgroup_.ok()) << cgroup_.error();
+    pod_cgroup_ = cgroup_.Make(std::string("kubepods/burstable/pod") + kPodUid + "/" + kContainer);
+    host_cgroup_ = cgroup_.Make("system/host-daemon");
+    pods_log_ = nodewatch::testing::MakeTempDir("pods-log");
+    std::filesystem::create_directories(pods_log_ + "/shop_web-1_" + kPodUid + "/web");
+    spool_dir_ = nodewatch::testing::MakeTempDir("ebpf-spool");
+    auto spool = Spool::Open({.dir = spool_dir_});
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    spool_ = std::move(*spool);
+  }
+
+  // Loads the programs on the test's cgroup and wraps them in a collector.
+  std::unique_ptr<NetworkCollector> Collector(uint32_t flow_entries = 4096) {
+    auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .flow_entries = flow_entries});
+    EXPECT_TRUE(program.ok()) << program.status();
+    if (!program.ok()) return nullptr;
+    return std::make_unique<NetworkCollector>(
+        *spool_, std::move(*program),
+        std::make_unique<CgroupPodResolver>(cgroup_.path(), pods_log_, clock_, 0), clock_,
+        NetworkCollectorOptions{});
+  }
+
+  // Sum of one sample's flows to `remote` in one direction, split by pod UID ("" = node).
+  static std::map<std::string, std::pair<uint64_t, uint64_t>> Flows(
+      const nodewatch::v1::NetworkSample& sample, const std::string& remote, bool egress) {
+    std::map<std::string, std::pair<uint64_t, uint64_t>> out;
+    for (const auto& f : sample.flows()) {
+      if (f.remote_address() != remote) continue;
+      if ((f.direction() == nodewatch::v1::DIRECTION_EGRESS) != egress) continue;
+      out[f.pod_uid()].first += f.bytes();
+      out[f.pod_uid()].second += f.packets();
+    }
+    return out;
+  }
+
+  NetnsPair net_{"nwt" + std::to_string(getpid() % 100000), 201};
+  TestCgroup cgroup_{"nodewatch-test-" + std::to_string(getpid())};
+  std::string pod_cgroup_, host_cgroup_, pods_log_, spool_dir_;
+  std::unique_ptr<Spool> spool_;
+  SystemClock clock_;
+};
+
+TEST_F(EbpfNetTest, TcpAndUdpBytesMatchTheKernelCountersAndLandOnThePod) {
+  auto collector = Collector();
+  ASSERT_NE(collector, nullptr);
+  TcpSink sink(net_.b(), net_.address_b(), 5201);
+  ASSERT_TRUE(collector->CollectOnce().ok());
+
+  // TCP: 8 MiB from the pod.
+  auto before = NetCounters(net_.a());
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5201, 8 << 20); }), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto after = NetCounters(net_.a());
+  auto sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const double out_octets = static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
+  const double in_octets = static_cast<double>(after["IpExt.InOctets"] - before["IpExt.InOctets"]);
+  auto egress = Flows(*sample, Remote(net_.address_b()), true);
+  auto ingress = Flows(*sample, Remote(net_.address_b()), false);
+  ASSERT_EQ(egress.count(kPodUid), 1u) << sample->DebugString();
+  EXPECT_GE(out_octets, 8 << 20);
+  std::printf("tcp: egress counted %llu vs OutOctets %.0f, ingress counted %llu vs InOctets %.0f\n",
+              static_cast<unsigned long long>(egress[kPodUid].first), out_octets,
+              static_cast<unsigned long long>(ingress[kPodUid].first), in_octets);
+  EXPECT_NEAR(static_cast<double>(egress[kPodUid].first), out_octets, out_octets * 0.01);
+  EXPECT_NEAR(static_cast<double>(ingress[kPodUid].first), in_octets, in_octets * 0.01);
+  EXPECT_GT(egress[kPodUid].second, (8u << 20) / 65536);  // wire segments, not syscalls
+  EXPECT_EQ(egress.count(""), 0u) << "nothing of the node's own in this cgroup yet";
+  // Attributed with the names from the kubelet's pod log directory.
+  bool named = false;
+  for (const auto& f : sample->flows()) {
+    if (f.pod_uid() == kPodUid) {
+      EXPECT_EQ(f.pod_namespace(), "shop");
+      EXPECT_EQ(f.pod_name(), "web-1");
+      named = true;
+    }
+  }
+  EXPECT_TRUE(named);
+
+  // UDP: 2,000 datagrams of 1,000 bytes from a host process (attributed to the node).
+  before = NetCounters(net_.a());
+  ASSERT_EQ(RunChild(host_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 2000, 1000); }), 0);
+  after = NetCounters(net_.a());
+  sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok());
+  const double udp_octets = static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
+  egress = Flows(*sample, Remote(net_.address_b()), true);
+  EXPECT_EQ(udp_octets, 2000.0 * (1000 + 28));
+  EXPECT_NEAR(static_cast<double>(egress[""].first), udp_octets, udp_octets * 0.01);
+  EXPECT_EQ(egress[""].second, 2000u);
+  EXPECT_EQ(egress.count(kPodUid), 0u) << "the pod sent nothing this interval";
+}
+
+TEST_F(EbpfNetTest, RetransmitsUnderLossMatchRetransSegs) {
+  auto collector = Collector();
+  ASSERT_NE(collector, nullptr);
+  ASSERT_EQ(Nft(net_.b(), "table inet nwloss {\n chain input {\n type filter hook input priority 0;\n"
+                          " tcp dport 5202 numgen random mod 20 == 0 drop\n }\n}"),
+            "");
+  TcpSink sink(net_.b(), net_.address_b(), 5202);
+  ASSERT_TRUE(collector->CollectOnce().ok());
+  auto a0 = NetCounters(net_.a()), b0 = NetCounters(net_.b()), h0 = NetCounters("");
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5202, 4 << 20); }), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto a1 = NetCounters(net_.a()), b1 = NetCounters(net_.b()), h1 = NetCounters("");
+  auto sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok());
+  const uint64_t truth = (a1["Tcp.RetransSegs"] - a0["Tcp.RetransSegs"]) +
+                         (b1["Tcp.RetransSegs"] - b0["Tcp.RetransSegs"]) +
+                         (h1["Tcp.RetransSegs"] - h0["Tcp.RetransSegs"]);
+  ASSERT_GT(truth, 10u) << "5% loss on 4 MiB must cause retransmits";
+  std::printf("retransmits: counted %llu, RetransSegs delta %llu\n",
+              static_cast<unsigned long long>(sample->tcp_retransmits()),
+              static_cast<unsigned long long>(truth));
+  const double tolerance = std::max(2.0, truth * 0.05);
+  EXPECT_NEAR(static_cast<double>(sample->tcp_retransmits()), static_cast<double>(truth), tolerance);
+}
+
+TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
+  auto collector = Collector();
+  ASSERT_NE(collector, nullptr);
+  ASSERT_TRUE(collector->CollectOnce().ok());
+  // Refused: nothing listens on 5999 in B, which answers each SYN with a reset.
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
+              for (int i = 0; i < 5; ++i) {
+                if (SendTcp(net_.address_b(), 5999, 1) != ECONNREFUSED) return 1;
+              }
+              return 0;
+            }),
+            0);
+  auto sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok());
+  EXPECT_GE(sample->tcp_failed_connects(), 5u);
+  EXPECT_LE(sample->tcp_failed_connects(), 7u);
+  EXPECT_GE(sample->tcp_resets(), 10u) << "5 sent by B and 5 received by A";
+
+  // Slow: the first SYN of every connect to 5203 is dropped, so each takes one SYN timeout (1 s).
+  ASSERT_EQ(Nft(net_.b(), "table inet nwslow {\n chain input {\n type filter hook input priority 0;\n"
+                          " tcp dport 5203 tcp flags syn numgen inc mod 2 == 0 drop\n }\n}"),
+            "");
+  TcpSink sink(net_.b(), net_.address_b(), 5203);
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
+              return SendTcp(net_.address_b(), 5203, 100) || SendTcp(net_.address_b(), 5203, 100);
+            }),
+            0);
+  sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok());
+  EXPECT_GE(sample->tcp_connects(), 2u);
+  uint64_t slow = 0;  // at least 2^19 µs = 0.52 s
+  for (int i = 19; i < sample->connect_latency_log2_us_size(); ++i) {
+    slow += sample->connect_latency_log2_us(i);
+  }
+  EXPECT_GE(slow, 2u) << sample->DebugString();
+  EXPECT_LE(slow, 3u);
+}
+
+TEST_F(EbpfNetTest, AFullFlowMapCountsWhatItCouldNotKeep) {
+  auto collector = Collector(/*flow_entries=*/4);
+  ASSERT_NE(collector, nullptr);
+  ASSERT_EQ(Shell("ip netns exec " + net_.a() + " ip route add 10.202.0.0/24 dev " + net_.device_a()), 0);
+  ASSERT_TRUE(collector->CollectOnce().ok());
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
+              for (int i = 1; i <= 16; ++i) {
+                if (SendUdp("10.202.0." + std::to_string(i), 5300, 1, 100) != 0) return 1;
+              }
+              return 0;
+            }),
+            0);
+  auto sample = collector->CollectOnce();
+  ASSERT_TRUE(sample.ok());
+  EXPECT_LE(sample->flows_size(), 4);
+  EXPECT_GE(sample->flows_size(), 1);
+  EXPECT_EQ(sample->flows_size() + static_cast<int>(sample->dropped_flows()), 16)
+      << "each datagram is either in a flow or counted as dropped";
+  EXPECT_EQ(collector->counters().flow_map_full.load(), sample->dropped_flows());
+  bool flows_map_listed = false;
+  for (const auto& m : collector->source().Maps()) {
+    if (m.name == "flows") {
+      flows_map_listed = true;
+      EXPECT_EQ(m.max_entries, 4u);
+      EXPECT_LE(m.entries, 4u);
+      EXPECT_GT(m.memory_bytes, 0u);
+    }
+  }
+  EXPECT_TRUE(flows_map_listed);
+}
+
+TEST_F(EbpfNetTest, IdleFlowsLeaveTheKernelMapWithoutLosingCounts) {
+  auto collector = Collector();
+  ASSERT_NE(collector, nullptr);
+  ASSERT_TRUE(collector->CollectOnce().ok());
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 10, 100); }), 0);
+  uint64_t total = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto sample = collector->CollectOnce();
+    ASSERT_TRUE(sample.ok());
+    for (const auto& f : sample->flows()) total += f.packets();
+  }
+  EXPECT_EQ(total, 10u);
+  EXPECT_EQ(collector->counters().flows_evicted.load(), 1u);
+  for (const auto& m : collector->source().Maps()) {
+    if (m.name == "flows") {
+      EXPECT_EQ(m.entries, 0u);
+    }
+  }
+}
+
+TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
+  auto missing = BpfNetProgram::Load({.cgroup_path = cgroup_.path() + "/does-not-exist"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("--bpf-cgroup"), std::string::npos) << missing.status();
+
+  // A map the kernel refuses (zero entries) fails the load with the kernel's reason.
+  auto refused = BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .flow_entries = 0});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("refused"), std::string::npos) << refused.status();
+
+  // TCP programs off: the byte counters still work and the switched-off ones say why.
+  auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .tcp = false});
+  ASSERT_TRUE(program.ok()) << program.status();
+  int loaded = 0, off = 0;
+  for (const auto& p : (*program)->Programs()) {
+    if (p.loaded) ++loaded;
+    else {
+      ++off;
+      EXPECT_NE(p.why_off.find("--bpf-tcp"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(loaded, 2);
+  EXPECT_EQ(off, 4);
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
+  std::vector<std::pair<FlowKey, FlowTotals>> flows;
+  ASSERT_TRUE((*program)->ReadFlows(flows).ok());
+  uint64_t packets = 0;
+  for (const auto& [key, totals] : flows) packets += totals.packets;
+  EXPECT_EQ(packets, 3u);
+}
+
+TEST_F(EbpfNetTest, EveryProgramLoadsAndReportsItsRunTime) {
+  auto stats = BpfStatsScope::Enable();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path()});
+  ASSERT_TRUE(program.ok()) << program.status();
+  TcpSink sink(net_.b(), net_.address_b(), 5204);
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5204, 1 << 20); }), 0);
+  for (const auto& p : (*program)->Programs()) {
+    EXPECT_TRUE(p.loaded) << p.name << ": " << p.why_off;
+    if (p.name == "nw_count_egress" || p.name == "nw_count_ingress" || p.name == "nw_tcp_state") {
+      EXPECT_GT(p.run_count, 0u) << p.name;
+      EXPECT_GT(p.run_time_ns, 0u) << p.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nodewatch::agent

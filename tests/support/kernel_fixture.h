@@ -1,0 +1,87 @@
+// Kernel test fixtures for the eBPF tests (run as root; CI runs them as root and a missing
+// privilege is a failure, never a skip):
+//   - NetnsPair: two network namespaces joined by a veth pair, IPv6 off and static neighbours so
+//     that the only IP traffic is the test's own (then /proc/net/netstat is ground truth).
+//   - TestCgroup: a cgroup v2 directory of the test's own, removed at the end.
+//   - RunInNetns / RunChild: code on a thread inside a namespace, or in a child process placed in a
+//     cgroup and a namespace (sockets take the cgroup of the process that creates them).
+//   - LoopDevice: a loop device over a file, detached at the end.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace nodewatch::testing {
+
+// Runs a shell command; returns its exit status and appends its output to `output` if given.
+int Shell(const std::string& command, std::string* output = nullptr);
+
+// Mounts bpffs at /sys/fs/bpf and tracefs at /sys/kernel/tracing when absent. Returns "" or why
+// it could not.
+std::string EnsureKernelMounts();
+
+class NetnsPair {
+ public:
+  // Namespaces "<prefix>a"/"<prefix>b", addresses 10.<subnet>.0.1 (a) and .2 (b).
+  NetnsPair(const std::string& prefix, int subnet);
+  ~NetnsPair();
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  const std::string& a() const { return a_; }
+  const std::string& b() const { return b_; }
+  std::string address_a() const;
+  std::string address_b() const;
+  std::string device_a() const { return dev_a_; }
+
+ private:
+  std::string a_, b_, dev_a_, dev_b_, error_;
+  int subnet_;
+};
+
+// Runs `fn` on a new thread that has entered netns `name` (/var/run/netns/<name>), and waits.
+void RunInNetns(const std::string& name, const std::function<void()>& fn);
+
+// Forks a child that joins `cgroup_dir` and netns `netns` ("" keeps the current), runs `fn` and
+// exits with its return value. Returns the exit status (-1 if it did not exit normally).
+int RunChild(const std::string& cgroup_dir, const std::string& netns, const std::function<int()>& fn);
+
+// Counters of /proc/thread-self/net/{snmp,netstat} ("Tcp.RetransSegs", "IpExt.OutOctets"...) as
+// seen from netns `name` ("" for the current one).
+std::map<std::string, uint64_t> NetCounters(const std::string& netns);
+
+class TestCgroup {
+ public:
+  // Creates <cgroup2 mount>/<name> (and removes it, children first, at the end).
+  explicit TestCgroup(const std::string& name);
+  ~TestCgroup();
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  const std::string& path() const { return path_; }
+  // Creates a subdirectory (relative path, parents included); returns its full path.
+  std::string Make(const std::string& relative);
+
+ private:
+  std::string path_, error_;
+};
+
+class LoopDevice {
+ public:
+  LoopDevice(const std::string& backing_file, uint64_t bytes);
+  ~LoopDevice();
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  const std::string& device() const { return device_; }  // "/dev/loop3"
+  std::string name() const;                              // "loop3"
+
+ private:
+  std::string file_, device_, error_;
+};
+
+// The /proc/diskstats line of `name`: {"reads", "read_sectors", "writes", "write_sectors"}.
+std::map<std::string, uint64_t> DiskStats(const std::string& name);
+
+}  // namespace nodewatch::testing
