@@ -34,21 +34,6 @@ uint64_t StoredInterruptions(Cluster& c, const std::string& node) {
   return n ? n->interruptions() : 0;
 }
 
-// Reads one counter from the agent's /metrics.
-double AgentMetric(int port, const std::string& name) {
-  auto http = agent::MakeCurlHttpClient();
-  auto r = http->Do({.url = "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
-  if (!r.ok() || r->status != 200) return -1;
-  for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
-    if (absl::StartsWith(line, name + "{") || absl::StartsWith(line, name + " ")) {
-      double v = 0;
-      (void)absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v);
-      return v;
-    }
-  }
-  return -1;
-}
-
 struct CloudCase {
   std::string cloud;
   std::function<void(MetadataSimulator&)> arm_first;

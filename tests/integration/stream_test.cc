@@ -143,7 +143,9 @@ TEST(StreamIntegration, AnAgentKilledMidStreamLosesNothingAfterRestart) {
 TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
   Cluster c("cli");
   c.StartAggregator();
-  c.StartAgent("node-cli", {"--interval", "500ms"});
+  const int metrics_port = FreePort();
+  c.StartAgent("node-cli", {"--interval", "500ms", "--metrics-listen",
+                            "127.0.0.1:" + std::to_string(metrics_port)});
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {
         auto n = c.GetNode("node-cli");
@@ -172,8 +174,20 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
   EXPECT_THAT(json, ::testing::Not(::testing::HasSubstr("\"node_info\"")));
   EXPECT_THAT(cli({"history", "no-such-node"}), ::testing::HasSubstr("no node 'no-such-node'"));
   // The agent samples this machine's filesystems: "/" with its real capacity reaches the history.
-  std::string disk = cli({"history", "node-cli", "--kind", "disk", "--limit", "1"});
+  std::string disk = cli({"history", "node-cli", "--kind", "disk", "--limit", "20"});
   EXPECT_THAT(disk, ::testing::ContainsRegex(" / [0-9]+% used of "));
+  // eBPF (CI runs as root, so the programs load): the agent counts its own stream to the
+  // aggregator on the cgroup v2 root, and says so in its metrics.
+  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"network\"}"), 1);
+  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"block_io\"}"), 1);
+  EXPECT_GT(AgentMetric(metrics_port, "nodewatch_agent_bpf_program_runs_total{program=\"nw_count_egress\"}"), 0);
+  EXPECT_GT(AgentMetric(metrics_port, "nodewatch_agent_bpf_map_max_entries{map=\"flows\"}"), 0);
+  ASSERT_TRUE(Cluster::WaitFor(
+      [&] {
+        return cli({"history", "node-cli", "--kind", "network", "--limit", "20"}).find(" tx ") !=
+               std::string::npos;
+      },
+      20'000));
 }
 
 }  // namespace
