@@ -36,6 +36,7 @@ class NetnsPair {
   std::string address_a() const;
   std::string address_b() const;
   std::string device_a() const { return dev_a_; }
+  std::string device_b() const { return dev_b_; }
 
  private:
   std::string a_, b_, dev_a_, dev_b_, error_;

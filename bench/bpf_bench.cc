@@ -1,0 +1,388 @@
+// Cost of the eBPF signals, all measured in one run on this kernel (root):
+//
+//   bpf_bench [--seconds 4] [--rounds 3] [--load-seconds 30]
+//
+// 1. Throughput: an iperf3 TCP stream of small writes (100 bytes, TCP_NODELAY) between two network
+//    namespaces, client and server in a test cgroup, alternately with the network programs
+//    detached and attached (bpf_stats off, as in production without --bpf-stats); the median of
+//    each side gives throughput_loss_pct_small_packets.
+// 2. Per-hit cost from the kernel's bpf_stats (run_time_ns / run_cnt): small UDP packets and a
+//    TCP stream for the cgroup_skb counters (bpf_net_ns_per_packet), connects, refused connects
+//    and resets for the TCP tracepoints (bpf_tcp_ns_per_event), direct I/O on a loop device for
+//    the block programs (bpf_disk_ns_per_io: issue + completion per request).
+// 3. A real nodewatch-agent (all programs on the cgroup v2 root, --interval 10s) streaming to a
+//    real aggregator while 10,000 connections/s and a 1 Gbit/s iperf3 stream run between the
+//    namespaces: agent_cpu_pct_under_load and agent_rss_mib_under_load, plus the kernel memory of
+//    its maps (agent_bpf_map_mib) and the load actually achieved.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "agent/collectors/disk/block_io_program.h"
+#include "agent/collectors/net/net_program.h"
+#include "bench/bench_support.h"
+#include "bench/sim_agent.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/kernel_fixture.h"
+#include "tests/support/metrics_scrape.h"
+#include "tests/support/process.h"
+
+namespace na = nodewatch::agent;
+namespace nb = nodewatch::bench;
+namespace nt = nodewatch::testing;
+
+namespace {
+
+constexpr int kIperfPort = 5401;
+constexpr int kConnectPort = 5402;
+
+// Runs iperf3 as a client in `cgroup` and netns `ns`; returns its JSON report.
+nlohmann::json Iperf(const std::string& cgroup, const std::string& ns, const std::string& args) {
+  const std::string out = nt::MakeTempDir("iperf") + "/out.json";
+  nt::RunChild(cgroup, ns, [&] {
+    const std::string cmd = "iperf3 -J " + args + " > " + out + " 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+    return 127;
+  });
+  auto text = nodewatch::ReadFileToString(out);
+  if (!text.ok()) return {};
+  auto json = nlohmann::json::parse(*text, nullptr, false);
+  return json.is_discarded() ? nlohmann::json() : json;
+}
+
+double ReceivedBitsPerSecond(const nlohmann::json& report) {
+  try {
+    return report.at("end").at("sum_received").at("bits_per_second").get<double>();
+  } catch (...) {
+    return 0;
+  }
+}
+
+// An iperf3 server in `cgroup` and netns `ns`, killed at destruction.
+class IperfServer {
+ public:
+  IperfServer(const std::string& cgroup, const std::string& ns) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = open((cgroup + "/cgroup.procs").c_str(), O_WRONLY);
+      if (fd >= 0 && write(fd, "0", 1) == 1) close(fd);
+      int nsfd = open(("/var/run/netns/" + ns).c_str(), O_RDONLY);
+      setns(nsfd, CLONE_NEWNET);
+      int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      execlp("iperf3", "iperf3", "-s", "-p", std::to_string(kIperfPort).c_str(), nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  ~IperfServer() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+double Median(std::vector<double> v) { return nb::Percentile(std::move(v), 0.5); }
+
+struct Cost {
+  uint64_t runs = 0;
+  uint64_t ns = 0;
+  double PerRun() const { return runs ? static_cast<double>(ns) / static_cast<double>(runs) : 0; }
+};
+
+Cost Sum(const std::vector<na::ProgramStats>& programs, const std::vector<std::string>& names) {
+  Cost c;
+  for (const auto& p : programs) {
+    if (std::find(names.begin(), names.end(), p.name) == names.end()) continue;
+    c.runs += p.run_count;
+    c.ns += p.run_time_ns;
+  }
+  return c;
+}
+
+// Opens and closes TCP connections to `address` at up to `per_second` for `seconds`; returns how
+// many completed. Runs in the calling process (a child placed in the load netns).
+int ConnectLoop(const std::vector<std::string>& addresses, int per_second, int seconds) {
+  int done = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::seconds(seconds);
+  for (int i = 0; std::chrono::steady_clock::now() < end; ++i) {
+    const auto due = start + std::chrono::microseconds(static_cast<int64_t>(i) * 1'000'000 / per_second);
+    std::this_thread::sleep_until(due);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kConnectPort)};
+    inet_pton(AF_INET, addresses[i % addresses.size()].c_str(), &sa.sin_addr);
+    linger l{.l_onoff = 1, .l_linger = 0};  // RST on close: no TIME_WAIT pile-up at 10k/s
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) ++done;
+    close(fd);
+  }
+  return done;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int seconds = 4, rounds = 3, load_seconds = 30;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--seconds")) seconds = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--load-seconds")) load_seconds = std::atoi(argv[i + 1]);
+  }
+  if (geteuid() != 0) {
+    std::fprintf(stderr, "bpf_bench loads BPF programs: run it as root\n");
+    return 1;
+  }
+  if (auto why = nt::EnsureKernelMounts(); !why.empty()) {
+    std::fprintf(stderr, "%s\n", why.c_str());
+    return 1;
+  }
+  nt::NetnsPair net("nwb" + std::to_string(getpid() % 100000), 203);
+  nt::TestCgroup cgroup("nodewatch-bench-" + std::to_string(getpid()));
+  if (!net.ok() || !cgroup.ok()) {
+    std::fprintf(stderr, "set-up failed: %s %s\n", net.error().c_str(), cgroup.error().c_str());
+    return 1;
+  }
+  const std::string work = cgroup.Make("kubepods/besteffort/pod6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31/" +
+                                       std::string(64, 'b'));
+
+  // 1. Throughput with the programs detached and attached, alternately.
+  std::vector<double> detached, attached;
+  {
+    IperfServer server(work, net.b());
+    const std::string client_args = "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+                                    " -t " + std::to_string(seconds) + " -l 100 -N";
+    for (int r = 0; r < rounds; ++r) {
+      detached.push_back(ReceivedBitsPerSecond(Iperf(work, net.a(), client_args)));
+      auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
+      if (!program.ok()) {
+        std::fprintf(stderr, "load: %s\n", program.status().ToString().c_str());
+        return 1;
+      }
+      attached.push_back(ReceivedBitsPerSecond(Iperf(work, net.a(), client_args)));
+      std::printf("round %d: detached %.1f Mbit/s, attached %.1f Mbit/s\n", r + 1,
+                  detached.back() / 1e6, attached.back() / 1e6);
+    }
+  }
+  const double base = Median(detached), with = Median(attached);
+  if (base <= 0) {
+    std::fprintf(stderr, "iperf3 did not run (is it installed? scripts/install-deps.sh)\n");
+    return 1;
+  }
+
+  // 2. Per-hit cost from bpf_stats.
+  auto stats = na::BpfStatsScope::Enable();
+  if (!stats.ok()) {
+    std::fprintf(stderr, "%s\n", stats.status().ToString().c_str());
+    return 1;
+  }
+  Cost net_cost, tcp_cost, disk_cost;
+  uint64_t disk_ios = 0;
+  {
+    auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
+    if (!program.ok()) return 1;
+    IperfServer server(work, net.b());
+    Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+                             " -u -b 0 -l 64 -t 2");  // small UDP packets
+    Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) + " -t 2");
+    net_cost = Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
+  }
+  {
+    auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
+    if (!program.ok()) return 1;
+    // Connections: a listener in B that accepts and closes; 3,000 connects from A, and 1,000
+    // refused ones (a reset each way).
+    std::atomic<bool> stop{false};
+    int listen_fd = -1;
+    std::thread acceptor([&] {
+      nt::RunInNetns(net.b(), [&] {
+        listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kConnectPort)};
+        inet_pton(AF_INET, net.address_b().c_str(), &sa.sin_addr);
+        bind(listen_fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+        listen(listen_fd, 4096);
+        while (!stop) {
+          int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) break;
+          close(c);
+        }
+      });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    nt::RunChild(work, net.a(), [&] { return ConnectLoop({net.address_b()}, 20'000, 1) > 0 ? 0 : 1; });
+    nt::RunChild(work, net.a(), [&] {
+      for (int i = 0; i < 1000; ++i) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(5999)};
+        inet_pton(AF_INET, net.address_b().c_str(), &sa.sin_addr);
+        connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+        close(fd);
+      }
+      return 0;
+    });
+    stop = true;
+    shutdown(listen_fd, SHUT_RDWR);
+    acceptor.join();
+    close(listen_fd);
+    tcp_cost = Sum((*program)->Programs(),
+                   {"nw_tcp_retransmit", "nw_tcp_state", "nw_tcp_send_reset", "nw_tcp_receive_reset"});
+  }
+  {
+    const std::string dir = nt::MakeTempDir("bpf-bench-disk");
+    nt::LoopDevice loop(dir + "/backing.img", 256ull << 20);
+    auto program = na::BpfBlockIoProgram::Load();
+    if (!loop.ok() || !program.ok()) {
+      std::fprintf(stderr, "disk set-up failed: %s\n", loop.error().c_str());
+      return 1;
+    }
+    int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    void* buffer = nullptr;
+    if (fd < 0 || posix_memalign(&buffer, 4096, 4096) != 0) return 1;
+    std::memset(buffer, 0x5a, 4096);
+    for (int i = 0; i < 20'000; ++i) {
+      const off_t offset = static_cast<off_t>((i * 7919) % 65536) * 4096;
+      if ((i % 2 ? pwrite(fd, buffer, 4096, offset) : pread(fd, buffer, 4096, offset)) != 4096) break;
+    }
+    close(fd);
+    free(buffer);
+    auto programs = (*program)->Programs();
+    disk_cost = Sum(programs, {"nw_block_issue", "nw_block_complete"});
+    for (const auto& p : programs) {
+      if (p.name == "nw_block_complete") disk_ios = p.run_count;
+    }
+  }
+
+  // 3. The agent under load.
+  const std::string dir = nt::MakeTempDir("bpf-bench-agent");
+  nt::TestPki pki(dir + "/pki");
+  auto server_cert = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
+  auto node = pki.Issue("node", {.cn = "system:node:bench-node", .orgs = {"system:nodes"}});
+  const std::string ingest = "127.0.0.1:" + std::to_string(nt::FreePort());
+  nt::Subprocess aggregator(
+      nt::BinaryPath("nodewatch-aggregator"),
+      {"--listen", ingest, "--query-listen", "127.0.0.1:" + std::to_string(nt::FreePort()),
+       "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca",
+       pki.ca_file(), "--tls-cert", server_cert.cert, "--tls-key", server_cert.key,
+       "--remediation", "off"},
+      dir + "/aggregator.log");
+  aggregator.Start();
+  const int metrics_port = nt::FreePort();
+  nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
+                       {"--node-name", "bench-node", "--aggregator", ingest, "--spool-dir",
+                        dir + "/spool", "--cloud", "none", "--tls-ca", pki.ca_file(),
+                        "--tls-cert", node.cert, "--tls-key", node.key, "--metrics-listen",
+                        "127.0.0.1:" + std::to_string(metrics_port)},
+                       dir + "/agent.log");
+  agent.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // 64 addresses in B, so the flows map holds many (cgroup, remote) pairs.
+  std::vector<std::string> targets;
+  for (int i = 1; i <= 64; ++i) {
+    const std::string address = "10.204.0." + std::to_string(i);
+    nt::Shell("ip netns exec " + net.b() + " ip addr add " + address + "/32 dev " + net.device_b());
+    nt::Shell("ip netns exec " + net.a() + " ip route add " + address + "/32 dev " + net.device_a());
+    targets.push_back(address);
+  }
+  std::atomic<bool> stop{false};
+  std::vector<int> listeners;
+  std::thread acceptor([&] {
+    nt::RunInNetns(net.b(), [&] {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kConnectPort)};  // any address
+      bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+      listen(fd, 4096);
+      listeners.push_back(fd);
+      while (!stop) {
+        int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) break;
+        close(c);
+      }
+    });
+  });
+  IperfServer iperf_server(work, net.b());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double cpu0 = nb::CpuSeconds(agent.pid());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<int> connections{0};
+  std::thread connector([&] {
+    // The child's exit status cannot carry the count; it reports through a pipe.
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return;
+    nt::RunChild(work, net.a(), [&] {
+      int done = ConnectLoop(targets, 10'000, load_seconds);
+      (void)!write(pipefd[1], &done, sizeof(done));
+      return 0;
+    });
+    int done = 0;
+    if (read(pipefd[0], &done, sizeof(done)) == sizeof(done)) connections = done;
+    close(pipefd[0]);
+    close(pipefd[1]);
+  });
+  nlohmann::json stream = Iperf(work, net.a(), "-c " + net.address_b() + " -p " +
+                                                   std::to_string(kIperfPort) + " -b 1G -t " +
+                                                   std::to_string(load_seconds));
+  connector.join();
+  double peak_rss = nb::RssMiB(agent.pid());
+  const double cpu = nb::CpuSeconds(agent.pid()) - cpu0;
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // One more interval so the sample of the load's last seconds is read out.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  peak_rss = std::max(peak_rss, nb::RssMiB(agent.pid()));
+  double map_bytes = 0;
+  for (const char* map : {"flows", "connect_start", "disk_io", "io_start"}) {
+    double v = nt::AgentMetric(metrics_port, std::string("nodewatch_agent_bpf_map_memory_bytes{map=\"") + map + "\"}");
+    if (v > 0) map_bytes += v;
+  }
+  const bool alive = agent.running();
+  stop = true;
+  for (int fd : listeners) shutdown(fd, SHUT_RDWR);
+  acceptor.join();
+  agent.Stop(SIGTERM);
+  aggregator.Stop(SIGTERM);
+  if (!alive) {
+    std::fprintf(stderr, "agent exited early:\n%s\n", agent.log().c_str());
+    return 1;
+  }
+
+  std::printf("throughput (iperf3, 100-byte writes, TCP_NODELAY): detached %.1f Mbit/s, attached %.1f Mbit/s (medians of %d)\n",
+              base / 1e6, with / 1e6, rounds);
+  std::printf("bpf_stats: net %llu runs, tcp %llu runs, disk %llu runs for %llu I/Os\n",
+              static_cast<unsigned long long>(net_cost.runs),
+              static_cast<unsigned long long>(tcp_cost.runs),
+              static_cast<unsigned long long>(disk_cost.runs),
+              static_cast<unsigned long long>(disk_ios));
+  std::printf("load: %d connections in %.1f s, iperf3 %.1f Mbit/s\n", connections.load(), wall,
+              ReceivedBitsPerSecond(stream) / 1e6);
+  nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
+  nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
+  nb::PrintBench("bpf_disk_ns_per_io",
+                 disk_ios ? static_cast<double>(disk_cost.ns) / static_cast<double>(disk_ios) : 0,
+                 "ns");
+  nb::PrintBench("throughput_loss_pct_small_packets", 100.0 * (base - with) / base, "percent");
+  nb::PrintBench("load_connections_per_s", connections.load() / wall, "per_s");
+  nb::PrintBench("load_stream_mbit_per_s", ReceivedBitsPerSecond(stream) / 1e6, "Mbit/s");
+  nb::PrintBench("agent_cpu_pct_under_load", 100.0 * cpu / wall, "percent_of_one_core");
+  nb::PrintBench("agent_rss_mib_under_load", peak_rss, "MiB");
+  nb::PrintBench("agent_bpf_map_mib", map_bytes / (1 << 20), "MiB");
+  std::filesystem::remove_all(dir);
+  return 0;
+}
