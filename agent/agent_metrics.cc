@@ -142,8 +142,6 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
     const auto& c = bpf.block_io->counters();
     f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.device_map_full),
               {{"map", "disk_io"}});
-    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.issue_map_full),
-              {{"map", "io_start"}});
   }
   if (bpf.network != nullptr) {
     const auto& c = bpf.network->counters();
@@ -158,6 +156,10 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
   if (bpf.block_io != nullptr) {
     f.Counter("nodewatch_agent_block_io_samples_total", "Block I/O samples spooled.",
               d(bpf.block_io->counters().samples));
+    f.Counter("nodewatch_agent_block_io_untimed_total",
+              "Completed I/Os without a start stamp (the device's queue/iostats is 0): counted, "
+              "not in the latency histograms.",
+              d(bpf.block_io->counters().untimed));
   }
   const char* const read_errors_help = "Failed reads of the kernel maps.";
   if (bpf.network != nullptr) {

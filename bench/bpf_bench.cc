@@ -1,6 +1,6 @@
 // Cost of the eBPF signals, all measured in one run on this kernel (root):
 //
-//   bpf_bench [--seconds 4] [--rounds 3] [--load-seconds 30]
+//   bpf_bench [--seconds 2] [--rounds 9] [--load-seconds 30] [--costs-only 1]
 //
 // 1. Throughput: an iperf3 TCP stream of small writes (100 bytes, TCP_NODELAY) between two network
 //    namespaces, client and server in a test cgroup, alternately with the network programs
@@ -9,7 +9,7 @@
 // 2. Per-hit cost from the kernel's bpf_stats (run_time_ns / run_cnt): small UDP packets and a
 //    TCP stream for the cgroup_skb counters (bpf_net_ns_per_packet), connects, refused connects
 //    and resets for the TCP tracepoints (bpf_tcp_ns_per_event), direct I/O on a loop device for
-//    the block programs (bpf_disk_ns_per_io: issue + completion per request).
+//    the block program (bpf_disk_ns_per_io: per completed request).
 // 3. A real nodewatch-agent (all programs on the cgroup v2 root, --interval 10s) streaming to a
 //    real aggregator while 10,000 connections/s and a 1 Gbit/s iperf3 stream run between the
 //    namespaces: agent_cpu_pct_under_load and agent_rss_mib_under_load, plus the kernel memory of
@@ -108,6 +108,9 @@ Cost Sum(const std::vector<na::ProgramStats>& programs, const std::vector<std::s
   Cost c;
   for (const auto& p : programs) {
     if (std::find(names.begin(), names.end(), p.name) == names.end()) continue;
+    std::printf("  %-22s %9llu runs %8.1f ns/run\n", p.name.c_str(),
+                static_cast<unsigned long long>(p.run_count),
+                p.run_count ? static_cast<double>(p.run_time_ns) / p.run_count : 0.0);
     c.runs += p.run_count;
     c.ns += p.run_time_ns;
   }
@@ -137,8 +140,10 @@ int ConnectLoop(const std::vector<std::string>& addresses, int per_second, int s
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seconds = 4, rounds = 3, load_seconds = 30;
+  int seconds = 2, rounds = 9, load_seconds = 30;
+  bool costs_only = false;  // --costs-only 1: just the bpf_stats figures (quick)
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--costs-only")) costs_only = std::atoi(argv[i + 1]) != 0;
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--load-seconds")) load_seconds = std::atoi(argv[i + 1]);
@@ -162,7 +167,7 @@ int main(int argc, char** argv) {
 
   // 1. Throughput with the programs detached and attached, alternately.
   std::vector<double> detached, attached;
-  {
+  if (!costs_only) {
     IperfServer server(work, net.b());
     const std::string client_args = "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
                                     " -t " + std::to_string(seconds) + " -l 100 -N";
@@ -179,7 +184,7 @@ int main(int argc, char** argv) {
     }
   }
   const double base = Median(detached), with = Median(attached);
-  if (base <= 0) {
+  if (!costs_only && base <= 0) {
     std::fprintf(stderr, "iperf3 did not run (is it installed? scripts/install-deps.sh)\n");
     return 1;
   }
@@ -190,16 +195,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", stats.status().ToString().c_str());
     return 1;
   }
-  Cost net_cost, tcp_cost, disk_cost;
+  Cost net_cost, empty_cost, tcp_cost, disk_cost;
   uint64_t disk_ios = 0;
-  {
-    auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
+  // The same traffic twice: counted, then with programs that return at once (the floor this
+  // machine charges for any cgroup_skb program, bpf_stats included).
+  for (bool empty : {false, true}) {
+    auto program = na::BpfNetProgram::Load(
+        {.cgroup_path = cgroup.path(), .tcp = false, .calibrate_empty = empty});
     if (!program.ok()) return 1;
     IperfServer server(work, net.b());
     Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
                              " -u -b 0 -l 64 -t 2");  // small UDP packets
     Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) + " -t 2");
-    net_cost = Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
+    (empty ? empty_cost : net_cost) =
+        Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
   }
   {
     auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
@@ -262,10 +271,20 @@ int main(int argc, char** argv) {
     close(fd);
     free(buffer);
     auto programs = (*program)->Programs();
-    disk_cost = Sum(programs, {"nw_block_issue", "nw_block_complete"});
+    disk_cost = Sum(programs, {"nw_block_complete"});
     for (const auto& p : programs) {
       if (p.name == "nw_block_complete") disk_ios = p.run_count;
     }
+  }
+
+  if (costs_only) {
+    nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_empty_prog_ns_per_packet", empty_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_disk_ns_per_io",
+                   disk_ios ? static_cast<double>(disk_cost.ns) / static_cast<double>(disk_ios) : 0,
+                   "ns");
+    return 0;
   }
 
   // 3. The agent under load.
@@ -348,7 +367,7 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(2));
   peak_rss = std::max(peak_rss, nb::RssMiB(agent.pid()));
   double map_bytes = 0;
-  for (const char* map : {"flows", "connect_start", "disk_io", "io_start"}) {
+  for (const char* map : {"flows", "connect_start", "disk_io"}) {
     double v = nt::AgentMetric(metrics_port, std::string("nodewatch_agent_bpf_map_memory_bytes{map=\"") + map + "\"}");
     if (v > 0) map_bytes += v;
   }
@@ -373,6 +392,7 @@ int main(int argc, char** argv) {
   std::printf("load: %d connections in %.1f s, iperf3 %.1f Mbit/s\n", connections.load(), wall,
               ReceivedBitsPerSecond(stream) / 1e6);
   nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
+  nb::PrintBench("bpf_empty_prog_ns_per_packet", empty_cost.PerRun(), "ns");
   nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
   nb::PrintBench("bpf_disk_ns_per_io",
                  disk_ios ? static_cast<double>(disk_cost.ns) / static_cast<double>(disk_ios) : 0,

@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* nodewatch disk signals: per (device, op) completed requests, bytes, errors and a log2
- * latency histogram (issue -> completion), from the block request tracepoints (tp_btf: the
- * request is a BTF pointer read directly, no probe_read helpers). Counts stay in per-CPU maps; a
- * full map is counted (NW_DISK_MAP_FULL, NW_ISSUE_MAP_FULL). */
+ * latency histogram, from one BTF tracepoint, block_rq_complete (the request is a BTF pointer read
+ * directly: no probe_read helpers).
+ *
+ * Latency is completion time minus rq->start_time_ns, the time the block layer itself stamps on
+ * the request for /proc/diskstats (allocation, so queueing in the I/O scheduler is included: the
+ * "await" of iostat). No issue hook and no in-flight map: one program run and one per-CPU map
+ * lookup per I/O. Requests without a stamp (a queue with iostats off) are counted as untimed.
+ * Counts stay in per-CPU maps; a full map is counted (NW_DISK_MAP_FULL). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -21,14 +26,6 @@ struct {
   __type(value, struct nw_disk_value);
 } disk_io SEC(".maps");
 
-/* Requests in flight: request address -> issue time (ns). */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64);
-  __type(value, __u64);
-} io_start SEC(".maps");
-
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, NW_DISK_COUNTER_COUNT);
@@ -36,23 +33,8 @@ struct {
   __type(value, __u64);
 } disk_counters SEC(".maps");
 
-SEC("tp_btf/block_rq_issue")
-int BPF_PROG(nw_block_issue, struct request *rq) {
-  __u64 key = (__u64)rq;
-  __u64 now = bpf_ktime_get_ns();
-  if (bpf_map_update_elem(&io_start, &key, &now, BPF_ANY))
-    nw_count(&disk_counters, NW_ISSUE_MAP_FULL, 1);
-  return 0;
-}
-
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes) {
-  __u64 rq_key = (__u64)rq;
-  __u64 *start = bpf_map_lookup_elem(&io_start, &rq_key);
-  __u64 latency_us = start ? (bpf_ktime_get_ns() - *start) / 1000 : 0;
-  bool timed = start != NULL;
-  if (start) bpf_map_delete_elem(&io_start, &rq_key);
-
   struct gendisk *disk = rq->q->disk;
   if (!disk) return 0;
   struct nw_disk_key key = {.major = disk->major, .minor = disk->first_minor};
@@ -73,8 +55,10 @@ int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned
   if (key.op == NW_OP_OTHER) return 0;
   value->ios += 1;
   value->bytes += nr_bytes;
-  if (timed)
-    value->slots[nw_log2_slot(latency_us)] += 1;
+  __u64 start = rq->start_time_ns;
+  __u64 now = bpf_ktime_get_ns();
+  if (start != 0 && now >= start)
+    value->slots[nw_log2_slot((now - start) / 1000)] += 1;
   else
     value->untimed += 1;
   return 0;

@@ -50,18 +50,18 @@ struct nw_disk_key {
 };
 
 /* Per CPU. ios/bytes: completed requests (reads and writes only, as /proc/diskstats counts
- * them); errors: completions with a non-zero status (any op); slots: completion - issue. */
+ * them); errors: completions with a non-zero status (any op); slots: completion - the request's
+ * start stamp (rq->start_time_ns, as /proc/diskstats times requests). */
 struct nw_disk_value {
   __u64 ios;
   __u64 bytes;
   __u64 errors;
-  __u64 untimed; /* completed without a recorded issue (issued before attach, or map full) */
+  __u64 untimed; /* completed without a start stamp (the queue's iostats are off) */
   __u64 slots[NW_LOG2_SLOTS];
 };
 
 enum nw_disk_counter {
   NW_DISK_MAP_FULL = 0,   /* completions not counted: the per-device map was full */
-  NW_ISSUE_MAP_FULL,      /* issues not timed: the in-flight map was full */
   NW_DISK_COUNTER_COUNT
 };
 

@@ -75,7 +75,8 @@ TEST(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   EXPECT_EQ(Sum(device->read_latency_log2_us()), device->reads());
   EXPECT_EQ(Sum(device->write_latency_log2_us()), device->writes());
   EXPECT_EQ(device->io_errors(), 0u);
-  EXPECT_EQ(collector.counters().issue_map_full.load(), 0u);
+  EXPECT_EQ(collector.counters().untimed.load(), 0u);
+  EXPECT_EQ(collector.counters().device_map_full.load(), 0u);
 
   for (const auto& p : collector.source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
 }

@@ -67,7 +67,6 @@ absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
     return s;
   }
   counters_.device_map_full = drops.device_map_full;
-  counters_.issue_map_full = drops.issue_map_full;
 
   std::map<std::pair<uint32_t, uint32_t>, nodewatch::v1::DiskDevice> devices;
   for (const auto& [key, totals] : current) {
@@ -76,6 +75,7 @@ absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
     d.ios = Delta(totals.ios, before.ios);
     d.bytes = Delta(totals.bytes, before.bytes);
     d.errors = Delta(totals.errors, before.errors);
+    counters_.untimed += Delta(totals.untimed, before.untimed);
     for (int i = 0; i < kBlockLog2Slots; ++i) {
       d.latency_log2_us[i] = Delta(totals.latency_log2_us[i], before.latency_log2_us[i]);
     }

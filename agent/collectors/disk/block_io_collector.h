@@ -22,7 +22,7 @@ struct BlockIoCounters {
   std::atomic<uint64_t> samples{0};
   std::atomic<uint64_t> read_errors{0};
   std::atomic<uint64_t> device_map_full{0};
-  std::atomic<uint64_t> issue_map_full{0};
+  std::atomic<uint64_t> untimed{0};  // I/Os without a start stamp (not in the histograms)
 };
 
 class BlockIoCollector {

@@ -28,13 +28,12 @@ struct BlockIoTotals {
   uint64_t ios = 0;
   uint64_t bytes = 0;
   uint64_t errors = 0;
-  uint64_t untimed = 0;
+  uint64_t untimed = 0;  // no start stamp (iostats off on the queue): not in the histogram
   std::array<uint64_t, kBlockLog2Slots> latency_log2_us{};
 };
 
 struct BlockIoDrops {
   uint64_t device_map_full = 0;  // completions not counted
-  uint64_t issue_map_full = 0;   // issues not timed
 };
 
 class BlockIoSource {

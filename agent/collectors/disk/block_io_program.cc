@@ -20,11 +20,8 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
     return absl::UnavailableError(absl::StrCat("this kernel cannot run tp_btf programs (",
                                                features.Describe(), "): no block I/O latency"));
   }
-  for (const char* tp : {"block_rq_issue", "block_rq_complete"}) {
-    if (TracepointArgCount(tp) < 0) {
-      return absl::UnavailableError(
-          absl::StrCat("this kernel has no tracepoint ", tp, ": no block I/O latency"));
-    }
+  if (TracepointArgCount("block_rq_complete") < 0) {
+    return absl::UnavailableError("this kernel has no tracepoint block_rq_complete: no block I/O");
   }
   std::unique_ptr<BpfBlockIoProgram> self(new BpfBlockIoProgram());
   self->skel_ = nw_disk_bpf__open();
@@ -36,7 +33,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
         "the kernel refused the disk BPF programs: ", strerror(-err),
         " (run with CAP_BPF and CAP_PERFMON; --log-level debug shows the verifier log)"));
   }
-  for (bpf_program* program : {self->skel_->progs.nw_block_issue, self->skel_->progs.nw_block_complete}) {
+  for (bpf_program* program : {self->skel_->progs.nw_block_complete}) {
     ProgramStats stats{.name = bpf_program__name(program),
                        .attach = bpf_program__section_name(program)};
     bpf_link* link = bpf_program__attach(program);
@@ -48,7 +45,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
     stats.loaded = true;
     self->programs_.push_back(stats);
   }
-  GetLogger("agent.bpf")->info("block I/O latency on (block_rq_issue/complete)");
+  GetLogger("agent.bpf")->info("block I/O latency on (block_rq_complete)");
   return self;
 }
 
@@ -82,7 +79,6 @@ absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTo
   }
   const int counters = bpf_map__fd(skel_->maps.disk_counters);
   drops.device_map_full = SumPerCpuArray(counters, NW_DISK_MAP_FULL);
-  drops.issue_map_full = SumPerCpuArray(counters, NW_ISSUE_MAP_FULL);
   return absl::OkStatus();
 }
 
@@ -96,7 +92,7 @@ std::vector<ProgramStats> BpfBlockIoProgram::Programs() const {
 
 std::vector<MapStats> BpfBlockIoProgram::Maps() const {
   std::vector<MapStats> out;
-  for (bpf_map* map : {skel_->maps.disk_io, skel_->maps.io_start}) {
+  for (bpf_map* map : {skel_->maps.disk_io}) {
     const int fd = bpf_map__fd(map);
     out.push_back({.name = bpf_map__name(map),
                    .entries = CountMapEntries(fd, bpf_map__key_size(map)),

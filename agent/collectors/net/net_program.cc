@@ -114,6 +114,7 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
     return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
   }
   skel_->rodata->retransmit_has_err = TracepointArgCount("tcp_retransmit_skb") >= 3;
+  skel_->rodata->calibrate_empty = options_.calibrate_empty;
 
   struct Tracepoint {
     bpf_program* program;

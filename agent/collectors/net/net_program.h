@@ -18,6 +18,7 @@ struct NetProgramOptions {
   std::string cgroup_path;        // cgroup v2 directory to count traffic of (and below)
   uint32_t flow_entries = 16384;  // flows map size: distinct (cgroup, remote, direction)
   bool tcp = true;                // load the TCP tracepoint programs
+  bool calibrate_empty = false;   // benchmarks only: cgroup_skb programs that count nothing
 };
 
 class BpfNetProgram final : public NetCounterSource {

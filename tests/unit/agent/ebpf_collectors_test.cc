@@ -321,13 +321,15 @@ TEST(BlockIoCollector, PerDeviceDeltasNamedFromDiskstats) {
   // Next interval: only what changed.
   fake->devices[{259, 0, BlockOp::kRead}].ios = 13;
   fake->devices[{259, 0, BlockOp::kRead}].latency_log2_us[6] = 13;
-  fake->drops.issue_map_full = 4;
+  fake->drops.device_map_full = 4;
+  fake->devices[{259, 0, BlockOp::kRead}].untimed = 2;
   s = collector.CollectOnce();
   ASSERT_TRUE(s.ok());
   ASSERT_EQ(s->devices_size(), 1);
   EXPECT_EQ(s->devices(0).reads(), 3u);
   EXPECT_EQ(s->devices(0).io_errors(), 0u);
-  EXPECT_EQ(collector.counters().issue_map_full.load(), 4u);
+  EXPECT_EQ(collector.counters().device_map_full.load(), 4u);
+  EXPECT_EQ(collector.counters().untimed.load(), 2u);
   EXPECT_EQ(collector.counters().samples.load(), 2u);
 }
 
