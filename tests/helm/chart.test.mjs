@@ -513,6 +513,8 @@ describe('agent DaemonSet', () => {
     assert.equal(hostMount('/sys/fs/cgroup').readOnly, true);
     assert.equal(hostMount('/sys/kernel/btf').readOnly, true);
     assert.equal(hostMount('/proc').readOnly, true);
+    assert.equal(hostMount('/var/log/pods').mountPath, '/var/log/pods');
+    assert.equal(hostMount('/var/log/pods').readOnly, true);
     assert.equal(mounts['/etc/nodewatch/client'].readOnly, true);
     // The agent gets the CA from the aggregator's Secret, never the server's private key.
     assert.deepEqual(vols.ca.secret.items, [{ key: 'ca.crt', path: 'ca.crt' }]);
