@@ -133,6 +133,13 @@ cli cost --nodes
 say "nodewatch alerts   (the demo's monthly budget is \$0.01, so the budget-forecast alert fires)"
 cli alerts
 
+say "nodewatch history $NODE --kind network --kind disk --limit 8   (eBPF: bytes per pod and remote address, TCP health, block I/O latency; filesystems)"
+if grep -q "eBPF .* signals off" "$DEMO/agent.log"; then
+  echo "(eBPF is off in this run, the agent log says why; run make demo as root to see it.)"
+  grep "eBPF .* signals off" "$DEMO/agent.log" || true
+fi
+cli history "$NODE" --kind network --kind disk --limit 8
+
 say "The same over HTTPS as JSON: curl --cert operator.crt https://$HTTP/api/v1/interruptions?since=1h"
 curl -sf --cacert "$DEMO/pki/ca.crt" --cert "$DEMO/pki/operator.crt" --key "$DEMO/pki/operator.key" \
   "https://$HTTP/api/v1/interruptions?since=1h" | python3 -m json.tool

@@ -26,7 +26,7 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
                 "A mount whose statfs takes longer is reported as timed out (dead NFS server).");
   o.AddBool("bpf", &c->bpf,
             "Count network traffic per pod and remote address, TCP health and block I/O latency "
-            "with eBPF (needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).");
+            "with eBPF (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).");
   o.AddString("bpf-cgroup", &c->bpf_cgroup,
               "cgroup v2 directory whose sockets are counted (and every cgroup below); empty: the "
               "cgroup v2 root, i.e. pods and host processes.");
@@ -38,7 +38,7 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
   o.AddBool("bpf-block-io", &c->bpf_block_io,
             "Block request latency histograms and I/O errors per device.");
   o.AddBool("bpf-stats", &c->bpf_stats,
-            "Kernel run-time statistics of the BPF programs (about 20 ns per run) for /metrics.");
+            "Kernel run-time statistics of the BPF programs (about 20 ns per run) for /metrics; needs CAP_SYS_ADMIN.");
   o.AddString("pods-log-dir", &c->pods_log_dir,
               "The kubelet's pod log directory: pod namespaces and names for attribution.");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");
