@@ -111,14 +111,16 @@ void Agent::SetUpBpf() {
   std::string cgroup = config_.bpf_cgroup;
   if (cgroup.empty()) {
     auto root = FindCgroup2Mount("/proc");
-    if (root.ok()) cgroup = *root;
-    else bpf_view_.unavailable["network"] = std::string(root.status().message());
+    if (root.ok())
+      cgroup = *root;
+    else
+      bpf_view_.unavailable["network"] = std::string(root.status().message());
   }
   if (!cgroup.empty()) {
-    auto program = BpfNetProgram::Load(
-        {.cgroup_path = cgroup,
-         .flow_entries = static_cast<uint32_t>(config_.bpf_flow_entries),
-         .tcp = config_.bpf_tcp});
+    auto program =
+        BpfNetProgram::Load({.cgroup_path = cgroup,
+                             .flow_entries = static_cast<uint32_t>(config_.bpf_flow_entries),
+                             .tcp = config_.bpf_tcp});
     if (program.ok()) {
       auto root = FindCgroup2Mount("/proc");
       network_ = std::make_unique<NetworkCollector>(
@@ -133,9 +135,8 @@ void Agent::SetUpBpf() {
   if (config_.bpf_block_io) {
     auto program = BpfBlockIoProgram::Load();
     if (program.ok()) {
-      block_io_ = std::make_unique<BlockIoCollector>(*spool_, std::move(*program),
-                                                     config_.proc_root, clock_,
-                                                     config_.interval_ms);
+      block_io_ = std::make_unique<BlockIoCollector>(
+          *spool_, std::move(*program), config_.proc_root, clock_, config_.interval_ms);
     } else {
       bpf_view_.unavailable["block_io"] = std::string(program.status().message());
     }

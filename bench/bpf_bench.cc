@@ -124,7 +124,8 @@ int ConnectLoop(const std::vector<std::string>& addresses, int per_second, int s
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::seconds(seconds);
   for (int i = 0; std::chrono::steady_clock::now() < end; ++i) {
-    const auto due = start + std::chrono::microseconds(static_cast<int64_t>(i) * 1'000'000 / per_second);
+    const auto due =
+        start + std::chrono::microseconds(static_cast<int64_t>(i) * 1'000'000 / per_second);
     std::this_thread::sleep_until(due);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kConnectPort)};
@@ -162,8 +163,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "set-up failed: %s %s\n", net.error().c_str(), cgroup.error().c_str());
     return 1;
   }
-  const std::string work = cgroup.Make("kubepods/besteffort/pod6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31/" +
-                                       std::string(64, 'b'));
+  const std::string work = cgroup.Make(
+      "kubepods/besteffort/pod6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31/" + std::string(64, 'b'));
 
   // 1. Throughput with the programs detached and attached, alternately.
   std::vector<double> detached, attached;
@@ -204,8 +205,9 @@ int main(int argc, char** argv) {
         {.cgroup_path = cgroup.path(), .tcp = false, .calibrate_empty = empty});
     if (!program.ok()) return 1;
     IperfServer server(work, net.b());
-    Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
-                             " -u -b 0 -l 64 -t 2");  // small UDP packets
+    Iperf(work, net.a(),
+          "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+              " -u -b 0 -l 64 -t 2");  // small UDP packets
     Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) + " -t 2");
     (empty ? empty_cost : net_cost) =
         Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
@@ -234,7 +236,8 @@ int main(int argc, char** argv) {
       });
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    nt::RunChild(work, net.a(), [&] { return ConnectLoop({net.address_b()}, 20'000, 1) > 0 ? 0 : 1; });
+    nt::RunChild(work, net.a(),
+                 [&] { return ConnectLoop({net.address_b()}, 20'000, 1) > 0 ? 0 : 1; });
     nt::RunChild(work, net.a(), [&] {
       for (int i = 0; i < 1000; ++i) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -249,8 +252,8 @@ int main(int argc, char** argv) {
     shutdown(listen_fd, SHUT_RDWR);
     acceptor.join();
     close(listen_fd);
-    tcp_cost = Sum((*program)->Programs(),
-                   {"nw_tcp_retransmit", "nw_tcp_state", "nw_tcp_send_reset", "nw_tcp_receive_reset"});
+    tcp_cost = Sum((*program)->Programs(), {"nw_tcp_retransmit", "nw_tcp_state",
+                                            "nw_tcp_send_reset", "nw_tcp_receive_reset"});
   }
   {
     const std::string dir = nt::MakeTempDir("bpf-bench-disk");
@@ -266,7 +269,8 @@ int main(int argc, char** argv) {
     std::memset(buffer, 0x5a, 4096);
     for (int i = 0; i < 20'000; ++i) {
       const off_t offset = static_cast<off_t>((i * 7919) % 65536) * 4096;
-      if ((i % 2 ? pwrite(fd, buffer, 4096, offset) : pread(fd, buffer, 4096, offset)) != 4096) break;
+      if ((i % 2 ? pwrite(fd, buffer, 4096, offset) : pread(fd, buffer, 4096, offset)) != 4096)
+        break;
     }
     close(fd);
     free(buffer);
@@ -298,17 +302,17 @@ int main(int argc, char** argv) {
       nt::BinaryPath("nodewatch-aggregator"),
       {"--listen", ingest, "--query-listen", "127.0.0.1:" + std::to_string(nt::FreePort()),
        "--metrics-listen", "", "--http-listen", "", "--data-dir", dir + "/agg", "--tls-ca",
-       pki.ca_file(), "--tls-cert", server_cert.cert, "--tls-key", server_cert.key,
-       "--remediation", "off"},
+       pki.ca_file(), "--tls-cert", server_cert.cert, "--tls-key", server_cert.key, "--remediation",
+       "off"},
       dir + "/aggregator.log");
   aggregator.Start();
   const int metrics_port = nt::FreePort();
-  nt::Subprocess agent(nt::BinaryPath("nodewatch-agent"),
-                       {"--node-name", "bench-node", "--aggregator", ingest, "--spool-dir",
-                        dir + "/spool", "--cloud", "none", "--tls-ca", pki.ca_file(),
-                        "--tls-cert", node.cert, "--tls-key", node.key, "--metrics-listen",
-                        "127.0.0.1:" + std::to_string(metrics_port)},
-                       dir + "/agent.log");
+  nt::Subprocess agent(
+      nt::BinaryPath("nodewatch-agent"),
+      {"--node-name", "bench-node", "--aggregator", ingest, "--spool-dir", dir + "/spool",
+       "--cloud", "none", "--tls-ca", pki.ca_file(), "--tls-cert", node.cert, "--tls-key", node.key,
+       "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)},
+      dir + "/agent.log");
   agent.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));
   // 64 addresses in B, so the flows map holds many (cgroup, remote) pairs.
@@ -316,7 +320,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i <= 64; ++i) {
     const std::string address = "10.204.0." + std::to_string(i);
     nt::Shell("ip netns exec " + net.b() + " ip addr add " + address + "/32 dev " + net.device_b());
-    nt::Shell("ip netns exec " + net.a() + " ip route add " + address + "/32 dev " + net.device_a());
+    nt::Shell("ip netns exec " + net.a() + " ip route add " + address + "/32 dev " +
+              net.device_a());
     targets.push_back(address);
   }
   std::atomic<bool> stop{false};
@@ -356,9 +361,9 @@ int main(int argc, char** argv) {
     close(pipefd[0]);
     close(pipefd[1]);
   });
-  nlohmann::json stream = Iperf(work, net.a(), "-c " + net.address_b() + " -p " +
-                                                   std::to_string(kIperfPort) + " -b 1G -t " +
-                                                   std::to_string(load_seconds));
+  nlohmann::json stream = Iperf(work, net.a(),
+                                "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+                                    " -b 1G -t " + std::to_string(load_seconds));
   connector.join();
   double peak_rss = nb::RssMiB(agent.pid());
   const double cpu = nb::CpuSeconds(agent.pid()) - cpu0;
@@ -368,7 +373,8 @@ int main(int argc, char** argv) {
   peak_rss = std::max(peak_rss, nb::RssMiB(agent.pid()));
   double map_bytes = 0;
   for (const char* map : {"flows", "connect_start", "disk_io"}) {
-    double v = nt::AgentMetric(metrics_port, std::string("nodewatch_agent_bpf_map_memory_bytes{map=\"") + map + "\"}");
+    double v = nt::AgentMetric(
+        metrics_port, std::string("nodewatch_agent_bpf_map_memory_bytes{map=\"") + map + "\"}");
     if (v > 0) map_bytes += v;
   }
   const bool alive = agent.running();
@@ -382,8 +388,10 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::printf("throughput (iperf3, 100-byte writes, TCP_NODELAY): detached %.1f Mbit/s, attached %.1f Mbit/s (medians of %d)\n",
-              base / 1e6, with / 1e6, rounds);
+  std::printf(
+      "throughput (iperf3, 100-byte writes, TCP_NODELAY): detached %.1f Mbit/s, attached %.1f "
+      "Mbit/s (medians of %d)\n",
+      base / 1e6, with / 1e6, rounds);
   std::printf("bpf_stats: net %llu runs, tcp %llu runs, disk %llu runs for %llu I/Os\n",
               static_cast<unsigned long long>(net_cost.runs),
               static_cast<unsigned long long>(tcp_cost.runs),

@@ -26,12 +26,12 @@ struct AgentConfig {
   bool filesystems = true;            // capacity, inodes and time to full of the node's mounts
   int64_t statfs_timeout_ms = 2'000;  // a hung mount is reported as timed out after this
   // eBPF signals (agent/collectors/net, agent/collectors/disk; programs in bpf/).
-  bool bpf = true;                  // off: no network counters and no block I/O latency
-  std::string bpf_cgroup;           // cgroup v2 directory counted; empty: the cgroup v2 root
-  int64_t bpf_flow_entries = 16384; // kernel flows map size
-  bool bpf_tcp = true;              // TCP retransmits, connects, resets
-  bool bpf_block_io = true;         // block request latency and errors
-  bool bpf_stats = true;            // kernel run-time statistics of the programs (bpf_stats)
+  bool bpf = true;                   // off: no network counters and no block I/O latency
+  std::string bpf_cgroup;            // cgroup v2 directory counted; empty: the cgroup v2 root
+  int64_t bpf_flow_entries = 16384;  // kernel flows map size
+  bool bpf_tcp = true;               // TCP retransmits, connects, resets
+  bool bpf_block_io = true;          // block request latency and errors
+  bool bpf_stats = true;             // kernel run-time statistics of the programs (bpf_stats)
   std::string pods_log_dir = "/var/log/pods";  // pod names for attribution
   std::string log_level = "info";
   int64_t max_backoff_ms = 30'000;

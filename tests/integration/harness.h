@@ -17,14 +17,13 @@
 #include <vector>
 
 #include "common/tls.h"
-#include "tests/support/metrics_scrape.h"
 #include "grpcpp/grpcpp.h"
 #include "nodewatch/v1/query.grpc.pb.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/process.h"
 #include "tests/support/test_pki.h"
 
 namespace nodewatch::testing {
-
 
 class Cluster {
  public:

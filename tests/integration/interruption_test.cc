@@ -6,13 +6,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "agent/collectors/cloud/http_client.h"
 #include "common/clock.h"
 #include "tests/integration/harness.h"
 #include "tests/support/inprocess_aggregator.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "tests/support/metadata_simulator.h"
 
 namespace nodewatch::testing {
@@ -51,7 +51,7 @@ TEST_P(InterruptionE2E, NoticeIsStoredExactlyOnceThroughAgentAndAggregatorRestar
   ASSERT_TRUE(sim.Start());
   c.StartAggregator();
   const std::string node = "spot-" + tc.cloud;
-  const std::vector<std::string> agent_args = {"--cloud", tc.cloud, "--metadata-endpoint",
+  const std::vector<std::string> agent_args = {"--cloud", tc.cloud,     "--metadata-endpoint",
                                                sim.url(), "--interval", "1s"};
   c.StartAgent(node, agent_args);
   ASSERT_TRUE(Cluster::WaitFor([&] { return c.GetNode(node).has_value(); }, 15'000));
@@ -97,26 +97,31 @@ const int64_t kHour = 3'600'000;
 
 INSTANTIATE_TEST_SUITE_P(
     Clouds, InterruptionE2E,
-    ::testing::Values(
-        CloudCase{"aws", [](MetadataSimulator& s) { s.ArmAwsSpot("terminate"); },
-                  nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "spot-terminate-",
-                  [](MetadataSimulator& s) {
-                    s.SetAwsScheduledEvent("instance-event-0d59937288b749b32", "system-reboot",
-                                           "active", nodewatch::SystemClock::Get().NowUnixMs() + kHour, 0);
-                  }},
-        CloudCase{"gcp", [](MetadataSimulator& s) { s.SetGcpPreempted(true); },
-                  nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "preempted-",
-                  [](MetadataSimulator& s) { s.SetGcpMaintenance("TERMINATE_ON_HOST_MAINTENANCE"); }},
-        CloudCase{"azure",
-                  [](MetadataSimulator& s) {
-                    s.AddAzureEvent("F020BA2E-3BC0-4C40-A10B-86575A9EABD5", "Preempt",
-                                    {"nodewatch-vmss_3"}, nodewatch::SystemClock::Get().NowUnixMs() + 30'000);
-                  },
-                  nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "F020BA2E",
-                  [](MetadataSimulator& s) {
-                    s.AddAzureEvent("C7061BAC-AFDC-4513-B24B-AA5F13A16123", "Freeze",
-                                    {"nodewatch-vmss_3"}, nodewatch::SystemClock::Get().NowUnixMs() + 900'000);
-                  }}),
+    ::testing::Values(CloudCase{"aws", [](MetadataSimulator& s) { s.ArmAwsSpot("terminate"); },
+                                nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "spot-terminate-",
+                                [](MetadataSimulator& s) {
+                                  s.SetAwsScheduledEvent(
+                                      "instance-event-0d59937288b749b32", "system-reboot", "active",
+                                      nodewatch::SystemClock::Get().NowUnixMs() + kHour, 0);
+                                }},
+                      CloudCase{"gcp", [](MetadataSimulator& s) { s.SetGcpPreempted(true); },
+                                nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "preempted-",
+                                [](MetadataSimulator& s) {
+                                  s.SetGcpMaintenance("TERMINATE_ON_HOST_MAINTENANCE");
+                                }},
+                      CloudCase{
+                          "azure",
+                          [](MetadataSimulator& s) {
+                            s.AddAzureEvent("F020BA2E-3BC0-4C40-A10B-86575A9EABD5", "Preempt",
+                                            {"nodewatch-vmss_3"},
+                                            nodewatch::SystemClock::Get().NowUnixMs() + 30'000);
+                          },
+                          nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "F020BA2E",
+                          [](MetadataSimulator& s) {
+                            s.AddAzureEvent("C7061BAC-AFDC-4513-B24B-AA5F13A16123", "Freeze",
+                                            {"nodewatch-vmss_3"},
+                                            nodewatch::SystemClock::Get().NowUnixMs() + 900'000);
+                          }}),
     [](const ::testing::TestParamInfo<CloudCase>& info) { return info.param.cloud; });
 
 // Misbehaving metadata services: the agent logs and counts, never crashes, never invents a notice,
@@ -136,7 +141,8 @@ TEST(InterruptionFaults, BadMetadataIsCountedAndNeverANotice) {
          s.SetAwsTokenMaxTtl(2);  // tokens expire under the agent's feet
          s.InjectFault("/latest/meta-data/spot", MetadataSimulator::Fault::k401, 3);
          s.InjectFault("/latest/meta-data/spot", MetadataSimulator::Fault::kMalformed, 5);
-         s.InjectFault("/latest/meta-data/events/recommendations", MetadataSimulator::Fault::k500, 5);
+         s.InjectFault("/latest/meta-data/events/recommendations", MetadataSimulator::Fault::k500,
+                       5);
        },
        "nodewatch_agent_metadata_malformed_total",
        [](MetadataSimulator& s) { s.ArmAwsSpot("stop"); }},
@@ -192,20 +198,20 @@ TEST(InterruptionFaults, BadMetadataIsCountedAndNeverANotice) {
 TEST(InterruptionAzureAck, ACommandDownTheStreamMakesTheAgentAcknowledge) {
   const std::string dir = MakeTempDir("e2e-azure-ack");
   TestPki pki(dir + "/pki");
-  auto server = pki.Issue("aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"},
-                                         .ips = {"127.0.0.1"}});
+  auto server = pki.Issue(
+      "aggregator", {.cn = "nodewatch-aggregator", .dns = {"localhost"}, .ips = {"127.0.0.1"}});
   auto agg = StartInProcessAggregator(dir, pki, server);
   ASSERT_TRUE(agg.ok()) << agg.status();
   MetadataSimulator sim({.cloud = "azure"});
   ASSERT_TRUE(sim.Start());
   const std::string node = "azure-node";
   auto cert = pki.Issue(node, {.cn = "system:node:" + node, .orgs = {"system:nodes"}});
-  Subprocess agent(BinaryPath("nodewatch-agent"),
-                   {"--node-name", node, "--aggregator",
-                    "127.0.0.1:" + std::to_string((*agg)->ingest_port()), "--spool-dir",
-                    dir + "/spool", "--cloud", "azure", "--metadata-endpoint", sim.url(),
-                    "--tls-ca", pki.ca_file(), "--tls-cert", cert.cert, "--tls-key", cert.key},
-                   dir + "/agent.log");
+  Subprocess agent(
+      BinaryPath("nodewatch-agent"),
+      {"--node-name", node, "--aggregator", "127.0.0.1:" + std::to_string((*agg)->ingest_port()),
+       "--spool-dir", dir + "/spool", "--cloud", "azure", "--metadata-endpoint", sim.url(),
+       "--tls-ca", pki.ca_file(), "--tls-cert", cert.cert, "--tls-key", cert.key},
+      dir + "/agent.log");
   agent.Start();
   const std::string event = "F020BA2E-3BC0-4C40-A10B-86575A9EABD5";
   sim.AddAzureEvent(event, "Redeploy", {"nodewatch-vmss_3"},
@@ -229,8 +235,8 @@ TEST(InterruptionAzureAck, ACommandDownTheStreamMakesTheAgentAcknowledge) {
   // The stream keeps working after the command: a later notice still arrives.
   sim.AddAzureEvent("second", "Reboot", {"nodewatch-vmss_3"},
                     nodewatch::SystemClock::Get().NowUnixMs() + 600'000);
-  EXPECT_TRUE(Cluster::WaitFor(
-      [&] { return (*agg)->engine().GetNode(node)->interruptions() == 2; }, 10'000));
+  EXPECT_TRUE(Cluster::WaitFor([&] { return (*agg)->engine().GetNode(node)->interruptions() == 2; },
+                               10'000));
   agent.Stop(SIGTERM);
   sim.Stop();
   (*agg)->Shutdown();

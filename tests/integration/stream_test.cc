@@ -178,9 +178,13 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
   EXPECT_THAT(disk, ::testing::ContainsRegex(" / [0-9]+% used of "));
   // eBPF (CI runs as root, so the programs load): the agent counts its own stream to the
   // aggregator on the cgroup v2 root, and says so in its metrics.
-  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"network\"}"), 1);
-  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"block_io\"}"), 1);
-  EXPECT_GT(AgentMetric(metrics_port, "nodewatch_agent_bpf_program_runs_total{program=\"nw_count_egress\"}"), 0);
+  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"network\"}"),
+            1);
+  EXPECT_EQ(AgentMetric(metrics_port, "nodewatch_agent_bpf_collector_up{collector=\"block_io\"}"),
+            1);
+  EXPECT_GT(AgentMetric(metrics_port,
+                        "nodewatch_agent_bpf_program_runs_total{program=\"nw_count_egress\"}"),
+            0);
   EXPECT_GT(AgentMetric(metrics_port, "nodewatch_agent_bpf_map_max_entries{map=\"flows\"}"), 0);
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {

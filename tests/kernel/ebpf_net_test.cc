@@ -37,7 +37,8 @@ using nodewatch::testing::Shell;
 using nodewatch::testing::TestCgroup;
 
 constexpr char kPodUid[] = "6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31";
-constexpr char kContainer[] = "cri-containerd-4b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7.scope";
+constexpr char kContainer[] =
+    "cri-containerd-4b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7.scope";
 
 std::string Remote(const std::string& dotted) {
   in_addr a{};
@@ -162,7 +163,8 @@ class EbpfNetTest : public ::testing::Test {
 
   // Loads the programs on the test's cgroup and wraps them in a collector.
   std::unique_ptr<NetworkCollector> Collector(uint32_t flow_entries = 4096) {
-    auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .flow_entries = flow_entries});
+    auto program =
+        BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .flow_entries = flow_entries});
     EXPECT_TRUE(program.ok()) << program.status();
     if (!program.ok()) return nullptr;
     return std::make_unique<NetworkCollector>(
@@ -199,12 +201,14 @@ TEST_F(EbpfNetTest, TcpAndUdpBytesMatchTheKernelCountersAndLandOnThePod) {
 
   // TCP: 8 MiB from the pod.
   auto before = NetCounters(net_.a());
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5201, 8 << 20); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5201, 8 << 20); }), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto after = NetCounters(net_.a());
   auto sample = collector->CollectOnce();
   ASSERT_TRUE(sample.ok()) << sample.status();
-  const double out_octets = static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
+  const double out_octets =
+      static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
   const double in_octets = static_cast<double>(after["IpExt.InOctets"] - before["IpExt.InOctets"]);
   auto egress = Flows(*sample, Remote(net_.address_b()), true);
   auto ingress = Flows(*sample, Remote(net_.address_b()), false);
@@ -230,11 +234,14 @@ TEST_F(EbpfNetTest, TcpAndUdpBytesMatchTheKernelCountersAndLandOnThePod) {
 
   // UDP: 2,000 datagrams of 1,000 bytes from a host process (attributed to the node).
   before = NetCounters(net_.a());
-  ASSERT_EQ(RunChild(host_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 2000, 1000); }), 0);
+  ASSERT_EQ(
+      RunChild(host_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 2000, 1000); }),
+      0);
   after = NetCounters(net_.a());
   sample = collector->CollectOnce();
   ASSERT_TRUE(sample.ok());
-  const double udp_octets = static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
+  const double udp_octets =
+      static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
   egress = Flows(*sample, Remote(net_.address_b()), true);
   EXPECT_EQ(udp_octets, 2000.0 * (1000 + 28));
   EXPECT_NEAR(static_cast<double>(egress[""].first), udp_octets, udp_octets * 0.01);
@@ -245,13 +252,15 @@ TEST_F(EbpfNetTest, TcpAndUdpBytesMatchTheKernelCountersAndLandOnThePod) {
 TEST_F(EbpfNetTest, RetransmitsUnderLossMatchRetransSegs) {
   auto collector = Collector();
   ASSERT_NE(collector, nullptr);
-  ASSERT_EQ(Nft(net_.b(), "table inet nwloss {\n chain input {\n type filter hook input priority 0;\n"
-                          " tcp dport 5202 numgen random mod 20 == 0 drop\n }\n}"),
+  ASSERT_EQ(Nft(net_.b(),
+                "table inet nwloss {\n chain input {\n type filter hook input priority 0;\n"
+                " tcp dport 5202 numgen random mod 20 == 0 drop\n }\n}"),
             "");
   TcpSink sink(net_.b(), net_.address_b(), 5202);
   ASSERT_TRUE(collector->CollectOnce().ok());
   auto a0 = NetCounters(net_.a()), b0 = NetCounters(net_.b()), h0 = NetCounters("");
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5202, 4 << 20); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5202, 4 << 20); }), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto a1 = NetCounters(net_.a()), b1 = NetCounters(net_.b()), h1 = NetCounters("");
   auto sample = collector->CollectOnce();
@@ -264,7 +273,8 @@ TEST_F(EbpfNetTest, RetransmitsUnderLossMatchRetransSegs) {
               static_cast<unsigned long long>(sample->tcp_retransmits()),
               static_cast<unsigned long long>(truth));
   const double tolerance = std::max(2.0, truth * 0.05);
-  EXPECT_NEAR(static_cast<double>(sample->tcp_retransmits()), static_cast<double>(truth), tolerance);
+  EXPECT_NEAR(static_cast<double>(sample->tcp_retransmits()), static_cast<double>(truth),
+              tolerance);
 }
 
 TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
@@ -272,12 +282,13 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   ASSERT_NE(collector, nullptr);
   ASSERT_TRUE(collector->CollectOnce().ok());
   // Refused: nothing listens on 5999 in B, which answers each SYN with a reset.
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
-              for (int i = 0; i < 5; ++i) {
-                if (SendTcp(net_.address_b(), 5999, 1) != ECONNREFUSED) return 1;
-              }
-              return 0;
-            }),
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(),
+                     [&] {
+                       for (int i = 0; i < 5; ++i) {
+                         if (SendTcp(net_.address_b(), 5999, 1) != ECONNREFUSED) return 1;
+                       }
+                       return 0;
+                     }),
             0);
   auto sample = collector->CollectOnce();
   ASSERT_TRUE(sample.ok());
@@ -286,13 +297,16 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   EXPECT_GE(sample->tcp_resets(), 10u) << "5 sent by B and 5 received by A";
 
   // Slow: the first SYN of every connect to 5203 is dropped, so each takes one SYN timeout (1 s).
-  ASSERT_EQ(Nft(net_.b(), "table inet nwslow {\n chain input {\n type filter hook input priority 0;\n"
-                          " tcp dport 5203 tcp flags syn numgen inc mod 2 == 0 drop\n }\n}"),
+  ASSERT_EQ(Nft(net_.b(),
+                "table inet nwslow {\n chain input {\n type filter hook input priority 0;\n"
+                " tcp dport 5203 tcp flags syn numgen inc mod 2 == 0 drop\n }\n}"),
             "");
   TcpSink sink(net_.b(), net_.address_b(), 5203);
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
-              return SendTcp(net_.address_b(), 5203, 100) || SendTcp(net_.address_b(), 5203, 100);
-            }),
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(),
+                     [&] {
+                       return SendTcp(net_.address_b(), 5203, 100) ||
+                              SendTcp(net_.address_b(), 5203, 100);
+                     }),
             0);
   sample = collector->CollectOnce();
   ASSERT_TRUE(sample.ok());
@@ -308,14 +322,16 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
 TEST_F(EbpfNetTest, AFullFlowMapCountsWhatItCouldNotKeep) {
   auto collector = Collector(/*flow_entries=*/4);
   ASSERT_NE(collector, nullptr);
-  ASSERT_EQ(Shell("ip netns exec " + net_.a() + " ip route add 10.202.0.0/24 dev " + net_.device_a()), 0);
+  ASSERT_EQ(
+      Shell("ip netns exec " + net_.a() + " ip route add 10.202.0.0/24 dev " + net_.device_a()), 0);
   ASSERT_TRUE(collector->CollectOnce().ok());
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] {
-              for (int i = 1; i <= 16; ++i) {
-                if (SendUdp("10.202.0." + std::to_string(i), 5300, 1, 100) != 0) return 1;
-              }
-              return 0;
-            }),
+  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(),
+                     [&] {
+                       for (int i = 1; i <= 16; ++i) {
+                         if (SendUdp("10.202.0." + std::to_string(i), 5300, 1, 100) != 0) return 1;
+                       }
+                       return 0;
+                     }),
             0);
   auto sample = collector->CollectOnce();
   ASSERT_TRUE(sample.ok());
@@ -340,7 +356,8 @@ TEST_F(EbpfNetTest, IdleFlowsLeaveTheKernelMapWithoutLosingCounts) {
   auto collector = Collector();
   ASSERT_NE(collector, nullptr);
   ASSERT_TRUE(collector->CollectOnce().ok());
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 10, 100); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 10, 100); }), 0);
   uint64_t total = 0;
   for (int i = 0; i < 5; ++i) {
     auto sample = collector->CollectOnce();
@@ -371,7 +388,8 @@ TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
   ASSERT_TRUE(program.ok()) << program.status();
   int loaded = 0, off = 0;
   for (const auto& p : (*program)->Programs()) {
-    if (p.loaded) ++loaded;
+    if (p.loaded)
+      ++loaded;
     else {
       ++off;
       EXPECT_NE(p.why_off.find("--bpf-tcp"), std::string::npos);
@@ -379,7 +397,8 @@ TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
   }
   EXPECT_EQ(loaded, 2);
   EXPECT_EQ(off, 4);
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
   std::vector<std::pair<FlowKey, FlowTotals>> flows;
   ASSERT_TRUE((*program)->ReadFlows(flows).ok());
   uint64_t packets = 0;
@@ -393,7 +412,8 @@ TEST_F(EbpfNetTest, EveryProgramLoadsAndReportsItsRunTime) {
   auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path()});
   ASSERT_TRUE(program.ok()) << program.status();
   TcpSink sink(net_.b(), net_.address_b(), 5204);
-  ASSERT_EQ(RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5204, 1 << 20); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5204, 1 << 20); }), 0);
   for (const auto& p : (*program)->Programs()) {
     EXPECT_TRUE(p.loaded) << p.name << ": " << p.why_off;
     if (p.name == "nw_count_egress" || p.name == "nw_count_ingress" || p.name == "nw_tcp_state") {

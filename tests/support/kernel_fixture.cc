@@ -37,9 +37,10 @@ std::string EnsureKernelMounts() {
     const char* type;
     long magic;
   };
-  const Fs wanted[] = {{"/sys/fs/bpf", "bpf", 0xcafe4a11}, {"/sys/kernel/tracing", "tracefs", 0x74726163}};
+  const Fs wanted[] = {{"/sys/fs/bpf", "bpf", 0xcafe4a11},
+                       {"/sys/kernel/tracing", "tracefs", 0x74726163}};
   for (const auto& fs : wanted) {
-    struct statfs st{};
+    struct statfs st {};
     if (statfs(fs.path, &st) == 0 && static_cast<long>(st.f_type) == fs.magic) continue;
     mkdir(fs.path, 0755);
     if (mount(fs.type, fs.path, fs.type, 0, nullptr) != 0) {

@@ -48,7 +48,8 @@ void RunInNetns(const std::string& name, const std::function<void()>& fn);
 
 // Forks a child that joins `cgroup_dir` and netns `netns` ("" keeps the current), runs `fn` and
 // exits with its return value. Returns the exit status (-1 if it did not exit normally).
-int RunChild(const std::string& cgroup_dir, const std::string& netns, const std::function<int()>& fn);
+int RunChild(const std::string& cgroup_dir, const std::string& netns,
+             const std::function<int()>& fn);
 
 // Counters of /proc/thread-self/net/{snmp,netstat} ("Tcp.RetransSegs", "IpExt.OutOctets"...) as
 // seen from netns `name` ("" for the current one).

@@ -19,7 +19,8 @@ inline double AgentMetric(int port, const std::string& name) {
   for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
     const bool has_labels = name.find('{') != std::string::npos;
     if ((has_labels && absl::StartsWith(line, name + " ")) ||
-        (!has_labels && (absl::StartsWith(line, name + "{") || absl::StartsWith(line, name + " ")))) {
+        (!has_labels &&
+         (absl::StartsWith(line, name + "{") || absl::StartsWith(line, name + " ")))) {
       double v = 0;
       (void)absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v);
       return v;

@@ -51,20 +51,21 @@ void RouteLibbpfLogs() {
 }
 
 std::string BpfFeatures::Describe() const {
-  return absl::StrCat("cgroup_skb=", cgroup_skb ? "yes" : "no",
-                      " tp_btf=", tracing ? "yes" : "no", " kernel_btf=", kernel_btf ? "yes" : "no");
+  return absl::StrCat("cgroup_skb=", cgroup_skb ? "yes" : "no", " tp_btf=", tracing ? "yes" : "no",
+                      " kernel_btf=", kernel_btf ? "yes" : "no");
 }
 
 BpfFeatures ProbeBpfFeatures() {
   RouteLibbpfLogs();
   BpfFeatures f;
   f.cgroup_skb = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SKB, nullptr) == 1;
-  struct stat st{};
+  struct stat st {};
   f.kernel_btf = stat("/sys/kernel/btf/vmlinux", &st) == 0;
   // tp_btf programs are BTF-typed raw tracepoints: they need kernel BTF and raw tracepoint
   // support. (libbpf's own TRACING probe needs an attach target and fails on kernels that do run
   // tp_btf; whatever this misses, the real load reports and the caller switches off.)
-  f.tracing = f.kernel_btf && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 1;
+  f.tracing =
+      f.kernel_btf && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 1;
   return f;
 }
 
@@ -88,7 +89,7 @@ int TracepointArgCount(const std::string& name) {
 void ReadProgramStats(const bpf_program* program, ProgramStats& stats) {
   int fd = bpf_program__fd(program);
   if (fd < 0) return;
-  struct bpf_prog_info info{};
+  struct bpf_prog_info info {};
   __u32 length = sizeof(info);
   if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0) return;
   stats.run_count = info.run_cnt;
@@ -143,14 +144,14 @@ absl::StatusOr<std::string> FindCgroup2Mount(const std::string& proc_root) {
     if (found.empty() || before[4].size() < found.size()) found = before[4];
   }
   if (found.empty()) {
-    return absl::NotFoundError(absl::StrCat("no cgroup2 filesystem in ", path,
-                                            ": the network counters need cgroup v2"));
+    return absl::NotFoundError(
+        absl::StrCat("no cgroup2 filesystem in ", path, ": the network counters need cgroup v2"));
   }
   return found;
 }
 
 absl::StatusOr<uint64_t> CgroupId(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("cgroup ", path, ": ", strerror(errno)));
   }

@@ -53,9 +53,9 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   auto log = GetLogger("agent.bpf");
   const BpfFeatures features = ProbeBpfFeatures();
   if (!features.cgroup_skb) {
-    return absl::UnavailableError(absl::StrCat(
-        "this kernel cannot run cgroup_skb programs (", features.Describe(),
-        "): no network counters; needs CONFIG_CGROUP_BPF and CAP_BPF/CAP_NET_ADMIN"));
+    return absl::UnavailableError(
+        absl::StrCat("this kernel cannot run cgroup_skb programs (", features.Describe(),
+                     "): no network counters; needs CONFIG_CGROUP_BPF and CAP_BPF/CAP_NET_ADMIN"));
   }
   std::unique_ptr<BpfNetProgram> self(new BpfNetProgram(options));
   self->cgroup_fd_ = open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -97,8 +97,7 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     stats.loaded = true;
   }
   log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}",
-            options.cgroup_path, options.flow_entries,
-            self->programs_[2].loaded ? "on" : "off");
+            options.cgroup_path, options.flow_entries, self->programs_[2].loaded ? "on" : "off");
   return self;
 }
 

@@ -32,11 +32,11 @@ struct NetworkCollectorOptions {
 struct NetworkCounters {
   std::atomic<uint64_t> samples{0};
   std::atomic<uint64_t> read_errors{0};
-  std::atomic<uint64_t> flows_evicted{0};   // idle kernel entries taken out of the map
-  std::atomic<uint64_t> flows_folded{0};    // flows beyond max_flows folded into per-pod totals
-  std::atomic<uint64_t> flow_map_full{0};   // packets the kernel could not count (map full)
+  std::atomic<uint64_t> flows_evicted{0};  // idle kernel entries taken out of the map
+  std::atomic<uint64_t> flows_folded{0};   // flows beyond max_flows folded into per-pod totals
+  std::atomic<uint64_t> flow_map_full{0};  // packets the kernel could not count (map full)
   std::atomic<uint64_t> connect_map_full{0};
-  std::atomic<uint64_t> flow_entries{0};    // kernel map entries after the last read
+  std::atomic<uint64_t> flow_entries{0};  // kernel map entries after the last read
 };
 
 class NetworkCollector {

@@ -147,7 +147,7 @@ size_t CgroupPodResolver::Rescan() {
 
 void CgroupPodResolver::Walk(const std::string& path, const std::string& relative, int depth,
                              std::map<uint64_t, PodRef>& out, std::map<uint64_t, bool>& seen) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return;
   const uint64_t id = st.st_ino;
   seen[id] = true;

@@ -62,8 +62,8 @@ class CgroupPodResolver final : public PodResolver {
   const Clock& clock_;
   const int64_t min_rescan_ms_;
   std::mutex mu_;
-  std::map<uint64_t, PodRef> pods_;     // cgroup id -> pod
-  std::map<uint64_t, bool> host_;       // cgroup ids known to be the node's own
+  std::map<uint64_t, PodRef> pods_;  // cgroup id -> pod
+  std::map<uint64_t, bool> host_;    // cgroup ids known to be the node's own
   int64_t last_scan_ns_ = 0;
   bool scanned_ = false;
 };

@@ -3,10 +3,10 @@
 // device naming. (The kernel half is tests/kernel/.)
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
-#include <sys/stat.h>
 
 #include "agent/collectors/disk/block_io_collector.h"
 #include "agent/collectors/net/network_collector.h"
@@ -78,7 +78,7 @@ TEST(PodLogDir, Names) {
 }
 
 uint64_t Inode(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   stat(path.c_str(), &st);
   return st.st_ino;
 }
@@ -168,9 +168,9 @@ class NetworkCollectorTest : public ::testing::Test {
     spool_ = std::move(*spool);
     auto source = std::make_unique<FakeNetSource>();
     source_ = source.get();
-    collector_ = std::make_unique<NetworkCollector>(*spool_, std::move(source),
-                                                    std::make_unique<FakePods>(), clock_,
-                                                    NetworkCollectorOptions{.max_flows = 3});
+    collector_ =
+        std::make_unique<NetworkCollector>(*spool_, std::move(source), std::make_unique<FakePods>(),
+                                           clock_, NetworkCollectorOptions{.max_flows = 3});
   }
   nodewatch::v1::NetworkSample Collect() {
     clock_.Advance(10'000);
@@ -212,8 +212,8 @@ TEST_F(NetworkCollectorTest, DeltasPerPodAndRemoteWithContainersMerged) {
 TEST_F(NetworkCollectorTest, IdleEntriesAreTakenOutAndTheirLastCountsKept) {
   source_->flows[{1, kRemote, true}] = {1000, 10};
   Collect();
-  Collect();  // idle 1
-  Collect();  // idle 2
+  Collect();                 // idle 1
+  Collect();                 // idle 2
   source_->late_bytes = 40;  // arrives between the third idle read and the deletion
   auto s = Collect();        // idle 3: taken out
   EXPECT_TRUE(source_->flows.empty());
