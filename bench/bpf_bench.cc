@@ -281,13 +281,16 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (costs_only) {
+  auto print_costs = [&] {
     nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
     nb::PrintBench("bpf_empty_prog_ns_per_packet", empty_cost.PerRun(), "ns");
     nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
     nb::PrintBench("bpf_disk_ns_per_io",
                    disk_ios ? static_cast<double>(disk_cost.ns) / static_cast<double>(disk_ios) : 0,
                    "ns");
+  };
+  if (costs_only) {
+    print_costs();
     return 0;
   }
 
@@ -399,12 +402,7 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(disk_ios));
   std::printf("load: %d connections in %.1f s, iperf3 %.1f Mbit/s\n", connections.load(), wall,
               ReceivedBitsPerSecond(stream) / 1e6);
-  nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
-  nb::PrintBench("bpf_empty_prog_ns_per_packet", empty_cost.PerRun(), "ns");
-  nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
-  nb::PrintBench("bpf_disk_ns_per_io",
-                 disk_ios ? static_cast<double>(disk_cost.ns) / static_cast<double>(disk_ios) : 0,
-                 "ns");
+  print_costs();
   nb::PrintBench("throughput_loss_pct_small_packets", 100.0 * (base - with) / base, "percent");
   nb::PrintBench("load_connections_per_s", connections.load() / wall, "per_s");
   nb::PrintBench("load_stream_mbit_per_s", ReceivedBitsPerSecond(stream) / 1e6, "Mbit/s");

@@ -36,18 +36,18 @@ namespace nodewatch::agent {
 
 struct SpoolOptions {
   std::string dir;
-  uint64_t max_bytes = 256ull << 20;      // bound on all segments of both lanes
-  uint64_t segment_bytes = 4ull << 20;    // a segment is closed once it reaches this size
-  uint32_t max_record_bytes = 4u << 20;   // larger records are refused
+  uint64_t max_bytes = 256ull << 20;     // bound on all segments of both lanes
+  uint64_t segment_bytes = 4ull << 20;   // a segment is closed once it reaches this size
+  uint32_t max_record_bytes = 4u << 20;  // larger records are refused
 };
 
 enum class Lane { kUrgent = 0, kTelemetry = 1 };
 
 struct SpoolStats {
-  uint64_t bytes = 0;             // on disk, both lanes
-  uint64_t records = 0;           // in segments that still hold unacknowledged records (an upper bound)
-  uint64_t dropped_records = 0;   // telemetry dropped because the spool was full (since open)
-  uint64_t corrupt_frames = 0;    // torn or corrupt frames truncated at open
+  uint64_t bytes = 0;    // on disk, both lanes
+  uint64_t records = 0;  // in segments that still hold unacknowledged records (an upper bound)
+  uint64_t dropped_records = 0;  // telemetry dropped because the spool was full (since open)
+  uint64_t corrupt_frames = 0;   // torn or corrupt frames truncated at open
   uint64_t highest_seq = 0;
   uint64_t acked_seq = 0;
   uint64_t segments = 0;
@@ -74,6 +74,15 @@ class Spool {
   // Assigns consecutive seqs, appends all records to the telemetry lane with one fdatasync.
   // Returns the last seq. May drop the oldest telemetry segment to stay within max_bytes.
   absl::StatusOr<uint64_t> AppendTelemetry(std::vector<nodewatch::v1::Record> records);
+  // One telemetry record taken at `time_unix_ms` with `fill` setting its payload: the collectors'
+  // one sample per interval.
+  template <typename Fill>
+  absl::StatusOr<uint64_t> AppendSample(int64_t time_unix_ms, Fill fill) {
+    std::vector<nodewatch::v1::Record> records(1);
+    records[0].set_time_unix_ms(time_unix_ms);
+    fill(records[0]);
+    return AppendTelemetry(std::move(records));
+  }
 
   // Appends to `out` up to max_records records (and about max_bytes) of `lane` with seq > after,
   // in seq order. Records at or below the acked watermark are never returned.

@@ -25,34 +25,10 @@ CostMonitor::CostMonitor(IngestEngine& engine, Store& store, const Clock& clock,
       ledger_(ledger),
       classifier_(classifier),
       alerts_(alerts),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      thread_(options_.interval_ms, [this] { RunOnce(); }) {}
 
 CostMonitor::~CostMonitor() { Stop(); }
-
-void CostMonitor::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (running_) {
-      lock.unlock();
-      RunOnce();
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::milliseconds(options_.interval_ms),
-                   [&] { return !running_; });
-    }
-  });
-}
-
-void CostMonitor::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
 
 nodewatch::v1::CostReport CostMonitor::Compute(int64_t now_ms) {
   CostInputs in;

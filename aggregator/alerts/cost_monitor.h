@@ -28,6 +28,7 @@
 #include "aggregator/ingest/ingest_engine.h"
 #include "common/clock.h"
 #include "common/metrics_endpoint.h"
+#include "common/periodic_thread.h"
 
 namespace nodewatch::aggregator {
 
@@ -56,8 +57,9 @@ class CostMonitor {
               CostMonitorOptions options);
   ~CostMonitor();
 
-  void Start();  // the periodic loop; RunOnce is also public for tests and benchmarks
-  void Stop();
+  // The periodic loop; RunOnce is also public for tests and benchmarks.
+  void Start() { thread_.Start(); }
+  void Stop() { thread_.Stop(); }
   // One cycle: refresh the classifier, price, evaluate alerts, prune the ledger.
   void RunOnce();
   // The rule conditions for a report (exposed for tests).
@@ -85,9 +87,7 @@ class CostMonitor {
 
   mutable std::mutex mu_;
   std::optional<nodewatch::v1::CostReport> latest_;  // with per-node lines
-  std::condition_variable cv_;
-  bool running_ = false;
-  std::thread thread_;
+  PeriodicThread thread_;                            // last: stopped before the members it uses go
 };
 
 }  // namespace nodewatch::aggregator

@@ -101,12 +101,8 @@ absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
   last_ms_ = now_ms;
   for (auto& [id, device] : devices) *sample.add_devices() = std::move(device);
   if (sample.devices_size() > 0) {
-    nodewatch::v1::Record record;
-    record.set_time_unix_ms(now_ms);
-    *record.mutable_disk() = sample;
-    std::vector<nodewatch::v1::Record> records;
-    records.push_back(std::move(record));
-    auto appended = spool_.AppendTelemetry(std::move(records));
+    auto appended =
+        spool_.AppendSample(now_ms, [&](nodewatch::v1::Record& r) { *r.mutable_disk() = sample; });
     if (!appended.ok()) return appended.status();
     ++counters_.samples;
   }

@@ -91,15 +91,7 @@ std::vector<ProgramStats> BpfBlockIoProgram::Programs() const {
 }
 
 std::vector<MapStats> BpfBlockIoProgram::Maps() const {
-  std::vector<MapStats> out;
-  for (bpf_map* map : {skel_->maps.disk_io}) {
-    const int fd = bpf_map__fd(map);
-    out.push_back({.name = bpf_map__name(map),
-                   .entries = CountMapEntries(fd, bpf_map__key_size(map)),
-                   .max_entries = bpf_map__max_entries(map),
-                   .memory_bytes = FdMemlockBytes(fd)});
-  }
-  return out;
+  return {ReadMapStats(skel_->maps.disk_io)};
 }
 
 }  // namespace nodewatch::agent

@@ -13,7 +13,15 @@ struct FilesystemCollector::Pending {
 
 FilesystemCollector::FilesystemCollector(Spool& spool, std::shared_ptr<FilesystemProbe> probe,
                                          const Clock& clock, FilesystemCollectorOptions options)
-    : spool_(spool), probe_(std::move(probe)), clock_(clock), options_(options) {}
+    : spool_(spool),
+      probe_(std::move(probe)),
+      clock_(clock),
+      options_(options),
+      thread_(options.interval_ms, [this] {
+        if (auto s = CollectOnce(); !s.ok()) {
+          GetLogger("agent.disk")->warn("filesystem sample failed: {}", s.status());
+        }
+      }) {}
 
 FilesystemCollector::~FilesystemCollector() { Stop(); }
 
@@ -130,42 +138,11 @@ absl::StatusOr<nodewatch::v1::DiskSample> FilesystemCollector::CollectOnce() {
     if (p.second->done) --counters_.stuck;
     return p.second->done;
   });
-  nodewatch::v1::Record record;
-  record.set_time_unix_ms(now);
-  *record.mutable_disk() = sample;
-  std::vector<nodewatch::v1::Record> records;
-  records.push_back(std::move(record));
-  auto appended = spool_.AppendTelemetry(std::move(records));
+  auto appended =
+      spool_.AppendSample(now, [&](nodewatch::v1::Record& r) { *r.mutable_disk() = sample; });
   if (!appended.ok()) return appended.status();
   ++counters_.samples;
   return sample;
-}
-
-void FilesystemCollector::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (running_) {
-      lock.unlock();
-      if (auto s = CollectOnce(); !s.ok()) {
-        GetLogger("agent.disk")->warn("filesystem sample failed: {}", s.status());
-      }
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::milliseconds(options_.interval_ms),
-                   [&] { return !running_; });
-    }
-  });
-}
-
-void FilesystemCollector::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace nodewatch::agent

@@ -22,6 +22,7 @@
 #include "agent/collectors/disk/filesystem_probe.h"
 #include "agent/spool/spool.h"
 #include "common/clock.h"
+#include "common/periodic_thread.h"
 
 namespace nodewatch::agent {
 
@@ -50,8 +51,8 @@ class FilesystemCollector {
 
   // One sample: probes every mount and appends the record. Public so tests drive it.
   absl::StatusOr<nodewatch::v1::DiskSample> CollectOnce();
-  void Start();
-  void Stop();
+  void Start() { thread_.Start(); }
+  void Stop() { thread_.Stop(); }
   const FilesystemCounters& counters() const { return counters_; }
 
  private:
@@ -69,10 +70,7 @@ class FilesystemCollector {
   FilesystemCounters counters_;
   std::map<std::string, std::shared_ptr<Pending>> in_flight_;  // collector thread only
   std::map<std::string, Trend> trends_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool running_ = false;
-  std::thread thread_;
+  PeriodicThread thread_;  // last: stopped before the members it uses go
 };
 
 }  // namespace nodewatch::agent

@@ -171,16 +171,21 @@ uint64_t FdMemlockBytes(int fd) {
   return 0;
 }
 
-uint64_t CountMapEntries(int map_fd, size_t key_size) {
+MapStats ReadMapStats(const bpf_map* map) {
+  const int fd = bpf_map__fd(map);
+  const size_t key_size = bpf_map__key_size(map);
   std::vector<char> key(key_size), next(key_size);
-  uint64_t n = 0;
+  uint64_t entries = 0;
   const void* previous = nullptr;
-  while (bpf_map_get_next_key(map_fd, previous, next.data()) == 0) {
-    ++n;
+  while (bpf_map_get_next_key(fd, previous, next.data()) == 0) {
+    ++entries;
     key.swap(next);
     previous = key.data();
   }
-  return n;
+  return {.name = bpf_map__name(map),
+          .entries = entries,
+          .max_entries = bpf_map__max_entries(map),
+          .memory_bytes = FdMemlockBytes(fd)};
 }
 
 uint64_t SumPerCpuArray(int map_fd, uint32_t index) {

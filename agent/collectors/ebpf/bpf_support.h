@@ -85,8 +85,8 @@ namespace nodewatch::agent {
 // The kernel's memory charge of a map or program fd ("memlock" in /proc/self/fdinfo); 0 if unknown.
 uint64_t FdMemlockBytes(int fd);
 
-// Number of entries in a hash map now (walks the keys; O(entries)).
-uint64_t CountMapEntries(int map_fd, size_t key_size);
+// A loaded map's fill and kernel memory now (walks its keys: O(entries)).
+MapStats ReadMapStats(const bpf_map* map);
 
 // Sum over CPUs of slot `index` of a per-CPU array of u64; 0 if it cannot be read.
 uint64_t SumPerCpuArray(int map_fd, uint32_t index);

@@ -15,8 +15,12 @@ HeartbeatCollector::HeartbeatCollector(Spool& spool, HostProbe& probe, const Clo
     : spool_(spool),
       probe_(probe),
       clock_(clock),
-      interval_ms_(interval_ms),
-      started_ms_(clock.NowUnixMs()) {
+      started_ms_(clock.NowUnixMs()),
+      thread_(interval_ms, [this] {
+        if (auto s = CollectOnce(); !s.ok()) {
+          GetLogger("agent.collector")->warn("heartbeat not spooled: {}", s);
+        }
+      }) {
   node_info_ = probe_.ReadNodeInfo();
 }
 
@@ -33,8 +37,7 @@ absl::Status HeartbeatCollector::CollectOnce() {
   nodewatch::v1::NodeInfo info = probe_.ReadNodeInfo();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!have_node_info_ ||
-        !google::protobuf::util::MessageDifferencer::Equals(info, node_info_)) {
+    if (!have_node_info_ || !google::protobuf::util::MessageDifferencer::Equals(info, node_info_)) {
       have_node_info_ = true;
       node_info_ = info;
       Record r;
@@ -59,31 +62,6 @@ absl::Status HeartbeatCollector::CollectOnce() {
   hb->set_agent_uptime_seconds(static_cast<uint64_t>((now - started_ms_) / 1000));
   records.push_back(std::move(r));
   return spool_.AppendTelemetry(std::move(records)).status();
-}
-
-void HeartbeatCollector::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] {
-    auto log = GetLogger("agent.collector");
-    std::unique_lock<std::mutex> lock(mu_);
-    while (running_) {
-      lock.unlock();
-      if (auto s = CollectOnce(); !s.ok()) log->warn("heartbeat not spooled: {}", s);
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::milliseconds(interval_ms_), [&] { return !running_; });
-    }
-  });
-}
-
-void HeartbeatCollector::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
 }
 
 LoadGenerator::LoadGenerator(Spool& spool, const Clock& clock, int64_t records_per_second,

@@ -12,6 +12,7 @@
 #include "agent/collectors/host/host_probe.h"
 #include "agent/spool/spool.h"
 #include "common/clock.h"
+#include "common/periodic_thread.h"
 
 namespace nodewatch::agent {
 
@@ -22,8 +23,8 @@ class HeartbeatCollector {
 
   // Emits the records of one interval. Public so tests drive it without a thread.
   absl::Status CollectOnce();
-  void Start();
-  void Stop();
+  void Start() { thread_.Start(); }
+  void Stop() { thread_.Stop(); }
   // NodeInfo as last read; used for Hello.
   nodewatch::v1::NodeInfo node_info() const;
 
@@ -31,14 +32,11 @@ class HeartbeatCollector {
   Spool& spool_;
   HostProbe& probe_;
   const Clock& clock_;
-  const int64_t interval_ms_;
   const int64_t started_ms_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool running_ = false;
   bool have_node_info_ = false;
   nodewatch::v1::NodeInfo node_info_;
-  std::thread thread_;
+  PeriodicThread thread_;  // last: stopped before the members it uses go
 };
 
 // LoadGenerator: appends synthetic Heartbeat records at a fixed rate, for load tests and

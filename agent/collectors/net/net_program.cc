@@ -216,13 +216,8 @@ std::vector<ProgramStats> BpfNetProgram::Programs() const {
 
 std::vector<MapStats> BpfNetProgram::Maps() const {
   std::vector<MapStats> out;
-  for (bpf_map* map : {skel_->maps.flows, skel_->maps.connect_start}) {
-    const int fd = bpf_map__fd(map);
-    out.push_back({.name = bpf_map__name(map),
-                   .entries = CountMapEntries(fd, bpf_map__key_size(map)),
-                   .max_entries = bpf_map__max_entries(map),
-                   .memory_bytes = FdMemlockBytes(fd)});
-  }
+  for (const bpf_map* map : {skel_->maps.flows, skel_->maps.connect_start})
+    out.push_back(ReadMapStats(map));
   return out;
 }
 

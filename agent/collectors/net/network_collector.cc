@@ -154,12 +154,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
                      sample.tcp_connects() == 0 && sample.tcp_failed_connects() == 0 &&
                      sample.tcp_resets() == 0 && sample.dropped_flows() == 0;
   if (!empty) {
-    nodewatch::v1::Record record;
-    record.set_time_unix_ms(now_ms);
-    *record.mutable_network() = sample;
-    std::vector<nodewatch::v1::Record> records;
-    records.push_back(std::move(record));
-    auto appended = spool_.AppendTelemetry(std::move(records));
+    auto appended = spool_.AppendSample(
+        now_ms, [&](nodewatch::v1::Record& r) { *r.mutable_network() = sample; });
     if (!appended.ok()) return appended.status();
     ++counters_.samples;
   }
