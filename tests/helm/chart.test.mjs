@@ -582,6 +582,8 @@ describe('values schema', () => {
     assert.match(renderError(...set('config.retention=two weeks')), /retention/);
     assert.match(renderError(...set('config.policy={spot-terminate=explode}')), /policy/);
     assert.match(renderError(...set('agent.tls.client.source=somewhere')), /source/);
+    assert.match(renderError(...set('agent.config.bpf-flow-entries=8')), /bpf-flow-entries/);
+    assert.match(renderError(...set('agent.config.bpf=maybe')), /bpf/);
   });
 
   test('refuses several acting replicas without leader election', () => {
