@@ -26,13 +26,14 @@ demo: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 1 --timeout 900
 
-# Unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this after `make test`).
+# Unit and kernel (eBPF) tests again under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs
+# this after `make test`).
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNODEWATCH_SANITIZE=ON
-	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target unit_tests fake_kube_api_tests \
+	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target unit_tests fake_kube_api_tests kernel_tests \
 	  agent_message_fuzz spool_segment_fuzz config_yaml_fuzz kube_response_fuzz http_request_fuzz
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -L unit
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -L 'unit|kernel'
 
 # The agent as a Talos system extension: OCI layout + archive under $(BUILD_DIR)/talos-extension.
 talos-extension: build

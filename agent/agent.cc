@@ -95,7 +95,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
   return agent;
 }
 
-Agent::~Agent() { Stop(); }
+Agent::~Agent() {
+  metrics_.reset();  // its scrapes read the collectors: gone first
+  Stop();
+}
 
 // Loads what this kernel can run; anything it refuses is logged, left off and reported as
 // nodewatch_agent_bpf_collector_up 0, and the agent carries on without it.
@@ -111,10 +114,11 @@ void Agent::SetUpBpf() {
   std::string cgroup = config_.bpf_cgroup;
   if (cgroup.empty()) {
     auto root = FindCgroup2Mount("/proc");
-    if (root.ok())
+    if (root.ok()) {
       cgroup = *root;
-    else
+    } else {
       bpf_view_.unavailable["network"] = std::string(root.status().message());
+    }
   }
   if (!cgroup.empty()) {
     auto program =
@@ -132,7 +136,9 @@ void Agent::SetUpBpf() {
       bpf_view_.unavailable["network"] = std::string(program.status().message());
     }
   }
-  if (config_.bpf_block_io) {
+  if (!config_.bpf_block_io) {
+    bpf_view_.unavailable["block_io"] = "switched off (--bpf-block-io=false)";
+  } else {
     auto program = BpfBlockIoProgram::Load();
     if (program.ok()) {
       block_io_ = std::make_unique<BlockIoCollector>(

@@ -3,9 +3,10 @@
 //   bpf_bench [--seconds 2] [--rounds 9] [--load-seconds 30] [--costs-only 1]
 //
 // 1. Throughput: an iperf3 TCP stream of small writes (100 bytes, TCP_NODELAY) between two network
-//    namespaces, client and server in a test cgroup, alternately with the network programs
-//    detached and attached (bpf_stats off, as in production without --bpf-stats); the median of
-//    each side gives throughput_loss_pct_small_packets.
+//    namespaces, client and server in a test cgroup, in rotating order with the network programs
+//    detached, attached (bpf_stats off, as in production without --bpf-stats), and replaced by
+//    cgroup_skb programs that return at once; the medians give throughput_loss_pct_small_packets
+//    and throughput_loss_pct_empty_programs (what the hook costs before we count anything).
 // 2. Per-hit cost from the kernel's bpf_stats (run_time_ns / run_cnt): small UDP packets and a
 //    TCP stream for the cgroup_skb counters (bpf_net_ns_per_packet), connects, refused connects
 //    and resets for the TCP tracepoints (bpf_tcp_ns_per_event), direct I/O on a loop device for
@@ -166,25 +167,34 @@ int main(int argc, char** argv) {
   const std::string work = cgroup.Make(
       "kubepods/besteffort/pod6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31/" + std::string(64, 'b'));
 
-  // 1. Throughput with the programs detached and attached, alternately.
-  std::vector<double> detached, attached;
+  // 1. Throughput detached, with every network program attached, and with cgroup_skb programs
+  // that return at once (the hook's own cost), in a rotating order.
+  std::vector<double> detached, attached, empty;
   if (!costs_only) {
     IperfServer server(work, net.b());
     const std::string client_args = "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
                                     " -t " + std::to_string(seconds) + " -l 100 -N";
     for (int r = 0; r < rounds; ++r) {
-      detached.push_back(ReceivedBitsPerSecond(Iperf(work, net.a(), client_args)));
-      auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
-      if (!program.ok()) {
-        std::fprintf(stderr, "load: %s\n", program.status().ToString().c_str());
-        return 1;
+      for (int i = 0; i < 3; ++i) {
+        const int mode = (r + i) % 3;  // 0 detached, 1 attached, 2 empty programs
+        std::unique_ptr<na::BpfNetProgram> program;
+        if (mode != 0) {
+          auto loaded = na::BpfNetProgram::Load(
+              {.cgroup_path = cgroup.path(), .tcp = mode == 1, .calibrate_empty = mode == 2});
+          if (!loaded.ok()) {
+            std::fprintf(stderr, "load: %s\n", loaded.status().ToString().c_str());
+            return 1;
+          }
+          program = std::move(*loaded);
+        }
+        const double bits = ReceivedBitsPerSecond(Iperf(work, net.a(), client_args));
+        (mode == 0 ? detached : mode == 1 ? attached : empty).push_back(bits);
       }
-      attached.push_back(ReceivedBitsPerSecond(Iperf(work, net.a(), client_args)));
-      std::printf("round %d: detached %.1f Mbit/s, attached %.1f Mbit/s\n", r + 1,
-                  detached.back() / 1e6, attached.back() / 1e6);
+      std::printf("round %d: detached %.1f, attached %.1f, empty programs %.1f Mbit/s\n", r + 1,
+                  detached.back() / 1e6, attached.back() / 1e6, empty.back() / 1e6);
     }
   }
-  const double base = Median(detached), with = Median(attached);
+  const double base = Median(detached), with = Median(attached), floor = Median(empty);
   if (!costs_only && base <= 0) {
     std::fprintf(stderr, "iperf3 did not run (is it installed? scripts/install-deps.sh)\n");
     return 1;
@@ -392,9 +402,9 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "throughput (iperf3, 100-byte writes, TCP_NODELAY): detached %.1f Mbit/s, attached %.1f "
-      "Mbit/s (medians of %d)\n",
-      base / 1e6, with / 1e6, rounds);
+      "throughput (iperf3, 100-byte writes, TCP_NODELAY): detached %.1f, attached %.1f, empty "
+      "programs %.1f Mbit/s (medians of %d)\n",
+      base / 1e6, with / 1e6, floor / 1e6, rounds);
   std::printf("bpf_stats: net %llu runs, tcp %llu runs, disk %llu runs for %llu I/Os\n",
               static_cast<unsigned long long>(net_cost.runs),
               static_cast<unsigned long long>(tcp_cost.runs),
@@ -404,6 +414,7 @@ int main(int argc, char** argv) {
               ReceivedBitsPerSecond(stream) / 1e6);
   print_costs();
   nb::PrintBench("throughput_loss_pct_small_packets", 100.0 * (base - with) / base, "percent");
+  nb::PrintBench("throughput_loss_pct_empty_programs", 100.0 * (base - floor) / base, "percent");
   nb::PrintBench("load_connections_per_s", connections.load() / wall, "per_s");
   nb::PrintBench("load_stream_mbit_per_s", ReceivedBitsPerSecond(stream) / 1e6, "Mbit/s");
   nb::PrintBench("agent_cpu_pct_under_load", 100.0 * cpu / wall, "percent_of_one_core");

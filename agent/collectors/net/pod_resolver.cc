@@ -101,16 +101,15 @@ CgroupPodResolver::CgroupPodResolver(std::string cgroup_root, std::string pods_l
       min_rescan_ms_(min_rescan_ms) {}
 
 std::optional<PodRef> CgroupPodResolver::Resolve(uint64_t cgroup_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (auto it = pods_.find(cgroup_id); it != pods_.end()) return it->second;
   if (host_.count(cgroup_id) != 0) return std::nullopt;
   const int64_t now = clock_.MonotonicNs();
-  if (!scanned_ || now - last_scan_ns_ >= min_rescan_ms_ * 1'000'000) {
-    mu_.unlock();
-    Rescan();
-    mu_.lock();
-    if (auto it = pods_.find(cgroup_id); it != pods_.end()) return it->second;
-  }
+  if (scanned_ && now - last_scan_ns_ < min_rescan_ms_ * 1'000'000) return std::nullopt;
+  lock.unlock();  // the walk takes its own lock to publish what it found
+  Rescan();
+  lock.lock();
+  if (auto it = pods_.find(cgroup_id); it != pods_.end()) return it->second;
   return std::nullopt;
 }
 
