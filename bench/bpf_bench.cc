@@ -1,12 +1,14 @@
 // Cost of the eBPF signals, all measured in one run on this kernel (root):
 //
-//   bpf_bench [--seconds 2] [--rounds 9] [--load-seconds 30] [--costs-only 1]
+//   bpf_bench [--seconds 2] [--rounds 15] [--load-seconds 30] [--costs-only 1]
 //
 // 1. Throughput: an iperf3 TCP stream of small writes (100 bytes, TCP_NODELAY) between two network
 //    namespaces, client and server in a test cgroup, in rotating order with the network programs
 //    detached, attached (bpf_stats off, as in production without --bpf-stats), and replaced by
-//    cgroup_skb programs that return at once; the medians give throughput_loss_pct_small_packets
-//    and throughput_loss_pct_empty_programs (what the hook costs before we count anything).
+//    cgroup_skb programs that return at once; the medians of the per-round changes give
+//    throughput_loss_pct_small_packets and throughput_loss_pct_empty_programs (what the hook costs
+//    before we count anything). Each round also sends a fixed 16 MiB detached and attached and
+//    compares the machine's busy CPU time for it: cpu_overhead_pct_small_packets.
 // 2. Per-hit cost from the kernel's bpf_stats (run_time_ns / run_cnt): small UDP packets and a
 //    TCP stream for the cgroup_skb counters (bpf_net_ns_per_packet), connects, refused connects
 //    and resets for the TCP tracepoints (bpf_tcp_ns_per_event), direct I/O on a loop device for
@@ -28,6 +30,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "agent/collectors/disk/block_io_program.h"
@@ -99,6 +102,16 @@ class IperfServer {
 
 double Median(std::vector<double> v) { return nb::Percentile(std::move(v), 0.5); }
 
+// Busy CPU time of the whole machine so far (every CPU's user, nice, system, irq, softirq and
+// steal from /proc/stat), in clock ticks.
+double MachineBusyTicks() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  return user + nice + system + irq + softirq + steal;
+}
+
 struct Cost {
   uint64_t runs = 0;
   uint64_t ns = 0;
@@ -142,7 +155,7 @@ int ConnectLoop(const std::vector<std::string>& addresses, int per_second, int s
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seconds = 2, rounds = 9, load_seconds = 30;
+  int seconds = 2, rounds = 15, load_seconds = 30;
   bool costs_only = false;  // --costs-only 1: just the bpf_stats figures (quick)
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--costs-only")) costs_only = std::atoi(argv[i + 1]) != 0;
@@ -170,12 +183,15 @@ int main(int argc, char** argv) {
   // 1. Throughput detached, with every network program attached, and with cgroup_skb programs
   // that return at once (the hook's own cost), in a rotating order.
   std::vector<double> detached, attached, empty;
+  std::vector<double> cpu_detached, cpu_attached;  // machine CPU ticks per transfer
   if (!costs_only) {
     IperfServer server(work, net.b());
     // Client on CPU 0 and server on CPU 1 (-A 0,1), the first second (slow start, scheduler
     // settling) left out of the figure (-O 1): on two shared vCPUs, unpinned runs vary by ±30 %.
     const std::string client_args = "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
                                     " -t " + std::to_string(seconds) + " -O 1 -A 0,1 -l 100 -N";
+    const std::string fixed_args = "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+                                   " -n 16M -A 0,1 -l 100 -N";
     for (int r = 0; r < rounds; ++r) {
       for (int i = 0; i < 3; ++i) {
         const int mode = (r + i) % 3;  // 0 detached, 1 attached, 2 empty programs
@@ -191,12 +207,31 @@ int main(int argc, char** argv) {
         }
         const double bits = ReceivedBitsPerSecond(Iperf(work, net.a(), client_args));
         (mode == 0 ? detached : mode == 1 ? attached : empty).push_back(bits);
+        if (mode != 2) {
+          // The same 16 MiB in 100-byte writes, timed by the CPU it takes rather than by the
+          // clock: less sensitive to how the two vCPUs are scheduled.
+          const double ticks0 = MachineBusyTicks();
+          Iperf(work, net.a(), fixed_args);
+          (mode == 0 ? cpu_detached : cpu_attached).push_back(MachineBusyTicks() - ticks0);
+        }
       }
       std::printf("round %d: detached %.1f, attached %.1f, empty programs %.1f Mbit/s\n", r + 1,
                   detached.back() / 1e6, attached.back() / 1e6, empty.back() / 1e6);
     }
   }
   const double base = Median(detached), with = Median(attached), floor = Median(empty);
+  // Losses as medians of per-round pairs (the runs of one round are seconds apart, so slow drifts
+  // of this shared machine cancel out), in percent.
+  auto paired_loss = [](const std::vector<double>& reference, const std::vector<double>& other,
+                        bool higher_is_worse) {
+    std::vector<double> losses;
+    for (size_t i = 0; i < std::min(reference.size(), other.size()); ++i) {
+      if (reference[i] <= 0) continue;
+      const double change = (other[i] - reference[i]) / reference[i];
+      losses.push_back(100.0 * (higher_is_worse ? change : -change));
+    }
+    return Median(losses);
+  };
   if (!costs_only && base <= 0) {
     std::fprintf(stderr, "iperf3 did not run (is it installed? scripts/install-deps.sh)\n");
     return 1;
@@ -415,8 +450,12 @@ int main(int argc, char** argv) {
   std::printf("load: %d connections in %.1f s, iperf3 %.1f Mbit/s\n", connections.load(), wall,
               ReceivedBitsPerSecond(stream) / 1e6);
   print_costs();
-  nb::PrintBench("throughput_loss_pct_small_packets", 100.0 * (base - with) / base, "percent");
-  nb::PrintBench("throughput_loss_pct_empty_programs", 100.0 * (base - floor) / base, "percent");
+  nb::PrintBench("throughput_loss_pct_small_packets", paired_loss(detached, attached, false),
+                 "percent");
+  nb::PrintBench("throughput_loss_pct_empty_programs", paired_loss(detached, empty, false),
+                 "percent");
+  nb::PrintBench("cpu_overhead_pct_small_packets", paired_loss(cpu_detached, cpu_attached, true),
+                 "percent");
   nb::PrintBench("load_connections_per_s", connections.load() / wall, "per_s");
   nb::PrintBench("load_stream_mbit_per_s", ReceivedBitsPerSecond(stream) / 1e6, "Mbit/s");
   nb::PrintBench("agent_cpu_pct_under_load", 100.0 * cpu / wall, "percent_of_one_core");
