@@ -118,7 +118,12 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
     }
   }
   for (const auto& m : maps) {
-    f.Gauge("nodewatch_agent_bpf_map_entries", "Entries in the map now.", d(m.entries),
+    // The collector's own count for flows: a walk here would race its deletions and could count
+    // entries twice.
+    const uint64_t entries = m.name == "flows" && bpf.network != nullptr
+                                 ? bpf.network->counters().flow_entries.load()
+                                 : m.entries;
+    f.Gauge("nodewatch_agent_bpf_map_entries", "Entries in the map now.", d(entries),
             {{"map", m.name}});
   }
   for (const auto& m : maps) {
@@ -169,6 +174,16 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
   if (bpf.block_io != nullptr) {
     f.Counter("nodewatch_agent_bpf_read_errors_total", read_errors_help,
               d(bpf.block_io->counters().read_errors), {{"collector", "block_io"}});
+  }
+  const char* const spool_errors_help =
+      "Samples the spool refused (disk full or failing): that interval's counts are lost.";
+  if (bpf.network != nullptr) {
+    f.Counter("nodewatch_agent_bpf_spool_errors_total", spool_errors_help,
+              d(bpf.network->counters().spool_errors), {{"collector", "network"}});
+  }
+  if (bpf.block_io != nullptr) {
+    f.Counter("nodewatch_agent_bpf_spool_errors_total", spool_errors_help,
+              d(bpf.block_io->counters().spool_errors), {{"collector", "block_io"}});
   }
 }
 

@@ -11,6 +11,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h> /* bpf_core_field_exists only: a compile-time relocation, no helper */
 
 #include "nodewatch_bpf.h"
 #include "nodewatch_common.bpf.h"
@@ -19,8 +20,23 @@
 #define NW_REQ_OP_READ 0
 #define NW_REQ_OP_WRITE 1
 
+/* Kernels before 5.17 keep the disk in the request itself (rq->rq_disk); newer ones only in its
+ * queue (rq->q->disk, 5.15+). CO-RE picks whichever the running kernel has. */
+struct request___with_rq_disk {
+  struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct gendisk *request_disk(struct request *rq) {
+  struct request___with_rq_disk *old = (void *)rq;
+  if (bpf_core_field_exists(old->rq_disk)) return old->rq_disk;
+  return rq->q->disk;
+}
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  /* Entries appear once per device and op, so they are allocated on insert (no prealloc): the
+   * map costs memory for the devices a node has, not 512 x CPUs values. */
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, 512); /* devices x 3 ops */
   __type(key, struct nw_disk_key);
   __type(value, struct nw_disk_value);
@@ -35,7 +51,7 @@ struct {
 
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes) {
-  struct gendisk *disk = rq->q->disk;
+  struct gendisk *disk = request_disk(rq);
   if (!disk) return 0;
   struct nw_disk_key key = {.major = disk->major, .minor = disk->first_minor};
   __u32 op = rq->cmd_flags & NW_REQ_OP_MASK;
@@ -51,16 +67,18 @@ int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned
       return 0;
     }
   }
-  if (error) value->errors += 1;
+  /* Atomic adds: a completion in task context (loop, polled queues) can be interrupted on the same
+   * CPU by one in interrupt context for the same device. */
+  if (error) __sync_fetch_and_add(&value->errors, 1);
   if (key.op == NW_OP_OTHER) return 0;
-  value->ios += 1;
-  value->bytes += nr_bytes;
+  __sync_fetch_and_add(&value->ios, 1);
+  __sync_fetch_and_add(&value->bytes, nr_bytes);
   __u64 start = rq->start_time_ns;
   __u64 now = bpf_ktime_get_ns();
   if (start != 0 && now >= start)
-    value->slots[nw_log2_slot((now - start) / 1000)] += 1;
+    __sync_fetch_and_add(&value->slots[nw_log2_slot((now - start) / 1000)], 1);
   else
-    value->untimed += 1;
+    __sync_fetch_and_add(&value->untimed, 1);
   return 0;
 }
 

@@ -8,8 +8,13 @@
  *   and resets, in per-CPU arrays.
  *
  * Nothing goes through a ring buffer: every signal is a counter read out by the agent each
- * interval, so no event can be lost. A full map is counted (NW_FLOW_MAP_FULL,
- * NW_CONNECT_MAP_FULL), never silent. */
+ * interval. A full map is counted (NW_FLOW_MAP_FULL, NW_CONNECT_MAP_FULL), never silent.
+ * Counters are per CPU, but a program in process context can be interrupted on its CPU by a
+ * softirq run for the same key (an ACK sent for the same socket), so adds are atomic; on a
+ * CPU-local cache line that costs a few ns.
+ *
+ * Resets: tcp_send_reset fires for resets sent without a full socket (no listener, TIME_WAIT)
+ * only since Linux 6.10; before that those are missing from the sent count. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -25,8 +30,9 @@
 #define NW_TCP_SYN_SENT 2
 #define NW_TCP_CLOSE 7
 
-/* Set by the loader before load: whether this kernel's tcp_retransmit_skb tracepoint carries the
- * `err` argument (6.16+ fires it for failed attempts too; only successful ones are retransmits). */
+/* Set by the loader before load, from the kernel's BTF: whether its tcp_retransmit_skb tracepoint
+ * carries an `err` argument (newer kernels fire it for failed attempts too; only successful ones
+ * are retransmits). */
 const volatile bool retransmit_has_err = false;
 
 /* Benchmarks only (bench/bpf_bench): the cgroup_skb programs return at once, so that the cost of
@@ -100,8 +106,8 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
 
   struct nw_flow_value *value = bpf_map_lookup_elem(&flows, &key);
   if (value) {
-    value->bytes += skb->len;
-    value->packets += packets;
+    __sync_fetch_and_add(&value->bytes, skb->len);
+    __sync_fetch_and_add(&value->packets, packets);
     return;
   }
   struct nw_flow_value fresh = {.bytes = skb->len, .packets = packets};
@@ -109,8 +115,8 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   /* Another CPU may have inserted the key in between: then add to ours. */
   value = bpf_map_lookup_elem(&flows, &key);
   if (value) {
-    value->bytes += skb->len;
-    value->packets += packets;
+    __sync_fetch_and_add(&value->bytes, skb->len);
+    __sync_fetch_and_add(&value->packets, packets);
     return;
   }
   nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);

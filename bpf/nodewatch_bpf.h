@@ -8,7 +8,8 @@
 #include <linux/types.h>
 #endif
 
-#define NW_LOG2_SLOTS 32 /* bucket i counts [2^i, 2^(i+1)) microseconds; the last one is open */
+/* Bucket i counts [2^i, 2^(i+1)) microseconds, except bucket 0: [0, 2); the last one is open. */
+#define NW_LOG2_SLOTS 32
 
 enum nw_direction { NW_INGRESS = 1, NW_EGRESS = 2 };
 

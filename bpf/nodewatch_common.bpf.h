@@ -28,7 +28,7 @@ static __always_inline __u32 nw_log2_slot(__u64 us) {
 
 static __always_inline void nw_count(void *counters, __u32 index, __u64 delta) {
   __u64 *value = bpf_map_lookup_elem(counters, &index);
-  if (value) *value += delta; /* per-CPU slot: no atomics needed */
+  if (value) __sync_fetch_and_add(value, delta); /* same-CPU interruptions: see net.bpf.c */
 }
 
 #endif /* NODEWATCH_COMMON_BPF_H_ */

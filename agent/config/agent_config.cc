@@ -38,8 +38,8 @@ void RegisterAgentOptions(OptionSet& o, AgentConfig* c) {
   o.AddBool("bpf-block-io", &c->bpf_block_io,
             "Block request latency histograms and I/O errors per device.");
   o.AddBool("bpf-stats", &c->bpf_stats,
-            "Kernel run-time statistics of the BPF programs (about 20 ns per run) for /metrics; "
-            "needs CAP_SYS_ADMIN.");
+            "Per-program run counts and times for /metrics. Kernel-wide: every BPF program on the "
+            "node (the CNI's too) pays about 20 ns per run while it is on; needs CAP_SYS_ADMIN.");
   o.AddString("pods-log-dir", &c->pods_log_dir,
               "The kubelet's pod log directory: pod namespaces and names for attribution.");
   o.AddString("log-level", &c->log_level, "trace|debug|info|warn|error.");

@@ -31,7 +31,7 @@ struct AgentConfig {
   int64_t bpf_flow_entries = 16384;  // kernel flows map size
   bool bpf_tcp = true;               // TCP retransmits, connects, resets
   bool bpf_block_io = true;          // block request latency and errors
-  bool bpf_stats = true;             // kernel run-time statistics of the programs (bpf_stats)
+  bool bpf_stats = false;            // kernel-wide run-time statistics (every BPF program pays)
   std::string pods_log_dir = "/var/log/pods";  // pod names for attribution
   std::string log_level = "info";
   int64_t max_backoff_ms = 30'000;

@@ -69,7 +69,7 @@ void NodeSignals::CollectMetrics(MetricFamilies& f, int64_t now_ms) {
                &Network::failed_connects);
   each_network("nodewatch_tcp_resets_total", "TCP resets sent or received.", &Network::resets);
   each_network("nodewatch_network_dropped_flows_total",
-               "Flows the agent could not count because its flow map was full.",
+               "Packets the agent could not attribute to a flow because its flow map was full.",
                &Network::dropped_flows);
 
   auto each_device = [&](const char* name, const char* help, uint64_t Device::*field) {

@@ -144,7 +144,7 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
   Cluster c("cli");
   c.StartAggregator();
   const int metrics_port = FreePort();
-  c.StartAgent("node-cli", {"--interval", "500ms", "--metrics-listen",
+  c.StartAgent("node-cli", {"--interval", "500ms", "--bpf-stats=true", "--metrics-listen",
                             "127.0.0.1:" + std::to_string(metrics_port)});
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {

@@ -294,7 +294,8 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   ASSERT_TRUE(sample.ok());
   EXPECT_GE(sample->tcp_failed_connects(), 5u);
   EXPECT_LE(sample->tcp_failed_connects(), 7u);
-  EXPECT_GE(sample->tcp_resets(), 10u) << "5 sent by B and 5 received by A";
+  // 5 received by A (B's 5 resets for a port nobody listens on count as sent only on 6.10+).
+  EXPECT_GE(sample->tcp_resets(), 5u);
 
   // Slow: the first SYN of every connect to 5203 is dropped, so each takes one SYN timeout (1 s).
   ASSERT_EQ(Nft(net_.b(),
@@ -338,7 +339,7 @@ TEST_F(EbpfNetTest, AFullFlowMapCountsWhatItCouldNotKeep) {
   EXPECT_LE(sample->flows_size(), 4);
   EXPECT_GE(sample->flows_size(), 1);
   EXPECT_EQ(sample->flows_size() + static_cast<int>(sample->dropped_flows()), 16)
-      << "each datagram is either in a flow or counted as dropped";
+      << "each datagram is either in a flow or counted as a dropped packet";
   EXPECT_EQ(collector->counters().flow_map_full.load(), sample->dropped_flows());
   bool flows_map_listed = false;
   for (const auto& m : collector->source().Maps()) {

@@ -103,7 +103,10 @@ absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
   if (sample.devices_size() > 0) {
     auto appended =
         spool_.AppendSample(now_ms, [&](nodewatch::v1::Record& r) { *r.mutable_disk() = sample; });
-    if (!appended.ok()) return appended.status();
+    if (!appended.ok()) {
+      ++counters_.spool_errors;
+      return appended.status();
+    }
     ++counters_.samples;
   }
   return sample;

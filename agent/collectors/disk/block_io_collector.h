@@ -21,6 +21,7 @@ namespace nodewatch::agent {
 struct BlockIoCounters {
   std::atomic<uint64_t> samples{0};
   std::atomic<uint64_t> read_errors{0};
+  std::atomic<uint64_t> spool_errors{0};  // samples the spool refused: that interval is lost
   std::atomic<uint64_t> device_map_full{0};
   std::atomic<uint64_t> untimed{0};  // I/Os without a start stamp (not in the histograms)
 };

@@ -175,11 +175,15 @@ absl::Status BpfNetProgram::TakeFlows(const std::vector<FlowKey>& keys,
   std::vector<nw_flow_value> values(PossibleCpus());
   for (const FlowKey& key : keys) {
     nw_flow_key k = FromFlowKey(key);
-    if (bpf_map_lookup_and_delete_elem(fd, &k, values.data()) == 0) {
-      out.emplace_back(key, SumFlow(values));
-      continue;
+    if (lookup_and_delete_) {
+      if (bpf_map_lookup_and_delete_elem(fd, &k, values.data()) == 0) {
+        out.emplace_back(key, SumFlow(values));
+        continue;
+      }
+      if (errno != ENOENT) lookup_and_delete_ = false;  // not supported by this kernel
     }
-    // Kernels before 5.14 cannot lookup-and-delete per-CPU hashes: read, then delete.
+    // Kernels before 5.14 cannot lookup-and-delete per-CPU hashes: read, then delete. A packet
+    // counted between the two is lost (the entry was idle for 3 intervals, so rarely).
     if (bpf_map_lookup_elem(fd, &k, values.data()) == 0) {
       out.emplace_back(key, SumFlow(values));
       bpf_map_delete_elem(fd, &k);

@@ -46,6 +46,7 @@ class BpfNetProgram final : public NetCounterSource {
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
+  bool lookup_and_delete_ = true;       // false once the kernel refused it for per-CPU hashes
 };
 
 }  // namespace nodewatch::agent

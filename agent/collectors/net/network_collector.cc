@@ -156,7 +156,10 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   if (!empty) {
     auto appended = spool_.AppendSample(
         now_ms, [&](nodewatch::v1::Record& r) { *r.mutable_network() = sample; });
-    if (!appended.ok()) return appended.status();
+    if (!appended.ok()) {
+      ++counters_.spool_errors;
+      return appended.status();
+    }
     ++counters_.samples;
   }
   return sample;

@@ -3,10 +3,10 @@
 // and appends one NetworkSample record to the spool's telemetry lane (none when nothing moved).
 //
 // Bounds: kernel entries idle for `idle_intervals` are taken out of the map (their last counts
-// are kept: lookup-and-delete), so the map holds only active flows; a sample carries at most
-// `max_flows` flows, the smaller ones folded per (pod, direction) into one flow without a remote
-// address. Packets the kernel could not count because its map was full are reported as
-// `dropped_flows` and in the agent's metrics.
+// are kept: lookup-and-delete), so the map holds only active flows; a sample carries the
+// `max_flows` largest flows with their remote addresses, the rest folded into one flow per
+// (pod, direction) without one. Packets the kernel could not count because its map was full are
+// reported as `dropped_flows` (a packet count) and in the agent's metrics.
 #pragma once
 
 #include <atomic>
@@ -32,6 +32,7 @@ struct NetworkCollectorOptions {
 struct NetworkCounters {
   std::atomic<uint64_t> samples{0};
   std::atomic<uint64_t> read_errors{0};
+  std::atomic<uint64_t> spool_errors{0};   // samples the spool refused: that interval is lost
   std::atomic<uint64_t> flows_evicted{0};  // idle kernel entries taken out of the map
   std::atomic<uint64_t> flows_folded{0};   // flows beyond max_flows folded into per-pod totals
   std::atomic<uint64_t> flow_map_full{0};  // packets the kernel could not count (map full)

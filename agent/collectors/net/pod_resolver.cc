@@ -50,17 +50,18 @@ std::optional<std::string> PodUid(absl::string_view component) {
   return uid;
 }
 
-// The container id in a container cgroup's name; "" for pod-owned helpers like crio-conmon.
-std::optional<std::string> ContainerId(absl::string_view component) {
+// The container id in a container cgroup's name ("" when the name is not one we know: the cgroup
+// still belongs to the pod, whatever the runtime calls it).
+std::string ContainerId(absl::string_view component) {
   if (IsContainerId(component)) return std::string(component.data(), component.size());
-  if (!absl::ConsumeSuffix(&component, ".scope")) return std::nullopt;
+  absl::ConsumeSuffix(&component, ".scope");  // systemd driver; CRI-O on cgroupfs has none
   if (absl::StartsWith(component, "crio-conmon-")) return std::string();
   for (absl::string_view prefix : {"cri-containerd-", "crio-", "docker-", "containerd-"}) {
     if (absl::ConsumePrefix(&component, prefix) && IsContainerId(component)) {
       return std::string(component.data(), component.size());
     }
   }
-  return std::nullopt;
+  return std::string();
 }
 
 }  // namespace
@@ -74,12 +75,8 @@ std::optional<PodRef> ParsePodCgroupPath(const std::string& relative_path) {
     auto uid = PodUid(parts[i]);
     if (!uid) continue;
     PodRef pod{.uid = *uid};
-    if (i + 1 < parts.size()) {
-      auto container = ContainerId(parts[i + 1]);
-      if (!container) return std::nullopt;  // something else nested in the pod: not ours to guess
-      // Deeper cgroups (systemd in a pod, a runtime's own) still belong to this container.
-      pod.container_id = *container;
-    }
+    // Deeper cgroups (systemd in a pod, a runtime's own) still belong to this container.
+    if (i + 1 < parts.size()) pod.container_id = ContainerId(parts[i + 1]);
     return pod;
   }
   return std::nullopt;
@@ -137,9 +134,19 @@ size_t CgroupPodResolver::Rescan() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   const size_t found = pods.size();
+  const int64_t now = clock_.MonotonicNs();
+  for (const auto& [id, unused] : pods) last_seen_ns_[id] = now;
+  for (auto it = last_seen_ns_.begin(); it != last_seen_ns_.end();) {
+    const bool gone = pods.count(it->first) == 0;
+    if (gone && now - it->second < kGoneGraceNs && pods_.count(it->first) != 0) {
+      pods[it->first] = pods_[it->first];  // deleted a moment ago: still that pod's
+      host.erase(it->first);
+    }
+    it = gone && now - it->second >= kGoneGraceNs ? last_seen_ns_.erase(it) : std::next(it);
+  }
   pods_ = std::move(pods);
   host_ = std::move(host);
-  last_scan_ns_ = clock_.MonotonicNs();
+  last_scan_ns_ = now;
   scanned_ = true;
   return found;
 }

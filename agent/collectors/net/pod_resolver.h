@@ -4,12 +4,14 @@
 // Layouts understood (path components under the cgroup v2 mount, kubelet's own naming):
 //   cgroupfs driver: kubepods/[besteffort|burstable/]pod<uid>/<container>
 //   systemd driver:  kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid_>.slice/<container>
-// with <container> one of "<64 hex>", "cri-containerd-<id>.scope", "crio-<id>.scope",
-// "docker-<id>.scope" ("crio-conmon-<id>.scope" belongs to the pod, no container). A "kubepods"
+// with <container> one of "<64 hex>", "cri-containerd-<id>.scope", "crio-<id>[.scope]",
+// "docker-<id>.scope"; any other name below a pod (crio-conmon, another runtime's) still belongs
+// to the pod, with no container id. A "kubepods"
 // component may sit below other components (Talos, kind, nested runtimes). Cgroups outside any
 // pod are the node's own processes.
 // Names come from <pods_log_dir>/<namespace>_<name>_<uid>/ (namespace and name cannot contain
-// '_'); without one, only the UID is known.
+// '_'); without one, only the UID is known. A pod's cgroups stay attributed to it for two minutes
+// after they are gone, so its last interval is not counted as the node's.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +66,10 @@ class CgroupPodResolver final : public PodResolver {
   std::mutex mu_;
   std::map<uint64_t, PodRef> pods_;  // cgroup id -> pod
   std::map<uint64_t, bool> host_;    // cgroup ids known to be the node's own
+  // Pods whose cgroups are gone keep their attribution this long (late counts of a deleted pod:
+  // the last interval's traffic, lingering sockets), keyed by cgroup id -> when last seen.
+  static constexpr int64_t kGoneGraceNs = 120'000'000'000;
+  std::map<uint64_t, int64_t> last_seen_ns_;
   int64_t last_scan_ns_ = 0;
   bool scanned_ = false;
 };

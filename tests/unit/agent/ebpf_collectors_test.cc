@@ -50,6 +50,15 @@ TEST(PodCgroupPath, KubeletLayouts) {
                          ".slice");
   ASSERT_TRUE(p);
   EXPECT_EQ(p->container_id, "");
+  // CRI-O on the cgroupfs driver (no .scope), and a runtime whose naming we do not know: still
+  // the pod's.
+  p = ParsePodCgroupPath(std::string("kubepods/besteffort/pod") + kUid + "/crio-" + kCid);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->container_id, kCid);
+  p = ParsePodCgroupPath(std::string("kubepods/pod") + kUid + "/kata_sandbox-1");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->uid, kUid);
+  EXPECT_EQ(p->container_id, "");
   // Processes nested inside a container are still that container's.
   p = ParsePodCgroupPath(std::string("kubepods/pod") + kUid + "/" + kCid + "/init.scope");
   ASSERT_TRUE(p);
@@ -63,7 +72,7 @@ TEST(PodCgroupPath, NotPods) {
   EXPECT_FALSE(ParsePodCgroupPath("kubepods/burstable"));
   EXPECT_FALSE(ParsePodCgroupPath("kubepods/burstable/podnot-a-uid/" + kCid));
   EXPECT_FALSE(ParsePodCgroupPath(std::string("init/pod") + kUid)) << "no kubepods ancestor";
-  EXPECT_FALSE(ParsePodCgroupPath(std::string("kubepods/pod") + kUid + "/something-else"));
+  EXPECT_FALSE(ParsePodCgroupPath("kubepods.slice/kubepods-burstable.slice"));
 }
 
 TEST(PodLogDir, Names) {
@@ -111,6 +120,16 @@ TEST(CgroupPodResolver, WalksTheTreeAndRescansAtMostOncePerPeriod) {
   ASSERT_TRUE(second);
   EXPECT_EQ(second->uid, kUid2);
   EXPECT_EQ(second->name, "") << "no log directory: UID only";
+
+  // A deleted pod keeps its attribution for two minutes (its last interval's counts).
+  const uint64_t deleted = Inode(later);
+  std::filesystem::remove(later);
+  resolver.Rescan();
+  ASSERT_TRUE(resolver.Resolve(deleted));
+  EXPECT_EQ(resolver.Resolve(deleted)->uid, kUid2);
+  clock.Advance(121'000);
+  resolver.Rescan();
+  EXPECT_FALSE(resolver.Resolve(deleted));
 }
 
 // Kernel counters the test sets (cumulative, as the kernel keeps them).
