@@ -10,7 +10,7 @@ PACKAGES=(
   librocksdb-dev libspdlog-dev libfmt-dev libssl-dev openssl libabsl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev libcivetweb-dev
   procps iproute2 curl python3 socat unzip prometheus
-  libbpf-dev bpftool linux-libc-dev iperf3 nftables util-linux
+  libbpf-dev bpftool linux-libc-dev iperf3 nftables mount
 )
 
 missing=()
