@@ -10,6 +10,8 @@ PACKAGES=(
   librocksdb-dev libspdlog-dev libfmt-dev libssl-dev openssl libabsl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcurl4-openssl-dev prometheus-cpp-dev libcivetweb-dev
   procps iproute2 curl python3 socat unzip prometheus
+  # eBPF: libbpf and bpftool build the programs; the kernel tests and bpf_bench drive traffic and
+  # I/O with iperf3, nft (loss and SYN drops) and losetup (package mount).
   libbpf-dev bpftool linux-libc-dev iperf3 nftables mount
 )
 
