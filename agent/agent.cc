@@ -111,22 +111,20 @@ void Agent::SetUpBpf() {
       log->warn("no BPF run-time statistics: {}", stats.status());
     }
   }
-  std::string cgroup = config_.bpf_cgroup;
+  // The pods' cgroup tree is always walked from the cgroup v2 root; the counters attach there too
+  // unless --bpf-cgroup names a subtree.
+  auto root = FindCgroup2Mount("/proc");
+  const std::string cgroup = !config_.bpf_cgroup.empty() ? config_.bpf_cgroup
+                             : root.ok()                 ? *root
+                                                         : std::string();
   if (cgroup.empty()) {
-    auto root = FindCgroup2Mount("/proc");
-    if (root.ok()) {
-      cgroup = *root;
-    } else {
-      bpf_view_.unavailable["network"] = std::string(root.status().message());
-    }
-  }
-  if (!cgroup.empty()) {
+    bpf_view_.unavailable["network"] = std::string(root.status().message());
+  } else {
     auto program =
         BpfNetProgram::Load({.cgroup_path = cgroup,
                              .flow_entries = static_cast<uint32_t>(config_.bpf_flow_entries),
                              .tcp = config_.bpf_tcp});
     if (program.ok()) {
-      auto root = FindCgroup2Mount("/proc");
       network_ = std::make_unique<NetworkCollector>(
           *spool_, std::move(*program),
           std::make_unique<CgroupPodResolver>(root.ok() ? *root : cgroup, config_.pods_log_dir,

@@ -78,18 +78,14 @@ double ReceivedBitsPerSecond(const nlohmann::json& report) {
 class IperfServer {
  public:
   IperfServer(const std::string& cgroup, const std::string& ns) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open((cgroup + "/cgroup.procs").c_str(), O_WRONLY);
-      if (fd >= 0 && write(fd, "0", 1) == 1) close(fd);
-      int nsfd = open(("/var/run/netns/" + ns).c_str(), O_RDONLY);
-      setns(nsfd, CLONE_NEWNET);
+    const std::string port = std::to_string(kIperfPort);
+    pid_ = nt::StartChild(cgroup, ns, [&] {
       int null = open("/dev/null", O_WRONLY);
       dup2(null, 1);
       dup2(null, 2);
-      execlp("iperf3", "iperf3", "-s", "-p", std::to_string(kIperfPort).c_str(), nullptr);
-      _exit(127);
-    }
+      execlp("iperf3", "iperf3", "-s", "-p", port.c_str(), nullptr);
+      return 127;
+    });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
   ~IperfServer() {

@@ -114,8 +114,8 @@ void RunInNetns(const std::string& name, const std::function<void()>& fn) {
   thread.join();
 }
 
-int RunChild(const std::string& cgroup_dir, const std::string& netns,
-             const std::function<int()>& fn) {
+pid_t StartChild(const std::string& cgroup_dir, const std::string& netns,
+                 const std::function<int()>& fn) {
   pid_t pid = fork();
   if (pid == 0) {
     if (!cgroup_dir.empty()) {
@@ -126,6 +126,12 @@ int RunChild(const std::string& cgroup_dir, const std::string& netns,
     if (!EnterNetns(netns)) _exit(102);
     _exit(fn());
   }
+  return pid;
+}
+
+int RunChild(const std::string& cgroup_dir, const std::string& netns,
+             const std::function<int()>& fn) {
+  pid_t pid = StartChild(cgroup_dir, netns, fn);
   if (pid < 0) return -1;
   int status = 0;
   waitpid(pid, &status, 0);

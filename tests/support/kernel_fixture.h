@@ -47,7 +47,11 @@ class NetnsPair {
 void RunInNetns(const std::string& name, const std::function<void()>& fn);
 
 // Forks a child that joins `cgroup_dir` and netns `netns` ("" keeps the current), runs `fn` and
-// exits with its return value. Returns the exit status (-1 if it did not exit normally).
+// exits with its return value (101/102 if it could not join). Returns the child's pid (-1 if the
+// fork failed); the caller waits for it.
+pid_t StartChild(const std::string& cgroup_dir, const std::string& netns,
+                 const std::function<int()>& fn);
+// StartChild, then waits. Returns the exit status (-1 if it did not exit normally).
 int RunChild(const std::string& cgroup_dir, const std::string& netns,
              const std::function<int()>& fn);
 

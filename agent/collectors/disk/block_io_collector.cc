@@ -10,8 +10,6 @@ namespace nodewatch::agent {
 
 namespace {
 
-uint64_t Delta(uint64_t now, uint64_t before) { return now >= before ? now - before : now; }
-
 void SetHistogram(const std::array<uint64_t, kBlockLog2Slots>& slots,
                   google::protobuf::RepeatedField<uint64_t>* out) {
   int last = kBlockLog2Slots - 1;
@@ -72,12 +70,12 @@ absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
   for (const auto& [key, totals] : current) {
     const BlockIoTotals& before = last_[key];
     BlockIoTotals d;
-    d.ios = Delta(totals.ios, before.ios);
-    d.bytes = Delta(totals.bytes, before.bytes);
-    d.errors = Delta(totals.errors, before.errors);
-    counters_.untimed += Delta(totals.untimed, before.untimed);
+    d.ios = CounterDelta(totals.ios, before.ios);
+    d.bytes = CounterDelta(totals.bytes, before.bytes);
+    d.errors = CounterDelta(totals.errors, before.errors);
+    counters_.untimed += CounterDelta(totals.untimed, before.untimed);
     for (int i = 0; i < kBlockLog2Slots; ++i) {
-      d.latency_log2_us[i] = Delta(totals.latency_log2_us[i], before.latency_log2_us[i]);
+      d.latency_log2_us[i] = CounterDelta(totals.latency_log2_us[i], before.latency_log2_us[i]);
     }
     last_[key] = totals;
     if (d.ios == 0 && d.errors == 0) continue;

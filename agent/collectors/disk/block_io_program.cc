@@ -20,7 +20,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
     return absl::UnavailableError(absl::StrCat("this kernel cannot run tp_btf programs (",
                                                features.Describe(), "): no block I/O latency"));
   }
-  if (TracepointArgCount("block_rq_complete") < 0) {
+  if (TracepointArgCounts({"block_rq_complete"}).at("block_rq_complete") < 0) {
     return absl::UnavailableError("this kernel has no tracepoint block_rq_complete: no block I/O");
   }
   std::unique_ptr<BpfBlockIoProgram> self(new BpfBlockIoProgram());

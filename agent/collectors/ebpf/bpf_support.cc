@@ -69,21 +69,23 @@ BpfFeatures ProbeBpfFeatures() {
   return f;
 }
 
-int TracepointArgCount(const std::string& name) {
+std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& names) {
+  std::map<std::string, int> counts;
+  for (const auto& name : names) counts[name] = -1;
   struct btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) return -1;
-  int result = -1;
-  const std::string typedef_name = "btf_trace_" + name;
-  int id = btf__find_by_name_kind(vmlinux, typedef_name.c_str(), BTF_KIND_TYPEDEF);
-  if (id > 0) {
+  if (vmlinux == nullptr) return counts;
+  for (const auto& name : names) {
+    const std::string typedef_name = "btf_trace_" + name;
+    int id = btf__find_by_name_kind(vmlinux, typedef_name.c_str(), BTF_KIND_TYPEDEF);
+    if (id <= 0) continue;
     // typedef -> pointer -> func_proto(void *ctx, args...)
     const struct btf_type* t = btf__type_by_id(vmlinux, id);
     t = t ? btf__type_by_id(vmlinux, t->type) : nullptr;
     t = (t && btf_is_ptr(t)) ? btf__type_by_id(vmlinux, t->type) : nullptr;
-    if (t && btf_is_func_proto(t)) result = static_cast<int>(btf_vlen(t)) - 1;
+    if (t && btf_is_func_proto(t)) counts[name] = static_cast<int>(btf_vlen(t)) - 1;
   }
   btf__free(vmlinux);
-  return result;
+  return counts;
 }
 
 void ReadProgramStats(const bpf_program* program, ProgramStats& stats) {

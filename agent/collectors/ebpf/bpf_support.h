@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,9 +28,10 @@ struct BpfFeatures {
 };
 BpfFeatures ProbeBpfFeatures();
 
-// Whether the kernel BTF has the tracepoint `name` (e.g. "tcp_retransmit_skb"), and how many
-// arguments it passes (excluding the tracepoint's own context pointer); -1 if absent.
-int TracepointArgCount(const std::string& name);
+// For each tracepoint name (e.g. "tcp_retransmit_skb"): how many arguments the kernel's BTF says
+// it passes (excluding its own context pointer), -1 if absent. One parse of the kernel BTF (a few
+// MB) per call, freed before returning: ask for every name at once.
+std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& names);
 
 // One loaded program's identity and, when bpf_stats is on, its cumulative cost.
 struct ProgramStats {
@@ -87,6 +89,12 @@ uint64_t FdMemlockBytes(int fd);
 
 // A loaded map's fill and kernel memory now (walks its keys: O(entries)).
 MapStats ReadMapStats(const bpf_map* map);
+
+// The growth of a kernel counter read as a cumulative total. A smaller value means the counter
+// started again from zero (its map entry was taken out and recreated), so all of it is new.
+inline uint64_t CounterDelta(uint64_t now, uint64_t before) {
+  return now >= before ? now - before : now;
+}
 
 // Sum over CPUs of slot `index` of a per-CPU array of u64; 0 if it cannot be read.
 uint64_t SumPerCpuArray(int map_fd, uint32_t index);

@@ -112,7 +112,9 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
   if (int err = bpf_map__set_max_entries(skel_->maps.flows, options_.flow_entries); err != 0) {
     return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
   }
-  skel_->rodata->retransmit_has_err = TracepointArgCount("tcp_retransmit_skb") >= 3;
+  const std::map<std::string, int> args = TracepointArgCounts(
+      {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"});
+  skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
 
   struct Tracepoint {
@@ -131,7 +133,7 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
     ProgramStats stats{.name = bpf_program__name(tp.program),
                        .attach = absl::StrCat("tp_btf/", tp.tracepoint),
                        .why_off = tcp_off};
-    if (stats.why_off.empty() && TracepointArgCount(tp.tracepoint) < 0) {
+    if (stats.why_off.empty() && args.at(tp.tracepoint) < 0) {
       stats.why_off = absl::StrCat("kernel has no tracepoint ", tp.tracepoint);
     }
     if (!stats.why_off.empty()) {

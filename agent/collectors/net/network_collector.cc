@@ -7,14 +7,6 @@
 
 namespace nodewatch::agent {
 
-namespace {
-
-// Counters are cumulative; a smaller value means the entry was recreated (taken out, then
-// counted again), so everything it holds is new.
-uint64_t Delta(uint64_t now, uint64_t before) { return now >= before ? now - before : now; }
-
-}  // namespace
-
 NetworkCollector::NetworkCollector(Spool& spool, std::unique_ptr<NetCounterSource> source,
                                    std::unique_ptr<PodResolver> pods, const Clock& clock,
                                    NetworkCollectorOptions options)
@@ -53,7 +45,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   for (auto& [key, totals] : current) {
     Entry entry;
     if (auto it = flows_.find(key); it != flows_.end()) entry = it->second;
-    FlowTotals d{Delta(totals.bytes, entry.last.bytes), Delta(totals.packets, entry.last.packets)};
+    FlowTotals d{CounterDelta(totals.bytes, entry.last.bytes),
+                 CounterDelta(totals.packets, entry.last.packets)};
     if (d.bytes == 0 && d.packets == 0) {
       if (++entry.idle >= options_.idle_intervals) idle.push_back(key);
     } else {
@@ -70,8 +63,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
     } else {
       for (auto& [key, final_totals] : taken) {
         const Entry& entry = next[key];
-        FlowTotals d{Delta(final_totals.bytes, entry.last.bytes),
-                     Delta(final_totals.packets, entry.last.packets)};
+        FlowTotals d{CounterDelta(final_totals.bytes, entry.last.bytes),
+                     CounterDelta(final_totals.packets, entry.last.packets)};
         if (d.bytes != 0 || d.packets != 0) {
           deltas[key].bytes += d.bytes;
           deltas[key].packets += d.packets;
@@ -129,15 +122,15 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   sample.set_interval_ms(static_cast<uint64_t>(std::max<int64_t>(0, now_ms - last_ms_)));
   last_ms_ = now_ms;
   for (auto& f : flows) *sample.add_flows() = std::move(f);
-  sample.set_tcp_retransmits(Delta(tcp.retransmits, last_tcp_.retransmits));
-  sample.set_tcp_connects(Delta(tcp.connects, last_tcp_.connects));
-  sample.set_tcp_failed_connects(Delta(tcp.failed_connects, last_tcp_.failed_connects));
-  sample.set_tcp_resets(Delta(tcp.resets_sent, last_tcp_.resets_sent) +
-                        Delta(tcp.resets_received, last_tcp_.resets_received));
+  sample.set_tcp_retransmits(CounterDelta(tcp.retransmits, last_tcp_.retransmits));
+  sample.set_tcp_connects(CounterDelta(tcp.connects, last_tcp_.connects));
+  sample.set_tcp_failed_connects(CounterDelta(tcp.failed_connects, last_tcp_.failed_connects));
+  sample.set_tcp_resets(CounterDelta(tcp.resets_sent, last_tcp_.resets_sent) +
+                        CounterDelta(tcp.resets_received, last_tcp_.resets_received));
   bool any_latency = false;
   std::array<uint64_t, kLog2Slots> latency{};
   for (int i = 0; i < kLog2Slots; ++i) {
-    latency[i] = Delta(tcp.connect_latency_log2_us[i], last_tcp_.connect_latency_log2_us[i]);
+    latency[i] = CounterDelta(tcp.connect_latency_log2_us[i], last_tcp_.connect_latency_log2_us[i]);
     any_latency |= latency[i] != 0;
   }
   if (any_latency) {
@@ -145,7 +138,7 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
     while (last > 0 && latency[last] == 0) --last;
     for (int i = 0; i <= last; ++i) sample.add_connect_latency_log2_us(latency[i]);
   }
-  sample.set_dropped_flows(Delta(tcp.flow_map_full, last_tcp_.flow_map_full));
+  sample.set_dropped_flows(CounterDelta(tcp.flow_map_full, last_tcp_.flow_map_full));
   counters_.flow_map_full = tcp.flow_map_full;
   counters_.connect_map_full = tcp.connect_map_full;
   last_tcp_ = tcp;
