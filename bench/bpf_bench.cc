@@ -243,20 +243,52 @@ int main(int argc, char** argv) {
     return 1;
   }
   Cost net_cost, empty_cost, tcp_cost, disk_cost;
+  Cost net_tcp_cost, net_udp_cost, net_tcp_per_packet_cost;
   uint64_t disk_ios = 0;
-  // The same traffic twice: counted, then with programs that return at once (the floor this
-  // machine charges for any cgroup_skb program, bpf_stats included).
-  for (bool empty : {false, true}) {
-    auto program = na::BpfNetProgram::Load(
-        {.cgroup_path = cgroup.path(), .tcp = false, .calibrate_empty = empty});
-    if (!program.ok()) return 1;
-    IperfServer server(work, net.b());
-    Iperf(work, net.a(),
-          "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
-              " -u -b 0 -l 64 -t 2");  // small UDP packets
-    Iperf(work, net.a(), "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) + " -t 2");
-    (empty ? empty_cost : net_cost) =
-        Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
+  // Small packets: UDP (64-byte datagrams, counted per packet) and TCP (100-byte writes with
+  // TCP_NODELAY, counted from the sockets as the agent runs it; and, for comparison, per packet
+  // as with --bpf-tcp=false); then the same traffic with programs that return at once (the floor
+  // this machine charges for any cgroup_skb program, bpf_stats' own clock reads included). Three
+  // interleaved rounds, so slow drifts of this shared machine fall on every variant alike.
+  enum Variant { kUdp, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp };
+  for (int round = 0; round < 3; ++round) {
+    for (Variant variant : {kUdp, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp}) {
+      const bool empty = variant == kEmptyUdp || variant == kEmptyTcp;
+      const bool udp = variant == kUdp || variant == kEmptyUdp;
+      auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path(),
+                                              .tcp = variant != kTcpPerPacket,
+                                              .calibrate_empty = empty});
+      if (!program.ok()) return 1;
+      IperfServer server(work, net.b());
+      Iperf(work, net.a(),
+            "-c " + net.address_b() + " -p " + std::to_string(kIperfPort) +
+                (udp ? " -u -b 0 -l 64 -t 2" : " -l 100 -N -t 2"));
+      std::vector<std::pair<na::FlowKey, na::FlowTotals>> flows;  // as the agent reads them
+      (void)(*program)->ReadFlows(flows);
+      static const char* const kNames[] = {"UDP", "TCP from sockets", "TCP per packet",
+                                           "UDP, empty programs", "TCP, empty programs"};
+      std::printf("%s:\n", kNames[variant]);
+      const Cost cost = Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
+      auto add = [&cost](Cost& total) {
+        total.runs += cost.runs;
+        total.ns += cost.ns;
+      };
+      switch (variant) {
+        case kUdp:
+          add(net_udp_cost), add(net_cost);
+          break;
+        case kTcp:
+          add(net_tcp_cost), add(net_cost);
+          break;
+        case kTcpPerPacket:
+          add(net_tcp_per_packet_cost);
+          break;
+        case kEmptyUdp:
+        case kEmptyTcp:
+          add(empty_cost);
+          break;
+      }
+    }
   }
   {
     auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
@@ -330,6 +362,12 @@ int main(int argc, char** argv) {
   stats_scope.reset();
   auto print_costs = [&] {
     nb::PrintBench("bpf_net_ns_per_packet", net_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_tcp", net_tcp_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_udp", net_udp_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_tcp", net_tcp_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_udp", net_udp_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_tcp_per_packet_path", net_tcp_per_packet_cost.PerRun(),
+                   "ns");
     nb::PrintBench("bpf_empty_prog_ns_per_packet", empty_cost.PerRun(), "ns");
     nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
     nb::PrintBench("bpf_disk_ns_per_io",

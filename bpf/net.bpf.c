@@ -2,8 +2,17 @@
 /* nodewatch network signals.
  *
  * - cgroup_skb ingress/egress (attached to the pods' cgroup root, or the cgroup v2 root): bytes and
- *   packets per (socket cgroup, remote address, direction) in a bounded per-CPU hash. Works under
- *   any CNI (Cilium included) because it sits at the socket, not on tc.
+ *   packets per (socket cgroup, remote address, direction), read out of the per-CPU hash `flows`.
+ * - TCP connections are not counted per packet. The kernel already counts every connection's
+ *   payload and segments in its tcp_sock (bytes_acked, bytes_received, segs_out, segs_in); the
+ *   first packet of a connection gives the socket a small storage entry (its flow key and the
+ *   counters already taken), after which each packet costs one socket-storage lookup. The counters
+ *   are folded into `flows` when the connection closes (tp_btf/inet_sock_set_state) and, for live
+ *   connections, by an iterator over the storage that the agent runs before each read
+ *   (iter/bpf_sk_storage_map). Bytes are IP bytes, as for every other packet: payload plus
+ *   segments x (IP header + the connection's TCP header length).
+ *   Everything else (UDP, ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
+ *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
  *   and resets, in per-CPU arrays.
  *
@@ -25,15 +34,22 @@
 
 #define NW_ETH_P_IP 0x0800
 #define NW_ETH_P_IPV6 0x86DD
+#define NW_AF_INET 2
+#define NW_AF_INET6 10
 #define NW_IPPROTO_TCP 6
 #define NW_TCP_ESTABLISHED 1
 #define NW_TCP_SYN_SENT 2
 #define NW_TCP_CLOSE 7
+#define NW_TCP_LISTEN 10
 
 /* Set by the loader before load, from the kernel's BTF: whether its tcp_retransmit_skb tracepoint
  * carries an `err` argument (newer kernels fire it for failed attempts too; only successful ones
  * are retransmits). */
 const volatile bool retransmit_has_err = false;
+
+/* Set by the loader when TCP connections can be counted from their sockets (the fold programs
+ * below load and attach); otherwise TCP is counted per packet like everything else. */
+const volatile bool tcp_from_sockets = false;
 
 /* Benchmarks only (bench/bpf_bench): the cgroup_skb programs return at once, so that the cost of
  * an empty program on the same traffic can be subtracted. The verifier drops the dead code. */
@@ -60,6 +76,27 @@ struct {
   __type(value, __u64);
 } connect_latency SEC(".maps");
 
+/* One TCP connection being counted from its socket: its flow key (egress direction) and how much
+ * of the socket's counters has been folded into `flows` already. Created by the connection's first
+ * packet through the cgroup_skb programs (so only sockets of the attached cgroup have one), freed
+ * with the socket. Not preallocated: costs memory per live connection, about 100 bytes. */
+struct nw_tcp_socket {
+  struct nw_flow_key key;
+  __u64 folded_acked;    /* tcp_sock.bytes_acked */
+  __u64 folded_received; /* tcp_sock.bytes_received */
+  __u64 folded_segs_out; /* tcp_sock.segs_out (32-bit, wraps) */
+  __u64 folded_segs_in;  /* tcp_sock.segs_in (32-bit, wraps) */
+  __u32 ip_header;       /* 20 or 40 */
+  __u32 closed;          /* folded for the last time: later packets are counted per packet */
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct nw_tcp_socket);
+} tcp_sockets SEC(".maps");
+
 /* Active opens in flight: socket address -> SYN_SENT time (ns). */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -68,8 +105,112 @@ struct {
   __type(value, __u64);
 } connect_start SEC(".maps");
 
+static __always_inline void add_to_flow(struct nw_flow_key *key, __u64 bytes, __u64 packets) {
+  struct nw_flow_value *value = bpf_map_lookup_elem(&flows, key);
+  if (value) {
+    __sync_fetch_and_add(&value->bytes, bytes);
+    __sync_fetch_and_add(&value->packets, packets);
+    return;
+  }
+  struct nw_flow_value fresh = {.bytes = bytes, .packets = packets};
+  if (bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST) == 0) return;
+  /* Another CPU may have inserted the key in between: then add to ours. */
+  value = bpf_map_lookup_elem(&flows, key);
+  if (value) {
+    __sync_fetch_and_add(&value->bytes, bytes);
+    __sync_fetch_and_add(&value->packets, packets);
+    return;
+  }
+  nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
+}
+
+/* Takes the part of a socket counter not folded yet: `folded` only moves forward, and two folds of
+ * the same socket at once (the iterator and the close) each take a disjoint part. The counters are
+ * cumulative, so what a fold leaves (a lost race) is taken by the next one. */
+static __always_inline __u64 take_unfolded(__u64 *folded, __u64 now, bool wraps32) {
+  for (int attempt = 0; attempt < 4; attempt++) {
+    __u64 before = *(volatile __u64 *)folded;
+    __u64 delta = wraps32 ? (__u32)((__u32)now - (__u32)before) : now - before;
+    if (delta == 0 || (wraps32 ? (__s32)delta < 0 : (__s64)delta < 0)) return 0;
+    if (__sync_val_compare_and_swap(folded, before, now) == before) return delta;
+  }
+  return 0;
+}
+
+static __always_inline void fold_tcp_socket(struct sock *sk, struct nw_tcp_socket *state) {
+  struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+  if (!tp) return;
+  const __u64 header = state->ip_header + tp->tcp_header_len;
+  struct nw_flow_key key = state->key;
+  __u64 segs = take_unfolded(&state->folded_segs_out, tp->segs_out, true);
+  __u64 payload = take_unfolded(&state->folded_acked, tp->bytes_acked, false);
+  if (segs || payload) {
+    key.direction = NW_EGRESS;
+    add_to_flow(&key, payload + segs * header, segs);
+  }
+  segs = take_unfolded(&state->folded_segs_in, tp->segs_in, true);
+  payload = take_unfolded(&state->folded_received, tp->bytes_received, false);
+  if (segs || payload) {
+    key.direction = NW_INGRESS;
+    add_to_flow(&key, payload + segs * header, segs);
+  }
+}
+
+/* Whether this packet is a TCP connection's that is (now) counted from its socket. */
+static __always_inline bool counted_by_socket(struct __sk_buff *skb, __u8 direction) {
+  if (!tcp_from_sockets) return false;
+  struct bpf_sock *sk = skb->sk;
+  if (!sk) return false;
+  /* The common case, one helper call: only TCP sockets ever get an entry (the helper checks for a
+   * full socket itself). */
+  struct nw_tcp_socket *counted = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
+  if (counted) return !counted->closed;
+
+  sk = bpf_sk_fullsock(sk);
+  /* Listeners (SYNs) and closed sockets (a reset after close) are counted per packet. */
+  if (!sk || sk->protocol != NW_IPPROTO_TCP || sk->state == NW_TCP_CLOSE ||
+      sk->state == NW_TCP_LISTEN)
+    return false;
+  struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+  if (!tp) return false;
+  struct nw_tcp_socket fresh = {};
+  fresh.key.cgroup_id = bpf_skb_cgroup_id(skb);
+  if (sk->family == NW_AF_INET) {
+    __u32 remote = sk->dst_ip4;
+    __builtin_memcpy(fresh.key.remote, &remote, 4);
+    fresh.key.family = 4;
+    fresh.ip_header = 20;
+  } else if (sk->family == NW_AF_INET6) {
+    __u32 remote[4] = {sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3]};
+    if (remote[0] == 0 && remote[1] == 0 && remote[2] == bpf_htonl(0xffff)) {
+      /* An IPv4 peer of an IPv6 socket: keyed and sized as IPv4, as its packets are. */
+      __builtin_memcpy(fresh.key.remote, &remote[3], 4);
+      fresh.key.family = 4;
+      fresh.ip_header = 20;
+    } else {
+      __builtin_memcpy(fresh.key.remote, remote, 16);
+      fresh.key.family = 6;
+      fresh.ip_header = 40;
+    }
+  } else {
+    return false;
+  }
+  /* Counted from here on. An egress segment is already in segs_out (TCP counts it before handing
+   * it to IP), an ingress one not yet in segs_in (counted after this filter): take the egress one
+   * out of the baseline so the fold counts this packet either way. Payload is counted when
+   * acknowledged (sent) or received in order, so this packet's is not in the baseline. */
+  fresh.folded_acked = tp->bytes_acked;
+  fresh.folded_received = tp->bytes_received;
+  fresh.folded_segs_in = tp->segs_in;
+  __u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+  fresh.folded_segs_out = direction == NW_EGRESS ? (__u32)(tp->segs_out - segs) : tp->segs_out;
+  /* No storage (out of memory): count per packet. */
+  return bpf_sk_storage_get(&tcp_sockets, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE) != 0;
+}
+
 static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   if (calibrate_empty) return;
+  if (counted_by_socket(skb, direction)) return;
   struct nw_flow_key key = {};
   key.direction = direction;
   /* The IP header is read in place (direct packet access: no helper call, no copy); a header not
@@ -102,24 +243,7 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
     return;
   }
   key.cgroup_id = bpf_skb_cgroup_id(skb);
-  __u64 packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
-
-  struct nw_flow_value *value = bpf_map_lookup_elem(&flows, &key);
-  if (value) {
-    __sync_fetch_and_add(&value->bytes, skb->len);
-    __sync_fetch_and_add(&value->packets, packets);
-    return;
-  }
-  struct nw_flow_value fresh = {.bytes = skb->len, .packets = packets};
-  if (bpf_map_update_elem(&flows, &key, &fresh, BPF_NOEXIST) == 0) return;
-  /* Another CPU may have inserted the key in between: then add to ours. */
-  value = bpf_map_lookup_elem(&flows, &key);
-  if (value) {
-    __sync_fetch_and_add(&value->bytes, skb->len);
-    __sync_fetch_and_add(&value->packets, packets);
-    return;
-  }
-  nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
+  add_to_flow(&key, skb->len, skb->gso_segs > 1 ? skb->gso_segs : 1);
 }
 
 SEC("cgroup_skb/egress")
@@ -146,8 +270,16 @@ int BPF_PROG(nw_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
+int BPF_PROG(nw_tcp_state, struct sock *sk, int oldstate, int newstate) {
   if (sk->sk_protocol != NW_IPPROTO_TCP) return 0;
+  if (newstate == NW_TCP_CLOSE && tcp_from_sockets) {
+    /* The connection's last counts (after CLOSE its counters no longer move). */
+    struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
+    if (state) {
+      state->closed = 1;
+      fold_tcp_socket(sk, state);
+    }
+  }
   __u64 key = (__u64)sk;
   if (newstate == NW_TCP_SYN_SENT) {
     __u64 now = bpf_ktime_get_ns();
@@ -179,6 +311,17 @@ int BPF_PROG(nw_tcp_send_reset) {
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(nw_tcp_receive_reset) {
   nw_count(&net_counters, NW_TCP_RESETS_RECEIVED, 1);
+  return 0;
+}
+
+/* Run by the agent before each read of `flows` (a read of an iterator made from this program's
+ * link): folds every live counted connection. */
+SEC("iter/bpf_sk_storage_map")
+int nw_fold_tcp_sockets(struct bpf_iter__bpf_sk_storage_map *ctx) {
+  struct sock *sk = ctx->sk;
+  if (!sk) return 0;
+  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
+  if (state) fold_tcp_socket(sk, state);
   return 0;
 }
 

@@ -88,6 +88,14 @@ std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& n
   return counts;
 }
 
+bool KernelHasStruct(const std::string& name) {
+  struct btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  const bool found = btf__find_by_name_kind(vmlinux, name.c_str(), BTF_KIND_STRUCT) > 0;
+  btf__free(vmlinux);
+  return found;
+}
+
 void ReadProgramStats(const bpf_program* program, ProgramStats& stats) {
   int fd = bpf_program__fd(program);
   if (fd < 0) return;

@@ -33,6 +33,10 @@ BpfFeatures ProbeBpfFeatures();
 // MB) per call, freed before returning: ask for every name at once.
 std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& names);
 
+// Whether the kernel's BTF has a struct of this name (e.g. an iterator's context type, which
+// exists exactly when the kernel has that iterator). One parse of the kernel BTF.
+bool KernelHasStruct(const std::string& name);
+
 // One loaded program's identity and, when bpf_stats is on, its cumulative cost.
 struct ProgramStats {
   std::string name;

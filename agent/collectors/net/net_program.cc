@@ -96,9 +96,52 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     self->links_.push_back(link);
     stats.loaded = true;
   }
-  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}",
-            options.cgroup_path, options.flow_entries, self->programs_[2].loaded ? "on" : "off");
+  if (self->skel_->rodata->tcp_from_sockets) {
+    if (absl::Status attached = self->AttachSocketFold(); !attached.ok()) {
+      // The cgroup_skb programs already hand TCP connections to the folds: without the iterator
+      // live connections would be counted only when they close.
+      return attached;
+    }
+  }
+  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}",
+            options.cgroup_path, options.flow_entries, self->programs_[2].loaded ? "on" : "off",
+            self->fold_link_ != nullptr ? "from its sockets" : "per packet");
   return self;
+}
+
+absl::Status BpfNetProgram::AttachSocketFold() {
+  union bpf_iter_link_info link_info {};
+  link_info.map.map_fd = bpf_map__fd(skel_->maps.tcp_sockets);
+  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, options);
+  options.link_info = &link_info;
+  options.link_info_len = sizeof(link_info);
+  fold_link_ = bpf_program__attach_iter(skel_->progs.nw_fold_tcp_sockets, &options);
+  if (fold_link_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot attach the TCP socket iterator (iter/bpf_sk_storage_map): ", Errno(errno)));
+  }
+  programs_.push_back(
+      {.name = "nw_fold_tcp_sockets", .attach = "iter/bpf_sk_storage_map", .loaded = true});
+  return absl::OkStatus();
+}
+
+absl::Status BpfNetProgram::FoldLiveTcpSockets() {
+  if (fold_link_ == nullptr) return absl::OkStatus();
+  const int fd = bpf_iter_create(bpf_link__fd(fold_link_));
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot run the TCP socket iterator: ", Errno(errno)));
+  }
+  // The program writes nothing: reading to the end runs it over every counted socket.
+  char buffer[64];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+  }
+  const int err = errno;
+  close(fd);
+  if (n < 0) {
+    return absl::InternalError(absl::StrCat("TCP socket iterator: ", Errno(err)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
@@ -116,6 +159,19 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
       {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"});
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
+  // TCP counted from its sockets needs both folds: the close (inet_sock_set_state) and the
+  // iterator over socket storage (5.9+). Without them TCP is counted per packet.
+  std::string sockets_off = tcp_off;
+  if (sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
+    sockets_off = "kernel has no tracepoint inet_sock_set_state";
+  } else if (sockets_off.empty() && !KernelHasStruct("bpf_iter__bpf_sk_storage_map")) {
+    sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
+  }
+  skel_->rodata->tcp_from_sockets = sockets_off.empty();
+  if (!sockets_off.empty()) {
+    bpf_program__set_autoload(skel_->progs.nw_fold_tcp_sockets, false);
+    log->info("TCP connections counted per packet: {}", sockets_off);
+  }
 
   struct Tracepoint {
     bpf_program* program;
@@ -152,12 +208,14 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
 }
 
 BpfNetProgram::~BpfNetProgram() {
+  if (fold_link_ != nullptr) bpf_link__destroy(fold_link_);
   for (bpf_link* link : links_) bpf_link__destroy(link);
   if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
   if (cgroup_fd_ >= 0) close(cgroup_fd_);
 }
 
 absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>>& out) {
+  if (absl::Status folded = FoldLiveTcpSockets(); !folded.ok()) return folded;
   const int fd = bpf_map__fd(skel_->maps.flows);
   std::vector<nw_flow_value> values(PossibleCpus());
   nw_flow_key key{}, next{};

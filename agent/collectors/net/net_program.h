@@ -41,10 +41,14 @@ class BpfNetProgram final : public NetCounterSource {
   explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
   // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why.
   absl::Status OpenAndLoad(const std::string& tcp_off);
+  // The iterator that folds live TCP connections' counters into the flows map.
+  absl::Status AttachSocketFold();
+  absl::Status FoldLiveTcpSockets();
   NetProgramOptions options_;
   nw_net_bpf* skel_ = nullptr;
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
+  bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when TCP is counted from sockets
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
   bool lookup_and_delete_ = true;       // false once the kernel refused it for per-CPU hashes
 };
