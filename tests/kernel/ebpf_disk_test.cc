@@ -1,11 +1,15 @@
 // The block I/O BPF programs against /proc/diskstats (root; a missing privilege fails): direct
 // I/O on a loop device of the test's own; the counted reads and writes, their bytes and the
-// latency histogram totals must equal the device's diskstats deltas.
+// latency histogram totals must equal the device's diskstats deltas. Real I/O errors come from a
+// loop device whose backing file lives on a tiny tmpfs: once the tmpfs is full, each write fails
+// in the loop driver and completes with an error status, one failed pwrite() per request.
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "agent/collectors/disk/block_io_collector.h"
 #include "agent/collectors/disk/block_io_program.h"
@@ -79,6 +83,75 @@ TEST(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   EXPECT_EQ(collector.counters().device_map_full.load(), 0u);
 
   for (const auto& p : collector.source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
+}
+
+// A tmpfs of `bytes` mounted on a fresh directory, unmounted on destruction.
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const std::string& dir, uint64_t bytes) : dir_(dir) {
+    std::filesystem::create_directories(dir_);
+    const std::string options = "size=" + std::to_string(bytes);
+    mounted_ = mount("tmpfs", dir_.c_str(), "tmpfs", 0, options.c_str()) == 0;
+    if (!mounted_) error_ = strerror(errno);
+  }
+  ~SmallTmpfs() {
+    if (mounted_) umount2(dir_.c_str(), MNT_DETACH);
+  }
+  bool ok() const { return mounted_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string dir_, error_;
+  bool mounted_ = false;
+};
+
+TEST(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
+  ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
+  ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
+  const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk-errors");
+  SmallTmpfs small(dir + "/small", 2ull << 20);
+  ASSERT_TRUE(small.ok()) << "mount tmpfs: " << small.error();
+  // 64 MiB of device on 2 MiB of storage.
+  nodewatch::testing::LoopDevice loop(dir + "/small/backing.img", 64ull << 20);
+  ASSERT_TRUE(loop.ok()) << loop.error();
+
+  auto spool = Spool::Open({.dir = dir + "/spool"});
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  auto program = BpfBlockIoProgram::Load();
+  ASSERT_TRUE(program.ok()) << program.status();
+  SystemClock clock;
+  BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+
+  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  void* buffer = nullptr;
+  ASSERT_EQ(posix_memalign(&buffer, 4096, 4096), 0);
+  memset(buffer, 0xcd, 4096);
+  uint64_t failed = 0, written = 0;
+  for (int i = 0; i < 1000; ++i) {  // 4 MiB in 4 KiB writes, 64 KiB apart: none merge
+    if (pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536) == 4096) {
+      ++written;
+    } else {
+      ++failed;
+    }
+  }
+  close(fd);
+  free(buffer);
+  std::printf("writes: %llu done, %llu failed\n", static_cast<unsigned long long>(written),
+              static_cast<unsigned long long>(failed));
+  ASSERT_GT(failed, 100u) << "the tmpfs should have filled up";
+  ASSERT_GT(written, 100u);
+
+  auto sample = collector.CollectOnce();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const nodewatch::v1::DiskDevice* device = nullptr;
+  for (const auto& d : sample->devices()) {
+    if (d.device() == loop.name()) device = &d;
+  }
+  ASSERT_NE(device, nullptr) << sample->DebugString();
+  EXPECT_EQ(device->io_errors(), failed);
+  EXPECT_EQ(device->writes(), written + failed);  // completed, as /proc/diskstats counts them
 }
 
 }  // namespace
