@@ -61,6 +61,21 @@ struct nw_disk_value {
   __u64 slots[NW_LOG2_SLOTS];
 };
 
+/* The per-CPU slot array `disk_slots` (the fast path; `disk_io` takes what does not fit): each
+ * CPU's copy of a slot belongs to the (device, op) whose packed key it holds, 0 while free. */
+#define NW_DISK_SLOTS 128  /* a power of two */
+#define NW_DISK_PROBES 4   /* slots tried per (device, op) before the hash */
+#define NW_DISK_SLOT_USED (1ULL << 63)
+
+static inline __u64 nw_disk_pack(__u32 major, __u32 minor, __u32 op) {
+  return NW_DISK_SLOT_USED | ((__u64)(major & 0xfffffff) << 34) | ((__u64)minor << 2) | (op & 3);
+}
+
+struct nw_disk_slot {
+  __u64 key; /* nw_disk_pack(), 0 = free */
+  struct nw_disk_value value;
+};
+
 enum nw_disk_counter {
   NW_DISK_MAP_FULL = 0,   /* completions not counted: the per-device map was full */
   NW_DISK_COUNTER_COUNT

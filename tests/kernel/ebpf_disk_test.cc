@@ -28,7 +28,13 @@ uint64_t Sum(const google::protobuf::RepeatedField<uint64_t>& slots) {
   return n;
 }
 
-TEST(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
+// Both ways a device is counted: in a per-CPU slot, and in the hash that takes the devices whose
+// slots are taken.
+class EbpfDiskTest : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(SlotsAndHash, EbpfDiskTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Slots" : "Hash"; });
+
+TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
   ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
   const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk");
@@ -37,7 +43,7 @@ TEST(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
 
   auto spool = Spool::Open({.dir = dir + "/spool"});
   ASSERT_TRUE(spool.ok()) << spool.status();
-  auto program = BpfBlockIoProgram::Load();
+  auto program = BpfBlockIoProgram::Load({.slots = GetParam()});
   ASSERT_TRUE(program.ok()) << program.status();
   SystemClock clock;
   BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);
@@ -105,7 +111,7 @@ class SmallTmpfs {
   bool mounted_ = false;
 };
 
-TEST(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
+TEST_P(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
   ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
   ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
   const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk-errors");
@@ -117,7 +123,7 @@ TEST(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
 
   auto spool = Spool::Open({.dir = dir + "/spool"});
   ASSERT_TRUE(spool.ok()) << spool.status();
-  auto program = BpfBlockIoProgram::Load();
+  auto program = BpfBlockIoProgram::Load({.slots = GetParam()});
   ASSERT_TRUE(program.ok()) << program.status();
   SystemClock clock;
   BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -13,7 +14,8 @@
 
 namespace nodewatch::agent {
 
-absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
+absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load(
+    const BlockIoProgramOptions& options) {
   RouteLibbpfLogs();
   const BpfFeatures features = ProbeBpfFeatures();
   if (!features.tracing) {
@@ -28,6 +30,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load() {
   if (self->skel_ == nullptr) {
     return absl::InternalError(absl::StrCat("cannot open the disk BPF object: ", strerror(errno)));
   }
+  self->skel_->rodata->use_slots = options.slots;
   if (int err = nw_disk_bpf__load(self->skel_); err != 0) {
     return absl::UnavailableError(absl::StrCat(
         "the kernel refused the disk BPF programs: ", strerror(-err),
@@ -54,8 +57,43 @@ BpfBlockIoProgram::~BpfBlockIoProgram() {
   if (skel_ != nullptr) nw_disk_bpf__destroy(skel_);
 }
 
+namespace {
+
+void Add(const nw_disk_value& v, BlockIoTotals& t) {
+  t.ios += v.ios;
+  t.bytes += v.bytes;
+  t.errors += v.errors;
+  t.untimed += v.untimed;
+  for (int i = 0; i < kBlockLog2Slots; ++i) t.latency_log2_us[i] += v.slots[i];
+}
+
+BlockIoKey Key(uint32_t major, uint32_t minor, uint32_t op) {
+  return {.major = major, .minor = minor, .op = static_cast<BlockOp>(std::min<uint32_t>(op, 2))};
+}
+
+}  // namespace
+
 absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTotals>>& out,
                                      BlockIoDrops& drops) {
+  std::map<BlockIoKey, BlockIoTotals> totals;
+  // The slots: each CPU's copy says whose counts it holds.
+  const int slots_fd = bpf_map__fd(skel_->maps.disk_slots);
+  std::vector<nw_disk_slot> slots(PossibleCpus());
+  uint64_t in_use = 0;
+  for (uint32_t index = 0; index < NW_DISK_SLOTS; ++index) {
+    if (bpf_map_lookup_elem(slots_fd, &index, slots.data()) != 0) {
+      return absl::InternalError(absl::StrCat("reading disk_slots: ", strerror(errno)));
+    }
+    for (const nw_disk_slot& slot : slots) {
+      if (slot.key == 0) continue;
+      ++in_use;
+      Add(slot.value, totals[Key(static_cast<uint32_t>((slot.key >> 34) & 0xfffffff),
+                                 static_cast<uint32_t>((slot.key >> 2) & 0xffffffff),
+                                 static_cast<uint32_t>(slot.key & 3))]);
+    }
+  }
+  slots_in_use_ = in_use;
+  // The overflow hash.
   const int fd = bpf_map__fd(skel_->maps.disk_io);
   std::vector<nw_disk_value> values(PossibleCpus());
   nw_disk_key key{}, next{};
@@ -64,19 +102,10 @@ absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTo
     key = next;
     previous = &key;
     if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;
-    BlockIoTotals t;
-    for (const auto& v : values) {
-      t.ios += v.ios;
-      t.bytes += v.bytes;
-      t.errors += v.errors;
-      t.untimed += v.untimed;
-      for (int i = 0; i < kBlockLog2Slots; ++i) t.latency_log2_us[i] += v.slots[i];
-    }
-    out.emplace_back(BlockIoKey{.major = key.major,
-                                .minor = key.minor,
-                                .op = static_cast<BlockOp>(std::min<uint32_t>(key.op, 2))},
-                     t);
+    BlockIoTotals& t = totals[Key(key.major, key.minor, key.op)];
+    for (const auto& v : values) Add(v, t);
   }
+  for (auto& [k, t] : totals) out.emplace_back(k, t);
   const int counters = bpf_map__fd(skel_->maps.disk_counters);
   drops.device_map_full = SumPerCpuArray(counters, NW_DISK_MAP_FULL);
   return absl::OkStatus();
@@ -91,7 +120,11 @@ std::vector<ProgramStats> BpfBlockIoProgram::Programs() const {
 }
 
 std::vector<MapStats> BpfBlockIoProgram::Maps() const {
-  return {ReadMapStats(skel_->maps.disk_io)};
+  MapStats slots = ReadMapStats(skel_->maps.disk_slots);
+  // An array has every index; what matters is how many CPU copies of a slot hold a device.
+  slots.entries = slots_in_use_;
+  slots.max_entries = static_cast<uint64_t>(NW_DISK_SLOTS) * PossibleCpus();
+  return {slots, ReadMapStats(skel_->maps.disk_io)};
 }
 
 }  // namespace nodewatch::agent

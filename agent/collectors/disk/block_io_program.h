@@ -3,6 +3,7 @@
 // agent runs without block latency (filesystems are sampled regardless).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include "agent/collectors/disk/block_io_counters.h"
@@ -12,9 +13,16 @@ struct bpf_link;
 
 namespace nodewatch::agent {
 
+struct BlockIoProgramOptions {
+  // false: every device goes to the overflow hash, as when its slots are taken (tests of that
+  // path: a node rarely has enough devices to reach it).
+  bool slots = true;
+};
+
 class BpfBlockIoProgram final : public BlockIoSource {
  public:
-  static absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> Load();
+  static absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> Load(
+      const BlockIoProgramOptions& options = {});
   ~BpfBlockIoProgram() override;
   absl::Status Read(std::vector<std::pair<BlockIoKey, BlockIoTotals>>& out,
                     BlockIoDrops& drops) override;
@@ -26,6 +34,7 @@ class BpfBlockIoProgram final : public BlockIoSource {
   nw_disk_bpf* skel_ = nullptr;
   std::vector<bpf_link*> links_;
   std::vector<ProgramStats> programs_;
+  uint64_t slots_in_use_ = 0;  // CPU copies of disk_slots holding a device, as of the last Read
 };
 
 }  // namespace nodewatch::agent
