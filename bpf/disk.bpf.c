@@ -65,8 +65,10 @@ struct {
 } disk_counters SEC(".maps");
 
 /* This CPU's counters for `key`: its slot (claimed if free), else its hash entry (inserted if
- * new), else NULL (all full: counted). The claim is a compare-and-exchange: a completion in
- * interrupt context can interrupt one in task context on the same CPU. */
+ * new), else NULL (all full: counted). The claim is a plain store, then a check: a
+ * compare-and-exchange would need Linux 5.12. What it gives up: a completion interrupting another
+ * on the same CPU, both the first I/O of their (device, op) on that CPU since load and both
+ * hashing to the same free slot, could leave the interrupted one's counts in the other's slot. */
 static __always_inline struct nw_disk_value *device_counters(struct nw_disk_key *key) {
   const __u64 packed = nw_disk_pack(key->major, key->minor, key->op);
   const __u32 first = (key->major * 257 + key->minor) * 3 + key->op;
@@ -74,9 +76,8 @@ static __always_inline struct nw_disk_value *device_counters(struct nw_disk_key 
     __u32 index = (first + probe) & (NW_DISK_SLOTS - 1);
     struct nw_disk_slot *slot = bpf_map_lookup_elem(&disk_slots, &index);
     if (!slot) break;
-    __u64 owner = slot->key;
-    if (owner == 0) owner = __sync_val_compare_and_swap(&slot->key, 0, packed) ?: packed;
-    if (owner == packed) return &slot->value;
+    if (slot->key == 0) slot->key = packed;
+    if (slot->key == packed) return &slot->value;
   }
   struct nw_disk_value *value = bpf_map_lookup_elem(&disk_io, key);
   if (value) return value;

@@ -270,16 +270,8 @@ int BPF_PROG(nw_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(nw_tcp_state, struct sock *sk, int oldstate, int newstate) {
+int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
   if (sk->sk_protocol != NW_IPPROTO_TCP) return 0;
-  if (newstate == NW_TCP_CLOSE && tcp_from_sockets) {
-    /* The connection's last counts (after CLOSE its counters no longer move). */
-    struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
-    if (state) {
-      state->closed = 1;
-      fold_tcp_socket(sk, state);
-    }
-  }
   __u64 key = (__u64)sk;
   if (newstate == NW_TCP_SYN_SENT) {
     __u64 now = bpf_ktime_get_ns();
@@ -311,6 +303,21 @@ int BPF_PROG(nw_tcp_send_reset) {
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(nw_tcp_receive_reset) {
   nw_count(&net_counters, NW_TCP_RESETS_RECEIVED, 1);
+  return 0;
+}
+
+/* The two folds are programs of their own: they use compare-and-exchange (5.12+), which older
+ * kernels refuse even in code a flag makes dead; without them the rest of the TCP programs load. */
+
+/* A connection's last counts, when it closes (after CLOSE its counters no longer move). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
+  if (newstate != NW_TCP_CLOSE || sk->sk_protocol != NW_IPPROTO_TCP) return 0;
+  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
+  if (state) {
+    state->closed = 1;
+    fold_tcp_socket(sk, state);
+  }
   return 0;
 }
 

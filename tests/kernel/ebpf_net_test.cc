@@ -516,7 +516,7 @@ TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
     }
   }
   EXPECT_EQ(loaded, 2);
-  EXPECT_EQ(off, 4);
+  EXPECT_EQ(off, 6);  // the TCP tracepoints and the socket folds
   ASSERT_EQ(
       RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
   std::vector<std::pair<FlowKey, FlowTotals>> flows;
@@ -554,11 +554,11 @@ TEST_F(EbpfNetTest, EveryProgramLoadsAndReportsItsRunTime) {
       RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5204, 1 << 20); }), 0);
   std::vector<std::pair<FlowKey, FlowTotals>> flows;
   ASSERT_TRUE((*program)->ReadFlows(flows).ok());  // runs the socket fold over `open`
-  EXPECT_EQ((*program)->Programs().size(), 7u);
+  EXPECT_EQ((*program)->Programs().size(), 8u);
   for (const auto& p : (*program)->Programs()) {
     EXPECT_TRUE(p.loaded) << p.name << ": " << p.why_off;
     if (p.name == "nw_count_egress" || p.name == "nw_count_ingress" || p.name == "nw_tcp_state" ||
-        p.name == "nw_fold_tcp_sockets") {
+        p.name == "nw_fold_tcp_sockets" || p.name == "nw_fold_tcp_close") {
       EXPECT_GT(p.run_count, 0u) << p.name;
       EXPECT_GT(p.run_time_ns, 0u) << p.name;
     }

@@ -69,60 +69,83 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   } else if (!features.tracing) {
     tcp_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
   }
-  absl::Status loaded = self->OpenAndLoad(tcp_off);
-  if (!loaded.ok() && tcp_off.empty()) {
-    // Maybe only the tracepoints are refused (lockdown, an old kernel): keep the byte counters.
-    tcp_off = absl::StrCat("kernel refused the TCP programs: ", loaded.message());
-    log->warn("{}; retrying without them", tcp_off);
-    loaded = self->OpenAndLoad(tcp_off);
+  std::string sockets_off;  // why TCP is counted per packet, if it is (beyond tcp_off)
+  // Each failure switches off the part most likely to blame and tries again: first the socket
+  // folds (compare-and-exchange, 5.12+), then every TCP program (lockdown, an old kernel); the
+  // byte counters alone are the last attempt.
+  while (true) {
+    absl::Status status = self->OpenAndLoad(tcp_off, sockets_off);
+    if (status.ok()) status = self->AttachAll();
+    if (status.ok()) break;
+    if (tcp_off.empty() && sockets_off.empty()) {
+      sockets_off = absl::StrCat("the kernel refused the socket folds: ", status.message());
+      log->warn("{}; retrying with TCP counted per packet", sockets_off);
+    } else if (tcp_off.empty()) {
+      tcp_off = absl::StrCat("kernel refused the TCP programs: ", status.message());
+      log->warn("{}; retrying without them", tcp_off);
+    } else {
+      return status;
+    }
   }
-  if (!loaded.ok()) return loaded;
-  for (auto& stats : self->programs_) {
+  const auto on = [&](const char* name) {
+    for (const auto& p : self->programs_) {
+      if (p.name == name) return p.loaded;
+    }
+    return false;
+  };
+  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}",
+            options.cgroup_path, options.flow_entries, on("nw_tcp_state") ? "on" : "off",
+            self->fold_link_ != nullptr ? "from its sockets" : "per packet");
+  return self;
+}
+
+absl::Status BpfNetProgram::AttachAll() {
+  auto log = GetLogger("agent.bpf");
+  // The folds come first in programs_: a connection handed to them by the cgroup_skb programs
+  // must never miss them.
+  for (auto& stats : programs_) {
     if (!stats.why_off.empty()) continue;
-    bpf_program* program = bpf_object__find_program_by_name(self->skel_->obj, stats.name.c_str());
-    bpf_link* link = stats.attach.rfind("cgroup_skb", 0) == 0
-                         ? bpf_program__attach_cgroup(program, self->cgroup_fd_)
-                         : bpf_program__attach(program);
+    bpf_program* program = bpf_object__find_program_by_name(skel_->obj, stats.name.c_str());
+    const bool cgroup_skb = stats.attach.rfind("cgroup_skb", 0) == 0;
+    const bool fold = stats.name.rfind("nw_fold_", 0) == 0;
+    bpf_link* link = nullptr;
+    if (stats.attach.rfind("iter/", 0) == 0) {
+      union bpf_iter_link_info link_info {};
+      link_info.map.map_fd = bpf_map__fd(skel_->maps.tcp_sockets);
+      DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, iter_options);
+      iter_options.link_info = &link_info;
+      iter_options.link_info_len = sizeof(link_info);
+      link = fold_link_ = bpf_program__attach_iter(program, &iter_options);
+    } else if (cgroup_skb) {
+      link = bpf_program__attach_cgroup(program, cgroup_fd_);
+    } else {
+      link = bpf_program__attach(program);
+    }
     if (link == nullptr) {
-      int err = errno;
-      if (stats.attach.rfind("cgroup_skb", 0) == 0) {
-        return absl::UnavailableError(absl::StrCat("cannot attach ", stats.attach, " to ",
-                                                   options.cgroup_path, ": ", Errno(err)));
+      const int err = errno;
+      if (cgroup_skb || fold) {
+        DetachAll();
+        return absl::UnavailableError(absl::StrCat("cannot attach ", stats.attach,
+                                                   cgroup_skb ? " to " + options_.cgroup_path : "",
+                                                   ": ", Errno(err)));
       }
       stats.why_off = absl::StrCat("attach failed: ", Errno(err));
       log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
       continue;
     }
-    self->links_.push_back(link);
+    if (link != fold_link_) links_.push_back(link);
     stats.loaded = true;
   }
-  if (self->skel_->rodata->tcp_from_sockets) {
-    if (absl::Status attached = self->AttachSocketFold(); !attached.ok()) {
-      // The cgroup_skb programs already hand TCP connections to the folds: without the iterator
-      // live connections would be counted only when they close.
-      return attached;
-    }
-  }
-  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}",
-            options.cgroup_path, options.flow_entries, self->programs_[2].loaded ? "on" : "off",
-            self->fold_link_ != nullptr ? "from its sockets" : "per packet");
-  return self;
+  return absl::OkStatus();
 }
 
-absl::Status BpfNetProgram::AttachSocketFold() {
-  union bpf_iter_link_info link_info {};
-  link_info.map.map_fd = bpf_map__fd(skel_->maps.tcp_sockets);
-  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, options);
-  options.link_info = &link_info;
-  options.link_info_len = sizeof(link_info);
-  fold_link_ = bpf_program__attach_iter(skel_->progs.nw_fold_tcp_sockets, &options);
-  if (fold_link_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot attach the TCP socket iterator (iter/bpf_sk_storage_map): ", Errno(errno)));
-  }
-  programs_.push_back(
-      {.name = "nw_fold_tcp_sockets", .attach = "iter/bpf_sk_storage_map", .loaded = true});
-  return absl::OkStatus();
+void BpfNetProgram::DetachAll() {
+  // The cgroup_skb programs (attached last) go first: no connection is handed to a fold that is
+  // already gone.
+  for (auto it = links_.rbegin(); it != links_.rend(); ++it) bpf_link__destroy(*it);
+  links_.clear();
+  if (fold_link_ != nullptr) bpf_link__destroy(fold_link_);
+  fold_link_ = nullptr;
 }
 
 absl::Status BpfNetProgram::FoldLiveTcpSockets() {
@@ -144,7 +167,7 @@ absl::Status BpfNetProgram::FoldLiveTcpSockets() {
   return absl::OkStatus();
 }
 
-absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
+absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string sockets_off) {
   auto log = GetLogger("agent.bpf");
   if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
   programs_.clear();
@@ -159,18 +182,25 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
       {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"});
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
-  // TCP counted from its sockets needs both folds: the close (inet_sock_set_state) and the
+  // TCP counted from its sockets needs both folds: at close (inet_sock_set_state) and the
   // iterator over socket storage (5.9+). Without them TCP is counted per packet.
-  std::string sockets_off = tcp_off;
-  if (sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
+  if (!tcp_off.empty()) {
+    sockets_off = tcp_off;
+  } else if (sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
     sockets_off = "kernel has no tracepoint inet_sock_set_state";
   } else if (sockets_off.empty() && !KernelHasStruct("bpf_iter__bpf_sk_storage_map")) {
     sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
   }
   skel_->rodata->tcp_from_sockets = sockets_off.empty();
+  if (!sockets_off.empty()) log->info("TCP connections counted per packet: {}", sockets_off);
+  programs_.push_back({.name = "nw_fold_tcp_close",
+                       .attach = "tp_btf/inet_sock_set_state",
+                       .why_off = sockets_off});
+  programs_.push_back(
+      {.name = "nw_fold_tcp_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = sockets_off});
   if (!sockets_off.empty()) {
+    bpf_program__set_autoload(skel_->progs.nw_fold_tcp_close, false);
     bpf_program__set_autoload(skel_->progs.nw_fold_tcp_sockets, false);
-    log->info("TCP connections counted per packet: {}", sockets_off);
   }
 
   struct Tracepoint {
@@ -208,8 +238,7 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off) {
 }
 
 BpfNetProgram::~BpfNetProgram() {
-  if (fold_link_ != nullptr) bpf_link__destroy(fold_link_);
-  for (bpf_link* link : links_) bpf_link__destroy(link);
+  DetachAll();
   if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
   if (cgroup_fd_ >= 0) close(cgroup_fd_);
 }

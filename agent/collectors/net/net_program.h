@@ -39,10 +39,14 @@ class BpfNetProgram final : public NetCounterSource {
 
  private:
   explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
-  // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why.
-  absl::Status OpenAndLoad(const std::string& tcp_off);
-  // The iterator that folds live TCP connections' counters into the flows map.
-  absl::Status AttachSocketFold();
+  // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why, the
+  // socket folds (TCP counted from its sockets) when `tcp_off` or `sockets_off` does.
+  absl::Status OpenAndLoad(const std::string& tcp_off, std::string sockets_off);
+  // Attaches every program not switched off, the folds first; on a failure that cannot be
+  // switched off alone (a fold, a cgroup_skb program), detaches everything and says why.
+  absl::Status AttachAll();
+  void DetachAll();
+  // Runs the iterator that folds live TCP connections' counters into the flows map.
   absl::Status FoldLiveTcpSockets();
   NetProgramOptions options_;
   nw_net_bpf* skel_ = nullptr;
