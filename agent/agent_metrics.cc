@@ -142,6 +142,8 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
               {{"map", "flows"}});
     f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.connect_map_full),
               {{"map", "connect_start"}});
+    f.Counter("nodewatch_agent_bpf_map_full_total", full_help, d(c.trouble_map_full),
+              {{"map", "tcp_trouble"}});
   }
   if (bpf.block_io != nullptr) {
     const auto& c = bpf.block_io->counters();

@@ -14,7 +14,8 @@
  *   Everything else (UDP, ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
  *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
- *   and resets, in per-CPU arrays.
+ *   and resets, in per-CPU arrays; retransmits and failed connects also on the connection's flow
+ *   when it is counted from its socket (so per pod and remote address).
  *
  * Nothing goes through a ring buffer: every signal is a counter read out by the agent each
  * interval. A full map is counted (NW_FLOW_MAP_FULL, NW_CONNECT_MAP_FULL), never silent.
@@ -61,6 +62,13 @@ struct {
   __type(key, struct nw_flow_key);
   __type(value, struct nw_flow_value);
 } flows SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct nw_flow_key);
+  __type(value, struct nw_tcp_trouble);
+} tcp_trouble SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -122,6 +130,33 @@ static __always_inline void add_to_flow(struct nw_flow_key *key, __u64 bytes, __
     return;
   }
   nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
+}
+
+static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmits,
+                                        __u64 failed_connects) {
+  struct nw_tcp_trouble *value = bpf_map_lookup_elem(&tcp_trouble, key);
+  if (!value) {
+    struct nw_tcp_trouble fresh = {};
+    bpf_map_update_elem(&tcp_trouble, key, &fresh, BPF_NOEXIST);
+    value = bpf_map_lookup_elem(&tcp_trouble, key);
+    if (!value) {
+      nw_count(&net_counters, NW_TROUBLE_MAP_FULL, 1);
+      return;
+    }
+  }
+  if (retransmits) __sync_fetch_and_add(&value->retransmits, retransmits);
+  if (failed_connects) __sync_fetch_and_add(&value->failed_connects, failed_connects);
+}
+
+/* The egress flow of a TCP connection counted from its socket, for its trouble counters; false if
+ * it is not one. */
+static __always_inline bool tcp_socket_flow(const struct sock *sk, struct nw_flow_key *key) {
+  if (!tcp_from_sockets) return false;
+  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, (struct sock *)sk, 0, 0);
+  if (!state) return false;
+  *key = state->key;
+  key->direction = NW_EGRESS;
+  return true;
 }
 
 /* Takes the part of a socket counter not folded yet: `folded` only moves forward, and two folds of
@@ -266,6 +301,8 @@ int BPF_PROG(nw_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
   const struct tcp_skb_cb *cb = (const struct tcp_skb_cb *)skb->cb;
   __u16 segs = cb->tcp_gso_segs;
   nw_count(&net_counters, NW_TCP_RETRANSMITS, segs > 1 ? segs : 1);
+  struct nw_flow_key key;
+  if (tcp_socket_flow(sk, &key)) add_trouble(&key, segs > 1 ? segs : 1, 0);
   return 0;
 }
 
@@ -289,6 +326,8 @@ int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
     }
   } else if (newstate == NW_TCP_CLOSE) {
     nw_count(&net_counters, NW_TCP_FAILED_CONNECTS, 1);
+    struct nw_flow_key flow;
+    if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 1);
   }
   bpf_map_delete_elem(&connect_start, &key);
   return 0;

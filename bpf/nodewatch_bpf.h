@@ -22,11 +22,18 @@ struct nw_flow_key {
   __u8 pad[6];
 };
 
-/* Per CPU. bytes: IP datagram lengths as the socket layer sees them (a GSO/GRO packet counts its
- * full length); packets: wire segments (max(1, gso_segs)). */
+/* Per CPU. bytes: IP bytes; packets: wire segments (max(1, gso_segs)). */
 struct nw_flow_value {
   __u64 bytes;
   __u64 packets;
+};
+
+/* Not per CPU (rare events: a per-CPU value would multiply the flows map's memory by the CPUs for
+ * them), in `tcp_trouble`, keyed by the egress flow key of TCP connections counted from their
+ * sockets: segments retransmitted, active opens that failed. */
+struct nw_tcp_trouble {
+  __u64 retransmits;
+  __u64 failed_connects;
 };
 
 /* Slots of the per-CPU `net_counters` array. */
@@ -38,6 +45,7 @@ enum nw_net_counter {
   NW_TCP_RESETS_RECEIVED,
   NW_FLOW_MAP_FULL,         /* packets not counted: the flows map was full */
   NW_CONNECT_MAP_FULL,      /* connects not timed: the pending-connect map was full */
+  NW_TROUBLE_MAP_FULL,      /* retransmits/failed connects not kept per flow: tcp_trouble full */
   NW_NET_COUNTER_COUNT
 };
 

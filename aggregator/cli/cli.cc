@@ -95,11 +95,20 @@ std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
   uint64_t tx = 0;
   uint64_t rx = 0;
   const nodewatch::v1::NetworkFlow* top = nullptr;
+  const nodewatch::v1::NetworkFlow* troubled = nullptr;  // most retransmits + failed connects
+  auto trouble = [](const nodewatch::v1::NetworkFlow& f) {
+    return f.tcp_retransmits() + f.tcp_failed_connects();
+  };
   for (const auto& f : n.flows()) {
     const bool egress = f.direction() == nodewatch::v1::DIRECTION_EGRESS;
     (egress ? tx : rx) += f.bytes();
     if (egress && (top == nullptr || f.bytes() > top->bytes())) top = &f;
+    if (trouble(f) > 0 && (troubled == nullptr || trouble(f) > trouble(*troubled))) troubled = &f;
   }
+  auto who = [](const nodewatch::v1::NetworkFlow& f) {
+    return f.pod_name().empty() ? std::string("host")
+                                : absl::StrCat(f.pod_namespace(), "/", f.pod_name());
+  };
   std::string out =
       absl::StrCat("tx ", Bytes(tx), " rx ", Bytes(rx), " in ", n.flows_size(), " flow(s); tcp ",
                    n.tcp_connects(), " connects (", n.tcp_failed_connects(), " failed");
@@ -108,10 +117,13 @@ std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
   absl::StrAppend(&out, "), ", n.tcp_retransmits(), " retransmits, ", n.tcp_resets(), " resets");
   if (n.dropped_flows() > 0) absl::StrAppend(&out, "; ", n.dropped_flows(), " flows NOT counted");
   if (top != nullptr) {
-    const std::string who =
-        top->pod_name().empty() ? "host" : absl::StrCat(top->pod_namespace(), "/", top->pod_name());
-    absl::StrAppend(&out, "; top: ", who, " -> ", Address(top->remote_address()), " ",
+    absl::StrAppend(&out, "; top: ", who(*top), " -> ", Address(top->remote_address()), " ",
                     Bytes(top->bytes()));
+  }
+  if (troubled != nullptr) {
+    absl::StrAppend(&out, "; most TCP trouble: ", who(*troubled), " -> ",
+                    Address(troubled->remote_address()), " ", troubled->tcp_retransmits(),
+                    " retransmits, ", troubled->tcp_failed_connects(), " failed connects");
   }
   return out;
 }

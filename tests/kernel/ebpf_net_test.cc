@@ -252,6 +252,20 @@ class EbpfNetTest : public ::testing::Test {
     return out;
   }
 
+  // Per pod UID ("" = node), over the sample's egress flows to `remote`: TCP segments
+  // retransmitted and failed connects.
+  static std::map<std::string, std::pair<uint64_t, uint64_t>> TcpTrouble(
+      const nodewatch::v1::NetworkSample& sample, const std::string& remote) {
+    std::map<std::string, std::pair<uint64_t, uint64_t>> out;
+    for (const auto& f : sample.flows()) {
+      if (f.remote_address() != remote || f.direction() != nodewatch::v1::DIRECTION_EGRESS)
+        continue;
+      out[f.pod_uid()].first += f.tcp_retransmits();
+      out[f.pod_uid()].second += f.tcp_failed_connects();
+    }
+    return out;
+  }
+
   NetnsPair net_{"nwt" + std::to_string(getpid() % 100000), 201};
   TestCgroup cgroup_{"nodewatch-test-" + std::to_string(getpid())};
   std::string pod_cgroup_, host_cgroup_, pods_log_, spool_dir_;
@@ -394,6 +408,14 @@ TEST_F(EbpfNetTest, RetransmitsUnderLossMatchRetransSegs) {
   const double tolerance = std::max(2.0, truth * 0.05);
   EXPECT_NEAR(static_cast<double>(sample->tcp_retransmits()), static_cast<double>(truth),
               tolerance);
+  // The pod's own (the sender's, in A) are on its flow to B.
+  const double pods = static_cast<double>(a1["Tcp.RetransSegs"] - a0["Tcp.RetransSegs"]);
+  std::printf(
+      "retransmits on the pod's flow: %llu, A's RetransSegs delta %.0f\n",
+      static_cast<unsigned long long>(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].first),
+      pods);
+  EXPECT_NEAR(static_cast<double>(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].first),
+              pods, std::max(2.0, pods * 0.05));
 }
 
 TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
@@ -413,6 +435,9 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   ASSERT_TRUE(sample.ok());
   EXPECT_GE(sample->tcp_failed_connects(), 5u);
   EXPECT_LE(sample->tcp_failed_connects(), 7u);
+  // ... and on the pod's flow to B.
+  EXPECT_EQ(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].second, 5u)
+      << sample->DebugString();
   // 5 received by A (B's 5 resets for a port nobody listens on count as sent only on 6.10+).
   EXPECT_GE(sample->tcp_resets(), 5u);
 

@@ -22,10 +22,29 @@ struct FlowKey {
   auto operator<=>(const FlowKey&) const = default;
 };
 
-// Cumulative since the entry was created in the kernel (summed over CPUs).
+// Cumulative since the entry was created in the kernel (summed over CPUs). The TCP trouble
+// counters are on egress entries of connections counted from their sockets.
 struct FlowTotals {
   uint64_t bytes = 0;
   uint64_t packets = 0;
+  uint64_t tcp_retransmits = 0;      // segments
+  uint64_t tcp_failed_connects = 0;  // active opens that went SYN_SENT -> CLOSE
+
+  bool IsZero() const { return *this == FlowTotals{}; }
+  bool operator==(const FlowTotals&) const = default;
+  FlowTotals& operator+=(const FlowTotals& o) {
+    bytes += o.bytes;
+    packets += o.packets;
+    tcp_retransmits += o.tcp_retransmits;
+    tcp_failed_connects += o.tcp_failed_connects;
+    return *this;
+  }
+  // What `now` counted since `before` (a counter that went back is taken as restarted).
+  static FlowTotals Delta(const FlowTotals& now, const FlowTotals& before) {
+    return {CounterDelta(now.bytes, before.bytes), CounterDelta(now.packets, before.packets),
+            CounterDelta(now.tcp_retransmits, before.tcp_retransmits),
+            CounterDelta(now.tcp_failed_connects, before.tcp_failed_connects)};
+  }
 };
 
 // Cumulative since load (summed over CPUs).
@@ -37,6 +56,7 @@ struct TcpTotals {
   uint64_t resets_received = 0;
   uint64_t flow_map_full = 0;     // packets not counted: flows map full
   uint64_t connect_map_full = 0;  // connects not timed: pending-connect map full
+  uint64_t trouble_map_full = 0;  // retransmits/failed connects not kept per flow
   std::array<uint64_t, kLog2Slots> connect_latency_log2_us{};
 };
 

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -38,10 +40,7 @@ nw_flow_key FromFlowKey(const FlowKey& key) {
 
 FlowTotals SumFlow(const std::vector<nw_flow_value>& per_cpu) {
   FlowTotals t;
-  for (const auto& v : per_cpu) {
-    t.bytes += v.bytes;
-    t.packets += v.packets;
-  }
+  for (const auto& v : per_cpu) t += {.bytes = v.bytes, .packets = v.packets};
   return t;
 }
 
@@ -249,11 +248,27 @@ absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>
   std::vector<nw_flow_value> values(PossibleCpus());
   nw_flow_key key{}, next{};
   const nw_flow_key* previous = nullptr;
+  std::map<FlowKey, size_t> index;  // position in `out` of each key read
   while (bpf_map_get_next_key(fd, previous, &next) == 0) {
     key = next;
     previous = &key;
     if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;  // deleted meanwhile
+    index[ToFlowKey(key)] = out.size();
     out.emplace_back(ToFlowKey(key), SumFlow(values));
+  }
+  // The TCP trouble of the same keys (or of flows that moved no bytes this time).
+  const int trouble_fd = bpf_map__fd(skel_->maps.tcp_trouble);
+  nw_tcp_trouble trouble{};
+  previous = nullptr;
+  while (bpf_map_get_next_key(trouble_fd, previous, &next) == 0) {
+    key = next;
+    previous = &key;
+    if (bpf_map_lookup_elem(trouble_fd, &key, &trouble) != 0) continue;
+    FlowKey flow = ToFlowKey(key);
+    auto [it, added] = index.try_emplace(flow, out.size());
+    if (added) out.emplace_back(flow, FlowTotals{});
+    out[it->second].second +=
+        {.tcp_retransmits = trouble.retransmits, .tcp_failed_connects = trouble.failed_connects};
   }
   return absl::OkStatus();
 }
@@ -261,24 +276,34 @@ absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>
 absl::Status BpfNetProgram::TakeFlows(const std::vector<FlowKey>& keys,
                                       std::vector<std::pair<FlowKey, FlowTotals>>& out) {
   const int fd = bpf_map__fd(skel_->maps.flows);
+  const int trouble_fd = bpf_map__fd(skel_->maps.tcp_trouble);
   std::vector<nw_flow_value> values(PossibleCpus());
+  nw_tcp_trouble trouble{};
   for (const FlowKey& key : keys) {
     nw_flow_key k = FromFlowKey(key);
-    if (lookup_and_delete_) {
-      if (bpf_map_lookup_and_delete_elem(fd, &k, values.data()) == 0) {
-        out.emplace_back(key, SumFlow(values));
-        continue;
-      }
-      if (errno != ENOENT) lookup_and_delete_ = false;  // not supported by this kernel
+    std::optional<FlowTotals> totals;
+    if (Take(fd, &k, values.data())) totals = SumFlow(values);
+    if (Take(trouble_fd, &k, &trouble)) {
+      if (!totals) totals.emplace();
+      *totals +=
+          {.tcp_retransmits = trouble.retransmits, .tcp_failed_connects = trouble.failed_connects};
     }
-    // Kernels before 5.14 cannot lookup-and-delete per-CPU hashes: read, then delete. A packet
-    // counted between the two is lost (the entry was idle for 3 intervals, so rarely).
-    if (bpf_map_lookup_elem(fd, &k, values.data()) == 0) {
-      out.emplace_back(key, SumFlow(values));
-      bpf_map_delete_elem(fd, &k);
-    }
+    if (totals) out.emplace_back(key, *totals);
   }
   return absl::OkStatus();
+}
+
+bool BpfNetProgram::Take(int map_fd, const void* key, void* value) {
+  if (lookup_and_delete_) {
+    if (bpf_map_lookup_and_delete_elem(map_fd, key, value) == 0) return true;
+    if (errno == ENOENT) return false;
+    lookup_and_delete_ = false;  // not supported by this kernel
+  }
+  // Kernels before 5.14 cannot lookup-and-delete hashes: read, then delete. What is counted
+  // between the two is lost (the entry was idle for 3 intervals, so rarely).
+  if (bpf_map_lookup_elem(map_fd, key, value) != 0) return false;
+  bpf_map_delete_elem(map_fd, key);
+  return true;
 }
 
 absl::Status BpfNetProgram::ReadTcp(TcpTotals& out) {
@@ -290,6 +315,7 @@ absl::Status BpfNetProgram::ReadTcp(TcpTotals& out) {
   out.resets_received = SumPerCpuArray(counters, NW_TCP_RESETS_RECEIVED);
   out.flow_map_full = SumPerCpuArray(counters, NW_FLOW_MAP_FULL);
   out.connect_map_full = SumPerCpuArray(counters, NW_CONNECT_MAP_FULL);
+  out.trouble_map_full = SumPerCpuArray(counters, NW_TROUBLE_MAP_FULL);
   const int latency = bpf_map__fd(skel_->maps.connect_latency);
   for (uint32_t slot = 0; slot < kLog2Slots; ++slot) {
     out.connect_latency_log2_us[slot] = SumPerCpuArray(latency, slot);
@@ -309,7 +335,7 @@ std::vector<ProgramStats> BpfNetProgram::Programs() const {
 
 std::vector<MapStats> BpfNetProgram::Maps() const {
   std::vector<MapStats> out;
-  for (const bpf_map* map : {skel_->maps.flows, skel_->maps.connect_start})
+  for (const bpf_map* map : {skel_->maps.flows, skel_->maps.connect_start, skel_->maps.tcp_trouble})
     out.push_back(ReadMapStats(map));
   return out;
 }

@@ -48,13 +48,15 @@ class BpfNetProgram final : public NetCounterSource {
   void DetachAll();
   // Runs the iterator that folds live TCP connections' counters into the flows map.
   absl::Status FoldLiveTcpSockets();
+  // Looks up and deletes one entry; false if it is not there.
+  bool Take(int map_fd, const void* key, void* value);
   NetProgramOptions options_;
   nw_net_bpf* skel_ = nullptr;
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
   bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when TCP is counted from sockets
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
-  bool lookup_and_delete_ = true;       // false once the kernel refused it for per-CPU hashes
+  bool lookup_and_delete_ = true;       // false once the kernel refused it for hashes (< 5.14)
 };
 
 }  // namespace nodewatch::agent

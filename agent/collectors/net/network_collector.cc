@@ -24,6 +24,17 @@ NetworkCollector::NetworkCollector(Spool& spool, std::unique_ptr<NetCounterSourc
 
 NetworkCollector::~NetworkCollector() { Stop(); }
 
+namespace {
+
+void AddTo(nodewatch::v1::NetworkFlow& flow, const FlowTotals& d) {
+  flow.set_bytes(flow.bytes() + d.bytes);
+  flow.set_packets(flow.packets() + d.packets);
+  flow.set_tcp_retransmits(flow.tcp_retransmits() + d.tcp_retransmits);
+  flow.set_tcp_failed_connects(flow.tcp_failed_connects() + d.tcp_failed_connects);
+}
+
+}  // namespace
+
 absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<FlowKey, FlowTotals>> current;
@@ -45,9 +56,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   for (auto& [key, totals] : current) {
     Entry entry;
     if (auto it = flows_.find(key); it != flows_.end()) entry = it->second;
-    FlowTotals d{CounterDelta(totals.bytes, entry.last.bytes),
-                 CounterDelta(totals.packets, entry.last.packets)};
-    if (d.bytes == 0 && d.packets == 0) {
+    const FlowTotals d = FlowTotals::Delta(totals, entry.last);
+    if (d.IsZero()) {
       if (++entry.idle >= options_.idle_intervals) idle.push_back(key);
     } else {
       entry.idle = 0;
@@ -63,12 +73,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
     } else {
       for (auto& [key, final_totals] : taken) {
         const Entry& entry = next[key];
-        FlowTotals d{CounterDelta(final_totals.bytes, entry.last.bytes),
-                     CounterDelta(final_totals.packets, entry.last.packets)};
-        if (d.bytes != 0 || d.packets != 0) {
-          deltas[key].bytes += d.bytes;
-          deltas[key].packets += d.packets;
-        }
+        const FlowTotals d = FlowTotals::Delta(final_totals, entry.last);
+        if (!d.IsZero()) deltas[key] += d;
       }
       for (const FlowKey& key : idle) next.erase(key);
       counters_.flows_evicted += taken.size();
@@ -81,8 +87,9 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   std::map<FlowId, nodewatch::v1::NetworkFlow> merged;
   for (const auto& [key, d] : deltas) {
     std::optional<PodRef> pod = pods_->Resolve(key.cgroup_id);
-    auto& flow = merged[{pod ? pod->uid : std::string(), key.remote, key.egress}];
-    if (flow.bytes() == 0 && flow.packets() == 0) {
+    auto [it, added] = merged.try_emplace({pod ? pod->uid : std::string(), key.remote, key.egress});
+    nodewatch::v1::NetworkFlow& flow = it->second;
+    if (added) {
       if (pod) {
         flow.set_pod_uid(pod->uid);
         flow.set_pod_namespace(pod->namespace_);
@@ -92,8 +99,7 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
       flow.set_direction(key.egress ? nodewatch::v1::DIRECTION_EGRESS
                                     : nodewatch::v1::DIRECTION_INGRESS);
     }
-    flow.set_bytes(flow.bytes() + d.bytes);
-    flow.set_packets(flow.packets() + d.packets);
+    AddTo(flow, d);
   }
   std::vector<nodewatch::v1::NetworkFlow> flows;
   flows.reserve(merged.size());
@@ -103,13 +109,13 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
                      [](const auto& a, const auto& b) { return a.bytes() > b.bytes(); });
     std::map<std::pair<std::string, int>, nodewatch::v1::NetworkFlow> folded;
     for (size_t i = options_.max_flows; i < flows.size(); ++i) {
-      auto& f = folded[{flows[i].pod_uid(), flows[i].direction()}];
-      if (f.bytes() == 0 && f.packets() == 0) {
-        f = flows[i];
+      auto [it, added] = folded.try_emplace({flows[i].pod_uid(), flows[i].direction()}, flows[i]);
+      nodewatch::v1::NetworkFlow& f = it->second;
+      if (added) {
         f.clear_remote_address();
       } else {
-        f.set_bytes(f.bytes() + flows[i].bytes());
-        f.set_packets(f.packets() + flows[i].packets());
+        AddTo(f, {flows[i].bytes(), flows[i].packets(), flows[i].tcp_retransmits(),
+                  flows[i].tcp_failed_connects()});
       }
     }
     counters_.flows_folded += flows.size() - options_.max_flows;
@@ -141,6 +147,7 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
   sample.set_dropped_flows(CounterDelta(tcp.flow_map_full, last_tcp_.flow_map_full));
   counters_.flow_map_full = tcp.flow_map_full;
   counters_.connect_map_full = tcp.connect_map_full;
+  counters_.trouble_map_full = tcp.trouble_map_full;
   last_tcp_ = tcp;
 
   const bool empty = sample.flows_size() == 0 && sample.tcp_retransmits() == 0 &&

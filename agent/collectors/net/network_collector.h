@@ -37,6 +37,7 @@ struct NetworkCounters {
   std::atomic<uint64_t> flows_folded{0};   // flows beyond max_flows folded into per-pod totals
   std::atomic<uint64_t> flow_map_full{0};  // packets the kernel could not count (map full)
   std::atomic<uint64_t> connect_map_full{0};
+  std::atomic<uint64_t> trouble_map_full{0};
   std::atomic<uint64_t> flow_entries{0};  // kernel map entries after the last read
 };
 

@@ -63,6 +63,14 @@ TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   f->set_remote_address(std::string("\x0a\x00\x02\x05", 4));
   f->set_direction(nodewatch::v1::DIRECTION_EGRESS);
   f->set_bytes(3ull << 30);
+  f->set_tcp_retransmits(5);
+  auto* failing = net->add_flows();
+  failing->set_pod_namespace("shop");
+  failing->set_pod_name("cart-0");
+  failing->set_remote_address(std::string("\x0a\x00\x02\x09", 4));
+  failing->set_direction(nodewatch::v1::DIRECTION_EGRESS);
+  failing->set_tcp_retransmits(2);
+  failing->set_tcp_failed_connects(6);
   auto* in = net->add_flows();
   in->set_remote_address(std::string(16, '\0'));
   in->set_direction(nodewatch::v1::DIRECTION_INGRESS);
@@ -74,10 +82,13 @@ TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   net->set_dropped_flows(4);
   for (uint64_t c : {0, 0, 10, 60, 30}) net->add_connect_latency_log2_us(c);  // p50 in [8, 16) us
   std::string line = SummarizeRecord(r);
-  EXPECT_THAT(line, HasSubstr("tx 3.0GiB rx 1.0MiB in 2 flow(s)"));
+  EXPECT_THAT(line, HasSubstr("tx 3.0GiB rx 1.0MiB in 3 flow(s)"));
   EXPECT_THAT(line, HasSubstr("tcp 100 connects (2 failed, p50 <16us), 7 retransmits, 1 resets"));
   EXPECT_THAT(line, HasSubstr("4 flows NOT counted"));
   EXPECT_THAT(line, HasSubstr("top: shop/web-1 -> 10.0.2.5 3.0GiB"));
+  EXPECT_THAT(
+      line,
+      HasSubstr("most TCP trouble: shop/cart-0 -> 10.0.2.9 2 retransmits, 6 failed connects"));
 
   nodewatch::v1::Record d;
   d.set_time_unix_ms(1'700'000'000'000);
