@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "agent/collectors/disk/block_io_collector.h"
 #include "agent/collectors/disk/block_io_program.h"
@@ -30,24 +31,38 @@ uint64_t Sum(const google::protobuf::RepeatedField<uint64_t>& slots) {
 
 // Both ways a device is counted: in a per-CPU slot, and in the hash that takes the devices whose
 // slots are taken.
-class EbpfDiskTest : public ::testing::TestWithParam<bool> {};
+class EbpfDiskTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
+    ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
+  }
+  // Loads the block program (slots or hash, per the parameter) under a collector spooling to
+  // `dir`, and takes the first (baseline) sample.
+  void StartCollector(const std::string& dir) {
+    auto spool = Spool::Open({.dir = dir + "/spool"});
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    spool_ = std::move(*spool);
+    auto program = BpfBlockIoProgram::Load({.slots = GetParam()});
+    ASSERT_TRUE(program.ok()) << program.status();
+    collector_ =
+        std::make_unique<BlockIoCollector>(*spool_, std::move(*program), "/proc", clock_, 10'000);
+    ASSERT_TRUE(collector_->CollectOnce().ok());
+  }
+
+  SystemClock clock_;
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<BlockIoCollector> collector_;
+};
 INSTANTIATE_TEST_SUITE_P(SlotsAndHash, EbpfDiskTest, ::testing::Values(true, false),
                          [](const auto& info) { return info.param ? "Slots" : "Hash"; });
 
 TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
-  ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
-  ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
   const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk");
   nodewatch::testing::LoopDevice loop(dir + "/backing.img", 64ull << 20);
   ASSERT_TRUE(loop.ok()) << loop.error();
-
-  auto spool = Spool::Open({.dir = dir + "/spool"});
-  ASSERT_TRUE(spool.ok()) << spool.status();
-  auto program = BpfBlockIoProgram::Load({.slots = GetParam()});
-  ASSERT_TRUE(program.ok()) << program.status();
-  SystemClock clock;
-  BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);
-  ASSERT_TRUE(collector.CollectOnce().ok());
+  StartCollector(dir);
+  BlockIoCollector& collector = *collector_;
 
   const auto before = nodewatch::testing::DiskStats(loop.name());
   ASSERT_FALSE(before.empty()) << loop.name() << " not in /proc/diskstats";
@@ -112,22 +127,13 @@ class SmallTmpfs {
 };
 
 TEST_P(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
-  ASSERT_EQ(geteuid(), 0u) << "the eBPF tests must run as root (CI runs them as root)";
-  ASSERT_EQ(nodewatch::testing::EnsureKernelMounts(), "");
   const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk-errors");
   SmallTmpfs small(dir + "/small", 2ull << 20);
   ASSERT_TRUE(small.ok()) << "mount tmpfs: " << small.error();
   // 64 MiB of device on 2 MiB of storage.
   nodewatch::testing::LoopDevice loop(dir + "/small/backing.img", 64ull << 20);
   ASSERT_TRUE(loop.ok()) << loop.error();
-
-  auto spool = Spool::Open({.dir = dir + "/spool"});
-  ASSERT_TRUE(spool.ok()) << spool.status();
-  auto program = BpfBlockIoProgram::Load({.slots = GetParam()});
-  ASSERT_TRUE(program.ok()) << program.status();
-  SystemClock clock;
-  BlockIoCollector collector(**spool, std::move(*program), "/proc", clock, 10'000);
-  ASSERT_TRUE(collector.CollectOnce().ok());
+  StartCollector(dir);
 
   int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
   ASSERT_GE(fd, 0) << strerror(errno);
@@ -149,7 +155,7 @@ TEST_P(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
   ASSERT_GT(failed, 100u) << "the tmpfs should have filled up";
   ASSERT_GT(written, 100u);
 
-  auto sample = collector.CollectOnce();
+  auto sample = collector_->CollectOnce();
   ASSERT_TRUE(sample.ok()) << sample.status();
   const nodewatch::v1::DiskDevice* device = nullptr;
   for (const auto& d : sample->devices()) {

@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     absl::Status status = self->OpenAndLoad(tcp_off, sockets_off);
     if (status.ok()) status = self->AttachAll();
     if (status.ok()) break;
+    if (absl::IsFailedPrecondition(status)) return status;  // the cgroup: nothing to switch off
     if (tcp_off.empty() && sockets_off.empty()) {
       sockets_off = absl::StrCat("the kernel refused the socket folds: ", status.message());
       log->warn("{}; retrying with TCP counted per packet", sockets_off);
@@ -122,11 +123,15 @@ absl::Status BpfNetProgram::AttachAll() {
     }
     if (link == nullptr) {
       const int err = errno;
-      if (cgroup_skb || fold) {
+      if (cgroup_skb) {
         DetachAll();
-        return absl::UnavailableError(absl::StrCat("cannot attach ", stats.attach,
-                                                   cgroup_skb ? " to " + options_.cgroup_path : "",
-                                                   ": ", Errno(err)));
+        return absl::FailedPreconditionError(absl::StrCat("cannot attach ", stats.attach, " to ",
+                                                          options_.cgroup_path, ": ", Errno(err)));
+      }
+      if (fold) {
+        DetachAll();
+        return absl::UnavailableError(
+            absl::StrCat("cannot attach ", stats.attach, ": ", Errno(err)));
       }
       stats.why_off = absl::StrCat("attach failed: ", Errno(err));
       log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
@@ -139,8 +144,8 @@ absl::Status BpfNetProgram::AttachAll() {
 }
 
 void BpfNetProgram::DetachAll() {
-  // The cgroup_skb programs (attached last) go first: no connection is handed to a fold that is
-  // already gone.
+  // Reverse order: the cgroup_skb programs (attached after the folds) go before them, so no
+  // connection is handed to a fold that is already gone.
   for (auto it = links_.rbegin(); it != links_.rend(); ++it) bpf_link__destroy(*it);
   links_.clear();
   if (fold_link_ != nullptr) bpf_link__destroy(fold_link_);

@@ -43,7 +43,8 @@ class BpfNetProgram final : public NetCounterSource {
   // socket folds (TCP counted from its sockets) when `tcp_off` or `sockets_off` does.
   absl::Status OpenAndLoad(const std::string& tcp_off, std::string sockets_off);
   // Attaches every program not switched off, the folds first; on a failure that cannot be
-  // switched off alone (a fold, a cgroup_skb program), detaches everything and says why.
+  // switched off alone, detaches everything and says why: FailedPrecondition for a cgroup_skb
+  // program (the cgroup), Unavailable for a fold (retried with TCP counted per packet).
   absl::Status AttachAll();
   void DetachAll();
   // Runs the iterator that folds live TCP connections' counters into the flows map.
