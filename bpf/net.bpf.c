@@ -14,11 +14,12 @@
  *   Everything else (UDP, ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
  *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
- *   and resets, in per-CPU arrays; retransmits and failed connects also on the connection's flow
- *   when it is counted from its socket (so per pod and remote address).
+ *   and resets, in per-CPU arrays; retransmits, failed and slow connects and resets also on the
+ *   connection's flow when it is counted from its socket (so per pod and remote address).
  *
  * Nothing goes through a ring buffer: every signal is a counter read out by the agent each
- * interval. A full map is counted (NW_FLOW_MAP_FULL, NW_CONNECT_MAP_FULL), never silent.
+ * interval. A full map is counted (NW_FLOW_MAP_FULL, NW_CONNECT_MAP_FULL, NW_TROUBLE_MAP_FULL),
+ * never silent.
  * Counters are per CPU, but a program in process context can be interrupted on its CPU by a
  * softirq run for the same key (an ACK sent for the same socket), so adds are atomic; on a
  * CPU-local cache line that costs a few ns.
@@ -132,8 +133,11 @@ static __always_inline void add_to_flow(struct nw_flow_key *key, __u64 bytes, __
   nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
 }
 
+/* Adds to the trouble counters of a connection's flow; zero arguments are compiled out where
+ * they are constants. */
 static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmits,
-                                        __u64 failed_connects) {
+                                        __u64 failed_connects, __u64 resets,
+                                        __u64 slow_connects) {
   struct nw_tcp_trouble *value = bpf_map_lookup_elem(&tcp_trouble, key);
   if (!value) {
     struct nw_tcp_trouble fresh = {};
@@ -146,12 +150,14 @@ static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmi
   }
   if (retransmits) __sync_fetch_and_add(&value->retransmits, retransmits);
   if (failed_connects) __sync_fetch_and_add(&value->failed_connects, failed_connects);
+  if (resets) __sync_fetch_and_add(&value->resets, resets);
+  if (slow_connects) __sync_fetch_and_add(&value->slow_connects, slow_connects);
 }
 
 /* The egress flow of a TCP connection counted from its socket, for its trouble counters; false if
  * it is not one. */
 static __always_inline bool tcp_socket_flow(const struct sock *sk, struct nw_flow_key *key) {
-  if (!tcp_from_sockets) return false;
+  if (!tcp_from_sockets || !sk) return false;
   struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, (struct sock *)sk, 0, 0);
   if (!state) return false;
   *key = state->key;
@@ -302,7 +308,7 @@ int BPF_PROG(nw_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
   __u16 segs = cb->tcp_gso_segs;
   nw_count(&net_counters, NW_TCP_RETRANSMITS, segs > 1 ? segs : 1);
   struct nw_flow_key key;
-  if (tcp_socket_flow(sk, &key)) add_trouble(&key, segs > 1 ? segs : 1, 0);
+  if (tcp_socket_flow(sk, &key)) add_trouble(&key, segs > 1 ? segs : 1, 0, 0, 0);
   return 0;
 }
 
@@ -323,25 +329,32 @@ int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
     if (start) {
       __u64 us = (bpf_ktime_get_ns() - *start) / 1000;
       nw_count(&connect_latency, nw_log2_slot(us), 1);
+      struct nw_flow_key flow;
+      if (us >= NW_SLOW_CONNECT_US && tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 0, 0, 1);
     }
   } else if (newstate == NW_TCP_CLOSE) {
     nw_count(&net_counters, NW_TCP_FAILED_CONNECTS, 1);
     struct nw_flow_key flow;
-    if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 1);
+    if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 1, 0, 0);
   }
   bpf_map_delete_elem(&connect_start, &key);
   return 0;
 }
 
+/* sk is NULL for a reset sent without a socket (6.10+). */
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(nw_tcp_send_reset) {
+int BPF_PROG(nw_tcp_send_reset, const struct sock *sk) {
   nw_count(&net_counters, NW_TCP_RESETS_SENT, 1);
+  struct nw_flow_key flow;
+  if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 0, 1, 0);
   return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(nw_tcp_receive_reset) {
+int BPF_PROG(nw_tcp_receive_reset, const struct sock *sk) {
   nw_count(&net_counters, NW_TCP_RESETS_RECEIVED, 1);
+  struct nw_flow_key flow;
+  if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 0, 1, 0);
   return 0;
 }
 

@@ -30,10 +30,14 @@ struct nw_flow_value {
 
 /* Not per CPU (rare events: a per-CPU value would multiply the flows map's memory by the CPUs for
  * them), in `tcp_trouble`, keyed by the egress flow key of TCP connections counted from their
- * sockets: segments retransmitted, active opens that failed. */
+ * sockets: segments retransmitted, active opens that failed, resets sent or received on the
+ * connection, active opens that took NW_SLOW_CONNECT_US or longer. */
+#define NW_SLOW_CONNECT_US 500000
 struct nw_tcp_trouble {
   __u64 retransmits;
   __u64 failed_connects;
+  __u64 resets;
+  __u64 slow_connects;
 };
 
 /* Slots of the per-CPU `net_counters` array. */

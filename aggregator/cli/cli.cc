@@ -97,7 +97,7 @@ std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
   const nodewatch::v1::NetworkFlow* top = nullptr;
   const nodewatch::v1::NetworkFlow* troubled = nullptr;  // most retransmits + failed connects
   auto trouble = [](const nodewatch::v1::NetworkFlow& f) {
-    return f.tcp_retransmits() + f.tcp_failed_connects();
+    return f.tcp_retransmits() + f.tcp_failed_connects() + f.tcp_resets() + f.tcp_slow_connects();
   };
   for (const auto& f : n.flows()) {
     const bool egress = f.direction() == nodewatch::v1::DIRECTION_EGRESS;
@@ -123,7 +123,9 @@ std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
   if (troubled != nullptr) {
     absl::StrAppend(&out, "; most TCP trouble: ", who(*troubled), " -> ",
                     Address(troubled->remote_address()), " ", troubled->tcp_retransmits(),
-                    " retransmits, ", troubled->tcp_failed_connects(), " failed connects");
+                    " retransmits, ", troubled->tcp_failed_connects(), " failed / ",
+                    troubled->tcp_slow_connects(), " slow connects, ", troubled->tcp_resets(),
+                    " resets");
   }
   return out;
 }

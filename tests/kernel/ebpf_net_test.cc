@@ -252,16 +252,21 @@ class EbpfNetTest : public ::testing::Test {
     return out;
   }
 
-  // Per pod UID ("" = node), over the sample's egress flows to `remote`: TCP segments
-  // retransmitted and failed connects.
-  static std::map<std::string, std::pair<uint64_t, uint64_t>> TcpTrouble(
-      const nodewatch::v1::NetworkSample& sample, const std::string& remote) {
-    std::map<std::string, std::pair<uint64_t, uint64_t>> out;
+  // Per pod UID ("" = node), the TCP trouble on the sample's egress flows to `remote`.
+  struct Trouble {
+    uint64_t retransmits = 0, failed_connects = 0, resets = 0, slow_connects = 0;
+  };
+  static std::map<std::string, Trouble> TcpTrouble(const nodewatch::v1::NetworkSample& sample,
+                                                   const std::string& remote) {
+    std::map<std::string, Trouble> out;
     for (const auto& f : sample.flows()) {
       if (f.remote_address() != remote || f.direction() != nodewatch::v1::DIRECTION_EGRESS)
         continue;
-      out[f.pod_uid()].first += f.tcp_retransmits();
-      out[f.pod_uid()].second += f.tcp_failed_connects();
+      Trouble& t = out[f.pod_uid()];
+      t.retransmits += f.tcp_retransmits();
+      t.failed_connects += f.tcp_failed_connects();
+      t.resets += f.tcp_resets();
+      t.slow_connects += f.tcp_slow_connects();
     }
     return out;
   }
@@ -410,12 +415,13 @@ TEST_F(EbpfNetTest, RetransmitsUnderLossMatchRetransSegs) {
               tolerance);
   // The pod's own (the sender's, in A) are on its flow to B.
   const double pods = static_cast<double>(a1["Tcp.RetransSegs"] - a0["Tcp.RetransSegs"]);
-  std::printf(
-      "retransmits on the pod's flow: %llu, A's RetransSegs delta %.0f\n",
-      static_cast<unsigned long long>(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].first),
-      pods);
-  EXPECT_NEAR(static_cast<double>(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].first),
-              pods, std::max(2.0, pods * 0.05));
+  std::printf("retransmits on the pod's flow: %llu, A's RetransSegs delta %.0f\n",
+              static_cast<unsigned long long>(
+                  TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].retransmits),
+              pods);
+  EXPECT_NEAR(
+      static_cast<double>(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].retransmits), pods,
+      std::max(2.0, pods * 0.05));
 }
 
 TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
@@ -436,8 +442,9 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   EXPECT_GE(sample->tcp_failed_connects(), 5u);
   EXPECT_LE(sample->tcp_failed_connects(), 7u);
   // ... and on the pod's flow to B.
-  EXPECT_EQ(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].second, 5u)
-      << sample->DebugString();
+  auto trouble = TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid];
+  EXPECT_EQ(trouble.failed_connects, 5u) << sample->DebugString();
+  EXPECT_EQ(trouble.resets, 5u) << "the 5 resets A received, on the pod's flow";
   // 5 received by A (B's 5 resets for a port nobody listens on count as sent only on 6.10+).
   EXPECT_GE(sample->tcp_resets(), 5u);
 
@@ -462,6 +469,8 @@ TEST_F(EbpfNetTest, RefusedAndSlowConnectsAreCounted) {
   }
   EXPECT_GE(slow, 2u) << sample->DebugString();
   EXPECT_LE(slow, 3u);
+  // The same connects (about 1 s each, or a few ms) are the slow ones on the pod's flow to B.
+  EXPECT_EQ(TcpTrouble(*sample, Remote(net_.address_b()))[kPodUid].slow_connects, slow);
 }
 
 TEST_F(EbpfNetTest, AFullFlowMapCountsWhatItCouldNotKeep) {

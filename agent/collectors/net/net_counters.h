@@ -29,6 +29,8 @@ struct FlowTotals {
   uint64_t packets = 0;
   uint64_t tcp_retransmits = 0;      // segments
   uint64_t tcp_failed_connects = 0;  // active opens that went SYN_SENT -> CLOSE
+  uint64_t tcp_resets = 0;           // sent or received on the connection
+  uint64_t tcp_slow_connects = 0;    // active opens that took >= 500 ms
 
   bool IsZero() const { return *this == FlowTotals{}; }
   bool operator==(const FlowTotals&) const = default;
@@ -37,13 +39,18 @@ struct FlowTotals {
     packets += o.packets;
     tcp_retransmits += o.tcp_retransmits;
     tcp_failed_connects += o.tcp_failed_connects;
+    tcp_resets += o.tcp_resets;
+    tcp_slow_connects += o.tcp_slow_connects;
     return *this;
   }
   // What `now` counted since `before` (a counter that went back is taken as restarted).
   static FlowTotals Delta(const FlowTotals& now, const FlowTotals& before) {
-    return {CounterDelta(now.bytes, before.bytes), CounterDelta(now.packets, before.packets),
+    return {CounterDelta(now.bytes, before.bytes),
+            CounterDelta(now.packets, before.packets),
             CounterDelta(now.tcp_retransmits, before.tcp_retransmits),
-            CounterDelta(now.tcp_failed_connects, before.tcp_failed_connects)};
+            CounterDelta(now.tcp_failed_connects, before.tcp_failed_connects),
+            CounterDelta(now.tcp_resets, before.tcp_resets),
+            CounterDelta(now.tcp_slow_connects, before.tcp_slow_connects)};
   }
 };
 

@@ -38,6 +38,13 @@ nw_flow_key FromFlowKey(const FlowKey& key) {
   return k;
 }
 
+FlowTotals Trouble(const nw_tcp_trouble& t) {
+  return {.tcp_retransmits = t.retransmits,
+          .tcp_failed_connects = t.failed_connects,
+          .tcp_resets = t.resets,
+          .tcp_slow_connects = t.slow_connects};
+}
+
 FlowTotals SumFlow(const std::vector<nw_flow_value>& per_cpu) {
   FlowTotals t;
   for (const auto& v : per_cpu) t += {.bytes = v.bytes, .packets = v.packets};
@@ -272,8 +279,7 @@ absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>
     FlowKey flow = ToFlowKey(key);
     auto [it, added] = index.try_emplace(flow, out.size());
     if (added) out.emplace_back(flow, FlowTotals{});
-    out[it->second].second +=
-        {.tcp_retransmits = trouble.retransmits, .tcp_failed_connects = trouble.failed_connects};
+    out[it->second].second += Trouble(trouble);
   }
   return absl::OkStatus();
 }
@@ -290,8 +296,7 @@ absl::Status BpfNetProgram::TakeFlows(const std::vector<FlowKey>& keys,
     if (Take(fd, &k, values.data())) totals = SumFlow(values);
     if (Take(trouble_fd, &k, &trouble)) {
       if (!totals) totals.emplace();
-      *totals +=
-          {.tcp_retransmits = trouble.retransmits, .tcp_failed_connects = trouble.failed_connects};
+      *totals += Trouble(trouble);
     }
     if (totals) out.emplace_back(key, *totals);
   }

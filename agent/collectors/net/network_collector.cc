@@ -31,6 +31,8 @@ void AddTo(nodewatch::v1::NetworkFlow& flow, const FlowTotals& d) {
   flow.set_packets(flow.packets() + d.packets);
   flow.set_tcp_retransmits(flow.tcp_retransmits() + d.tcp_retransmits);
   flow.set_tcp_failed_connects(flow.tcp_failed_connects() + d.tcp_failed_connects);
+  flow.set_tcp_resets(flow.tcp_resets() + d.tcp_resets);
+  flow.set_tcp_slow_connects(flow.tcp_slow_connects() + d.tcp_slow_connects);
 }
 
 }  // namespace
@@ -115,7 +117,8 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
         f.clear_remote_address();
       } else {
         AddTo(f, {flows[i].bytes(), flows[i].packets(), flows[i].tcp_retransmits(),
-                  flows[i].tcp_failed_connects()});
+                  flows[i].tcp_failed_connects(), flows[i].tcp_resets(),
+                  flows[i].tcp_slow_connects()});
       }
     }
     counters_.flows_folded += flows.size() - options_.max_flows;

@@ -228,12 +228,14 @@ TEST_F(NetworkCollectorTest, DeltasPerPodAndRemoteWithContainersMerged) {
   EXPECT_EQ(spool_->stats().records, 2u);
 
   // TCP trouble alone (a connect that failed, segments retransmitted) is a change worth a flow.
-  source_->flows[{1, kRemote, true}] = {1600, 16, 3, 1};
+  source_->flows[{1, kRemote, true}] = {1600, 16, 3, 1, 2, 1};
   s = Collect();
   ASSERT_EQ(s.flows_size(), 1);
   EXPECT_EQ(s.flows(0).bytes(), 0u);
   EXPECT_EQ(s.flows(0).tcp_retransmits(), 3u);
   EXPECT_EQ(s.flows(0).tcp_failed_connects(), 1u);
+  EXPECT_EQ(s.flows(0).tcp_resets(), 2u);
+  EXPECT_EQ(s.flows(0).tcp_slow_connects(), 1u);
   EXPECT_EQ(s.flows(0).pod_name(), "web-1");
 }
 

@@ -71,6 +71,8 @@ TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   failing->set_direction(nodewatch::v1::DIRECTION_EGRESS);
   failing->set_tcp_retransmits(2);
   failing->set_tcp_failed_connects(6);
+  failing->set_tcp_slow_connects(1);
+  failing->set_tcp_resets(6);
   auto* in = net->add_flows();
   in->set_remote_address(std::string(16, '\0'));
   in->set_direction(nodewatch::v1::DIRECTION_INGRESS);
@@ -87,8 +89,8 @@ TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   EXPECT_THAT(line, HasSubstr("4 flows NOT counted"));
   EXPECT_THAT(line, HasSubstr("top: shop/web-1 -> 10.0.2.5 3.0GiB"));
   EXPECT_THAT(
-      line,
-      HasSubstr("most TCP trouble: shop/cart-0 -> 10.0.2.9 2 retransmits, 6 failed connects"));
+      line, HasSubstr("most TCP trouble: shop/cart-0 -> 10.0.2.9 2 retransmits, 6 failed / 1 slow "
+                      "connects, 6 resets"));
 
   nodewatch::v1::Record d;
   d.set_time_unix_ms(1'700'000'000'000);
