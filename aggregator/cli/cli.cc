@@ -95,7 +95,7 @@ std::string SummarizeNetwork(const nodewatch::v1::NetworkSample& n) {
   uint64_t tx = 0;
   uint64_t rx = 0;
   const nodewatch::v1::NetworkFlow* top = nullptr;
-  const nodewatch::v1::NetworkFlow* troubled = nullptr;  // most retransmits + failed connects
+  const nodewatch::v1::NetworkFlow* troubled = nullptr;  // most TCP trouble events
   auto trouble = [](const nodewatch::v1::NetworkFlow& f) {
     return f.tcp_retransmits() + f.tcp_failed_connects() + f.tcp_resets() + f.tcp_slow_connects();
   };
