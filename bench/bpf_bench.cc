@@ -113,6 +113,11 @@ struct Cost {
   uint64_t runs = 0;
   uint64_t ns = 0;
   double PerRun() const { return runs ? static_cast<double>(ns) / static_cast<double>(runs) : 0; }
+  Cost& operator+=(const Cost& o) {
+    runs += o.runs;
+    ns += o.ns;
+    return *this;
+  }
 };
 
 Cost Sum(const std::vector<na::ProgramStats>& programs, const std::vector<std::string>& names) {
@@ -273,23 +278,19 @@ int main(int argc, char** argv) {
                                            "UDP, empty programs", "TCP, empty programs"};
       std::printf("%s:\n", kNames[variant]);
       const Cost cost = Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
-      auto add = [&cost](Cost& total) {
-        total.runs += cost.runs;
-        total.ns += cost.ns;
-      };
       switch (variant) {
         case kUdp:
-          add(net_udp_cost), add(net_cost);
+          net_udp_cost += cost, net_cost += cost;
           break;
         case kTcp:
-          add(net_tcp_cost), add(net_cost);
+          net_tcp_cost += cost, net_cost += cost;
           break;
         case kTcpPerPacket:
-          add(net_tcp_per_packet_cost);
+          net_tcp_per_packet_cost += cost;
           break;
         case kEmptyUdp:
         case kEmptyTcp:
-          add(empty_cost);
+          empty_cost += cost;
           break;
       }
     }
@@ -368,9 +369,7 @@ int main(int argc, char** argv) {
         }
         close(fd);
         std::printf("disk, %s:\n", slots ? "slots" : "hash");
-        const Cost cost = Sum((*program)->Programs(), {"nw_block_complete"});
-        (slots ? disk_cost : disk_hash_cost).runs += cost.runs;
-        (slots ? disk_cost : disk_hash_cost).ns += cost.ns;
+        (slots ? disk_cost : disk_hash_cost) += Sum((*program)->Programs(), {"nw_block_complete"});
       }
     }
     free(buffer);

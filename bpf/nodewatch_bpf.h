@@ -83,6 +83,12 @@ static inline __u64 nw_disk_pack(__u32 major, __u32 minor, __u32 op) {
   return NW_DISK_SLOT_USED | ((__u64)(major & 0xfffffff) << 34) | ((__u64)minor << 2) | (op & 3);
 }
 
+static inline void nw_disk_unpack(__u64 packed, __u32 *major, __u32 *minor, __u32 *op) {
+  *major = (__u32)((packed >> 34) & 0xfffffff);
+  *minor = (__u32)(packed >> 2);
+  *op = (__u32)(packed & 3);
+}
+
 struct nw_disk_slot {
   __u64 key; /* nw_disk_pack(), 0 = free */
   struct nw_disk_value value;

@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load(
     return absl::UnavailableError(absl::StrCat("this kernel cannot run tp_btf programs (",
                                                features.Describe(), "): no block I/O latency"));
   }
-  if (TracepointArgCounts({"block_rq_complete"}).at("block_rq_complete") < 0) {
+  if (ReadKernelBtf({"block_rq_complete"}).tracepoint_args.at("block_rq_complete") < 0) {
     return absl::UnavailableError("this kernel has no tracepoint block_rq_complete: no block I/O");
   }
   std::unique_ptr<BpfBlockIoProgram> self(new BpfBlockIoProgram());
@@ -87,9 +87,9 @@ absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTo
     for (const nw_disk_slot& slot : slots) {
       if (slot.key == 0) continue;
       ++in_use;
-      Add(slot.value, totals[Key(static_cast<uint32_t>((slot.key >> 34) & 0xfffffff),
-                                 static_cast<uint32_t>((slot.key >> 2) & 0xffffffff),
-                                 static_cast<uint32_t>(slot.key & 3))]);
+      uint32_t major = 0, minor = 0, op = 0;
+      nw_disk_unpack(slot.key, &major, &minor, &op);
+      Add(slot.value, totals[Key(major, minor, op)]);
     }
   }
   slots_in_use_ = in_use;

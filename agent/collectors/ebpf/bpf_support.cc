@@ -69,12 +69,14 @@ BpfFeatures ProbeBpfFeatures() {
   return f;
 }
 
-std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& names) {
-  std::map<std::string, int> counts;
-  for (const auto& name : names) counts[name] = -1;
+KernelBtfFacts ReadKernelBtf(const std::vector<std::string>& tracepoints,
+                             const std::vector<std::string>& structs) {
+  KernelBtfFacts facts;
+  for (const auto& name : tracepoints) facts.tracepoint_args[name] = -1;
+  for (const auto& name : structs) facts.has_struct[name] = false;
   struct btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) return counts;
-  for (const auto& name : names) {
+  if (vmlinux == nullptr) return facts;
+  for (const auto& name : tracepoints) {
     const std::string typedef_name = "btf_trace_" + name;
     int id = btf__find_by_name_kind(vmlinux, typedef_name.c_str(), BTF_KIND_TYPEDEF);
     if (id <= 0) continue;
@@ -82,18 +84,15 @@ std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& n
     const struct btf_type* t = btf__type_by_id(vmlinux, id);
     t = t ? btf__type_by_id(vmlinux, t->type) : nullptr;
     t = (t && btf_is_ptr(t)) ? btf__type_by_id(vmlinux, t->type) : nullptr;
-    if (t && btf_is_func_proto(t)) counts[name] = static_cast<int>(btf_vlen(t)) - 1;
+    if (t && btf_is_func_proto(t)) {
+      facts.tracepoint_args[name] = static_cast<int>(btf_vlen(t)) - 1;
+    }
+  }
+  for (const auto& name : structs) {
+    facts.has_struct[name] = btf__find_by_name_kind(vmlinux, name.c_str(), BTF_KIND_STRUCT) > 0;
   }
   btf__free(vmlinux);
-  return counts;
-}
-
-bool KernelHasStruct(const std::string& name) {
-  struct btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) return false;
-  const bool found = btf__find_by_name_kind(vmlinux, name.c_str(), BTF_KIND_STRUCT) > 0;
-  btf__free(vmlinux);
-  return found;
+  return facts;
 }
 
 void ReadProgramStats(const bpf_program* program, ProgramStats& stats) {

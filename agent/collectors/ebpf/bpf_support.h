@@ -28,14 +28,17 @@ struct BpfFeatures {
 };
 BpfFeatures ProbeBpfFeatures();
 
-// For each tracepoint name (e.g. "tcp_retransmit_skb"): how many arguments the kernel's BTF says
-// it passes (excluding its own context pointer), -1 if absent. One parse of the kernel BTF (a few
-// MB) per call, freed before returning: ask for every name at once.
-std::map<std::string, int> TracepointArgCounts(const std::vector<std::string>& names);
-
-// Whether the kernel's BTF has a struct of this name (e.g. an iterator's context type, which
-// exists exactly when the kernel has that iterator). One parse of the kernel BTF.
-bool KernelHasStruct(const std::string& name);
+// What the running kernel's BTF says about the names asked for: for each tracepoint (e.g.
+// "tcp_retransmit_skb") how many arguments it passes (excluding its own context pointer), -1 if
+// absent; for each struct whether it exists (an iterator's context struct exists exactly when the
+// kernel has that iterator). One parse of the kernel BTF (a few MB) per call, freed before
+// returning: ask for everything at once.
+struct KernelBtfFacts {
+  std::map<std::string, int> tracepoint_args;
+  std::map<std::string, bool> has_struct;
+};
+KernelBtfFacts ReadKernelBtf(const std::vector<std::string>& tracepoints,
+                             const std::vector<std::string>& structs = {});
 
 // One loaded program's identity and, when bpf_stats is on, its cumulative cost.
 struct ProgramStats {

@@ -63,7 +63,7 @@ struct TcpTotals {
   uint64_t resets_received = 0;
   uint64_t flow_map_full = 0;     // packets not counted: flows map full
   uint64_t connect_map_full = 0;  // connects not timed: pending-connect map full
-  uint64_t trouble_map_full = 0;  // retransmits/failed connects not kept per flow
+  uint64_t trouble_map_full = 0;  // TCP trouble events not kept per flow: tcp_trouble full
   std::array<uint64_t, kLog2Slots> connect_latency_log2_us{};
 };
 

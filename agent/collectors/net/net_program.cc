@@ -75,6 +75,10 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   } else if (!features.tracing) {
     tcp_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
   }
+  // Read once for every attempt below.
+  self->btf_ = ReadKernelBtf(
+      {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"},
+      {"bpf_iter__bpf_sk_storage_map"});
   std::string sockets_off;  // why TCP is counted per packet, if it is (beyond tcp_off)
   // Each failure switches off the part most likely to blame and tries again: first the socket
   // folds (compare-and-exchange, 5.12+), then every TCP program (lockdown, an old kernel); the
@@ -189,8 +193,7 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
   if (int err = bpf_map__set_max_entries(skel_->maps.flows, options_.flow_entries); err != 0) {
     return absl::InvalidArgumentError(absl::StrCat("flows map size: ", Errno(err)));
   }
-  const std::map<std::string, int> args = TracepointArgCounts(
-      {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"});
+  const std::map<std::string, int>& args = btf_.tracepoint_args;
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
   // TCP counted from its sockets needs both folds: at close (inet_sock_set_state) and the
@@ -199,7 +202,7 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
     sockets_off = tcp_off;
   } else if (sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
     sockets_off = "kernel has no tracepoint inet_sock_set_state";
-  } else if (sockets_off.empty() && !KernelHasStruct("bpf_iter__bpf_sk_storage_map")) {
+  } else if (sockets_off.empty() && !btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
     sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
   }
   skel_->rodata->tcp_from_sockets = sockets_off.empty();

@@ -55,6 +55,7 @@ class BpfNetProgram final : public NetCounterSource {
   nw_net_bpf* skel_ = nullptr;
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
+  KernelBtfFacts btf_;  // the tracepoints and iterator this object needs, read once in Load
   bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when TCP is counted from sockets
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
   bool lookup_and_delete_ = true;       // false once the kernel refused it for hashes (< 5.14)

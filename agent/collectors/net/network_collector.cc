@@ -49,7 +49,11 @@ absl::StatusOr<nodewatch::v1::NetworkSample> NetworkCollector::CollectOnce() {
     ++counters_.read_errors;
     return s;
   }
-  counters_.flow_entries = current.size();
+  // Entries of the flows map; the keys with TCP trouble only (no bytes or packets ever) live in
+  // tcp_trouble.
+  counters_.flow_entries = std::count_if(current.begin(), current.end(), [](const auto& flow) {
+    return flow.second.bytes != 0 || flow.second.packets != 0;
+  });
 
   // Per-flow deltas since the last interval.
   std::map<FlowKey, FlowTotals> deltas;

@@ -237,6 +237,16 @@ TEST_F(NetworkCollectorTest, DeltasPerPodAndRemoteWithContainersMerged) {
   EXPECT_EQ(s.flows(0).tcp_resets(), 2u);
   EXPECT_EQ(s.flows(0).tcp_slow_connects(), 1u);
   EXPECT_EQ(s.flows(0).pod_name(), "web-1");
+
+  // A failed connect to an address that never carried a byte: a flow of its own, but no entry of
+  // the flows map (it lives in tcp_trouble).
+  source_->flows[{1, kOther, true}] = {.tcp_failed_connects = 1};
+  s = Collect();
+  ASSERT_EQ(s.flows_size(), 1);
+  EXPECT_EQ(s.flows(0).remote_address(), kOther);
+  EXPECT_EQ(s.flows(0).tcp_failed_connects(), 1u);
+  // As read: {1, kRemote}, {2, kRemote} and {7, kRemote}, not the trouble-only key.
+  EXPECT_EQ(collector_->counters().flow_entries.load(), 3u);
 }
 
 TEST_F(NetworkCollectorTest, IdleEntriesAreTakenOutAndTheirLastCountsKept) {
