@@ -11,7 +11,13 @@
  *   connections, by an iterator over the storage that the agent runs before each read
  *   (iter/bpf_sk_storage_map). Bytes are IP bytes, as for every other packet: payload plus
  *   segments x (IP header + the connection's TCP header length).
- *   Everything else (UDP, ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
+ * - UDP sockets keep one remote address's counts in their own storage entry: the first packet of a
+ *   socket gives it an entry for that packet's remote address, and every later packet to or from
+ *   the same address is added there (a header read and two adds on the socket's entry, no hash
+ *   lookup). Packets of other remote addresses (a server's other clients, sendto elsewhere, a
+ *   re-connected socket) take the per-packet path. The entries are folded into `flows` by the
+ *   same iterator and, when the socket is closed, by cgroup/sock_release.
+ *   Everything else (ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
  *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
  *   and resets, in per-CPU arrays; retransmits, failed and slow connects and resets also on the
@@ -39,6 +45,7 @@
 #define NW_AF_INET 2
 #define NW_AF_INET6 10
 #define NW_IPPROTO_TCP 6
+#define NW_IPPROTO_UDP 17
 #define NW_TCP_ESTABLISHED 1
 #define NW_TCP_SYN_SENT 2
 #define NW_TCP_CLOSE 7
@@ -49,9 +56,11 @@
  * are retransmits). */
 const volatile bool retransmit_has_err = false;
 
-/* Set by the loader when TCP connections can be counted from their sockets (the fold programs
- * below load and attach); otherwise TCP is counted per packet like everything else. */
+/* Set by the loader when TCP connections / UDP sockets can be counted from their sockets (the
+ * fold programs below load and attach); otherwise they are counted per packet like everything
+ * else. */
 const volatile bool tcp_from_sockets = false;
+const volatile bool udp_from_sockets = false;
 
 /* Benchmarks only (bench/bpf_bench): the cgroup_skb programs return at once, so that the cost of
  * an empty program on the same traffic can be subtracted. The verifier drops the dead code. */
@@ -85,26 +94,33 @@ struct {
   __type(value, __u64);
 } connect_latency SEC(".maps");
 
-/* One TCP connection being counted from its socket: its flow key (egress direction) and how much
- * of the socket's counters has been folded into `flows` already. Created by the connection's first
- * packet through the cgroup_skb programs (so only sockets of the attached cgroup have one), freed
- * with the socket. Not preallocated: costs memory per live connection, about 100 bytes. */
-struct nw_tcp_socket {
+/* A socket being counted from its storage entry. Created by the socket's first packet through the
+ * cgroup_skb programs (so only sockets of the attached cgroup have one), freed with the socket. Not
+ * preallocated: costs memory per counted socket, about 110 bytes. */
+enum nw_socket_kind { NW_SOCKET_TCP = 1, NW_SOCKET_UDP = 2 };
+/* Indexes of `folded` and `counted`. */
+enum { NW_OUT_BYTES = 0, NW_OUT_PACKETS, NW_IN_BYTES, NW_IN_PACKETS, NW_SOCKET_COUNTERS };
+struct nw_counted_socket {
+  /* The egress flow key: for TCP the connection's peer, for UDP the one remote address whose
+   * packets are counted here. */
   struct nw_flow_key key;
-  __u64 folded_acked;    /* tcp_sock.bytes_acked */
-  __u64 folded_received; /* tcp_sock.bytes_received */
-  __u64 folded_segs_out; /* tcp_sock.segs_out (32-bit, wraps) */
-  __u64 folded_segs_in;  /* tcp_sock.segs_in (32-bit, wraps) */
-  __u32 ip_header;       /* 20 or 40 */
-  __u32 closed;          /* folded for the last time: later packets are counted per packet */
+  /* How much has been folded into `flows` already. TCP: of the tcp_sock's bytes_acked, segs_out
+   * (32-bit, wraps), bytes_received, segs_in (32-bit, wraps); UDP: of `counted`. */
+  __u64 folded[NW_SOCKET_COUNTERS];
+  /* UDP only: IP bytes and packets to and from key.remote, added per packet. */
+  __u64 counted[NW_SOCKET_COUNTERS];
+  __u32 ip_header; /* TCP: 20 or 40 */
+  __u8 kind;       /* enum nw_socket_kind */
+  __u8 closed;     /* folded for the last time: later packets are counted per packet */
+  __u8 pad[2];
 };
 
 struct {
   __uint(type, BPF_MAP_TYPE_SK_STORAGE);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, int);
-  __type(value, struct nw_tcp_socket);
-} tcp_sockets SEC(".maps");
+  __type(value, struct nw_counted_socket);
+} counted_sockets SEC(".maps");
 
 /* Active opens in flight: socket address -> SYN_SENT time (ns). */
 struct {
@@ -158,7 +174,7 @@ static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmi
  * it is not one. */
 static __always_inline bool tcp_socket_flow(const struct sock *sk, struct nw_flow_key *key) {
   if (!tcp_from_sockets || !sk) return false;
-  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, (struct sock *)sk, 0, 0);
+  struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, (struct sock *)sk, 0, 0);
   if (!state) return false;
   *key = state->key;
   key->direction = NW_EGRESS;
@@ -178,43 +194,51 @@ static __always_inline __u64 take_unfolded(__u64 *folded, __u64 now, bool wraps3
   return 0;
 }
 
-static __always_inline void fold_tcp_socket(struct sock *sk, struct nw_tcp_socket *state) {
+static __always_inline void fold_tcp_socket(struct sock *sk, struct nw_counted_socket *state) {
   struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
   if (!tp) return;
   const __u64 header = state->ip_header + tp->tcp_header_len;
   struct nw_flow_key key = state->key;
-  __u64 segs = take_unfolded(&state->folded_segs_out, tp->segs_out, true);
-  __u64 payload = take_unfolded(&state->folded_acked, tp->bytes_acked, false);
+  __u64 segs = take_unfolded(&state->folded[NW_OUT_PACKETS], tp->segs_out, true);
+  __u64 payload = take_unfolded(&state->folded[NW_OUT_BYTES], tp->bytes_acked, false);
   if (segs || payload) {
     key.direction = NW_EGRESS;
     add_to_flow(&key, payload + segs * header, segs);
   }
-  segs = take_unfolded(&state->folded_segs_in, tp->segs_in, true);
-  payload = take_unfolded(&state->folded_received, tp->bytes_received, false);
+  segs = take_unfolded(&state->folded[NW_IN_PACKETS], tp->segs_in, true);
+  payload = take_unfolded(&state->folded[NW_IN_BYTES], tp->bytes_received, false);
   if (segs || payload) {
     key.direction = NW_INGRESS;
     add_to_flow(&key, payload + segs * header, segs);
   }
 }
 
-/* Whether this packet is a TCP connection's that is (now) counted from its socket. */
-static __always_inline bool counted_by_socket(struct __sk_buff *skb, __u8 direction) {
-  if (!tcp_from_sockets) return false;
-  struct bpf_sock *sk = skb->sk;
-  if (!sk) return false;
-  /* The common case, one helper call: only TCP sockets ever get an entry (the helper checks for a
-   * full socket itself). */
-  struct nw_tcp_socket *counted = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
-  if (counted) return !counted->closed;
+static __always_inline void fold_udp_socket(struct nw_counted_socket *state) {
+  struct nw_flow_key key = state->key;
+  volatile __u64 *counted = state->counted;
+  __u64 packets = take_unfolded(&state->folded[NW_OUT_PACKETS], counted[NW_OUT_PACKETS], false);
+  __u64 bytes = take_unfolded(&state->folded[NW_OUT_BYTES], counted[NW_OUT_BYTES], false);
+  if (packets || bytes) {
+    key.direction = NW_EGRESS;
+    add_to_flow(&key, bytes, packets);
+  }
+  packets = take_unfolded(&state->folded[NW_IN_PACKETS], counted[NW_IN_PACKETS], false);
+  bytes = take_unfolded(&state->folded[NW_IN_BYTES], counted[NW_IN_BYTES], false);
+  if (packets || bytes) {
+    key.direction = NW_INGRESS;
+    add_to_flow(&key, bytes, packets);
+  }
+}
 
-  sk = bpf_sk_fullsock(sk);
-  /* Listeners (SYNs) and closed sockets (a reset after close) are counted per packet. */
-  if (!sk || sk->protocol != NW_IPPROTO_TCP || sk->state == NW_TCP_CLOSE ||
-      sk->state == NW_TCP_LISTEN)
-    return false;
+/* Gives a TCP connection a storage entry, from its current counters, so that this packet and the
+ * following ones are counted from the socket; false if it cannot be (listeners: SYNs; closed
+ * sockets: a reset after close; no memory), and the packet is counted per packet. */
+static __always_inline bool start_counting_tcp(struct __sk_buff *skb, struct bpf_sock *sk,
+                                               __u8 direction) {
+  if (sk->state == NW_TCP_CLOSE || sk->state == NW_TCP_LISTEN) return false;
   struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
   if (!tp) return false;
-  struct nw_tcp_socket fresh = {};
+  struct nw_counted_socket fresh = {.kind = NW_SOCKET_TCP};
   fresh.key.cgroup_id = bpf_skb_cgroup_id(skb);
   if (sk->family == NW_AF_INET) {
     __u32 remote = sk->dst_ip4;
@@ -240,18 +264,49 @@ static __always_inline bool counted_by_socket(struct __sk_buff *skb, __u8 direct
    * it to IP), an ingress one not yet in segs_in (counted after this filter): take the egress one
    * out of the baseline so the fold counts this packet either way. Payload is counted when
    * acknowledged (sent) or received in order, so this packet's is not in the baseline. */
-  fresh.folded_acked = tp->bytes_acked;
-  fresh.folded_received = tp->bytes_received;
-  fresh.folded_segs_in = tp->segs_in;
+  fresh.folded[NW_OUT_BYTES] = tp->bytes_acked;
+  fresh.folded[NW_IN_BYTES] = tp->bytes_received;
+  fresh.folded[NW_IN_PACKETS] = tp->segs_in;
   __u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-  fresh.folded_segs_out = direction == NW_EGRESS ? (__u32)(tp->segs_out - segs) : tp->segs_out;
-  /* No storage (out of memory): count per packet. */
-  return bpf_sk_storage_get(&tcp_sockets, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE) != 0;
+  fresh.folded[NW_OUT_PACKETS] =
+      direction == NW_EGRESS ? (__u32)(tp->segs_out - segs) : tp->segs_out;
+  return bpf_sk_storage_get(&counted_sockets, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE) != 0;
+}
+
+static __always_inline bool same_remote(const struct nw_flow_key *a, const struct nw_flow_key *b) {
+  const __u32 *x = (const __u32 *)a->remote, *y = (const __u32 *)b->remote;
+  if (a->family != b->family || x[0] != y[0]) return false;
+  return a->family == 4 || (x[1] == y[1] && x[2] == y[2] && x[3] == y[3]);
+}
+
+static __always_inline void add_to_socket(struct nw_counted_socket *counted, __u8 direction,
+                                          __u64 bytes, __u64 packets) {
+  const int base = direction == NW_EGRESS ? NW_OUT_BYTES : NW_IN_BYTES;
+  /* Not per CPU: the socket's sender and its softirq receive path can run on different CPUs. */
+  __sync_fetch_and_add(&counted->counted[base], bytes);
+  __sync_fetch_and_add(&counted->counted[base + 1], packets);
 }
 
 static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   if (calibrate_empty) return;
-  if (counted_by_socket(skb, direction)) return;
+  struct bpf_sock *sk = skb->sk;
+  struct nw_counted_socket *counted = 0;
+  struct bpf_sock *uncounted_udp = 0; /* a UDP socket without an entry yet */
+  if ((tcp_from_sockets || udp_from_sockets) && sk) {
+    /* The common case, one helper call: a TCP connection counted from its socket is done. */
+    counted = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
+    if (counted && counted->kind == NW_SOCKET_TCP) {
+      if (!counted->closed) return;
+      counted = 0;
+    } else if (!counted) {
+      struct bpf_sock *full = bpf_sk_fullsock(sk);
+      if (full && full->protocol == NW_IPPROTO_TCP) {
+        if (tcp_from_sockets && start_counting_tcp(skb, full, direction)) return;
+      } else if (full && full->protocol == NW_IPPROTO_UDP && udp_from_sockets) {
+        uncounted_udp = full;
+      }
+    }
+  }
   struct nw_flow_key key = {};
   key.direction = direction;
   /* The IP header is read in place (direct packet access: no helper call, no copy); a header not
@@ -283,8 +338,27 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   } else {
     return;
   }
+  const __u64 bytes = skb->len, packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
+  if (counted) {
+    /* A UDP socket's entry: its remote address is counted there. */
+    if (!counted->closed && same_remote(&counted->key, &key)) {
+      add_to_socket(counted, direction, bytes, packets);
+      return;
+    }
+  } else if (uncounted_udp) {
+    /* The first packet of a UDP socket: its remote address is counted in the socket's entry from
+     * now on (no memory: per packet). */
+    struct nw_counted_socket fresh = {.kind = NW_SOCKET_UDP, .key = key};
+    fresh.key.direction = NW_EGRESS;
+    fresh.key.cgroup_id = bpf_skb_cgroup_id(skb);
+    const int base = direction == NW_EGRESS ? NW_OUT_BYTES : NW_IN_BYTES;
+    fresh.counted[base] = bytes;
+    fresh.counted[base + 1] = packets;
+    if (bpf_sk_storage_get(&counted_sockets, uncounted_udp, &fresh, BPF_SK_STORAGE_GET_F_CREATE))
+      return;
+  }
   key.cgroup_id = bpf_skb_cgroup_id(skb);
-  add_to_flow(&key, skb->len, skb->gso_segs > 1 ? skb->gso_segs : 1);
+  add_to_flow(&key, bytes, packets);
 }
 
 SEC("cgroup_skb/egress")
@@ -365,7 +439,7 @@ int BPF_PROG(nw_tcp_receive_reset, const struct sock *sk) {
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
   if (newstate != NW_TCP_CLOSE || sk->sk_protocol != NW_IPPROTO_TCP) return 0;
-  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
+  struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
   if (state) {
     state->closed = 1;
     fold_tcp_socket(sk, state);
@@ -373,14 +447,30 @@ int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
   return 0;
 }
 
+/* A UDP socket's last counts, when it is closed (its packets in flight on other CPUs at that
+ * moment may still be added, and are folded if the socket outlives the next iterator run). */
+SEC("cgroup/sock_release")
+int nw_fold_udp_release(struct bpf_sock *ctx) {
+  struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, ctx, 0, 0);
+  if (state && state->kind == NW_SOCKET_UDP) {
+    state->closed = 1;
+    fold_udp_socket(state);
+  }
+  return 1;
+}
+
 /* Run by the agent before each read of `flows` (a read of an iterator made from this program's
- * link): folds every live counted connection. */
+ * link): folds every live counted socket. */
 SEC("iter/bpf_sk_storage_map")
-int nw_fold_tcp_sockets(struct bpf_iter__bpf_sk_storage_map *ctx) {
+int nw_fold_sockets(struct bpf_iter__bpf_sk_storage_map *ctx) {
   struct sock *sk = ctx->sk;
   if (!sk) return 0;
-  struct nw_tcp_socket *state = bpf_sk_storage_get(&tcp_sockets, sk, 0, 0);
-  if (state) fold_tcp_socket(sk, state);
+  struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
+  if (!state) return 0;
+  if (state->kind == NW_SOCKET_TCP)
+    fold_tcp_socket(sk, state);
+  else
+    fold_udp_socket(state);
   return 0;
 }
 

@@ -6,7 +6,8 @@
 // IpExt OutOctets / InOctets (the IP datagram lengths the socket layer passes down / receives),
 // plus, for a TCP GSO packet (counted there once, with one header, and passed whole over a veth),
 // the IP and TCP headers of each further segment: (Tcp OutSegs - Ip OutRequests) x headers. TCP
-// is counted from the connection's socket counters, UDP per packet. TCP retransmits must match the
+// is counted from the connection's socket counters, UDP in its socket's entry (one remote address
+// each, the others per packet): both must come out exact. TCP retransmits must match the
 // RetransSegs deltas of every namespace involved. The kernel here has no sch_netem, so loss and
 // delay come from nftables rules in namespace B (random drops; the first SYN of a connect dropped).
 #include <arpa/inet.h>
@@ -19,9 +20,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <thread>
+#include <vector>
 
 #include "agent/collectors/net/net_program.h"
 #include "agent/collectors/net/network_collector.h"
@@ -190,6 +195,89 @@ class HeldConnection {
   pid_t pid_ = -1;
 };
 
+// A child process in `cgroup_dir` / `netns` that runs `steps` one at a time: Step() runs the next
+// one in the child and returns its result (0 = success). What the steps keep (sockets) lives in
+// the child from one step to the next; the child exits after the last step.
+class SteppedChild {
+ public:
+  SteppedChild(const std::string& cgroup_dir, const std::string& netns,
+               std::vector<std::function<int()>> steps) {
+    if (pipe(to_child_) != 0 || pipe(from_child_) != 0) return;
+    pid_ = nodewatch::testing::StartChild(cgroup_dir, netns, [&]() -> int {
+      for (const auto& step : steps) {
+        char go = 0;
+        if (read(to_child_[0], &go, 1) != 1) return 1;
+        const int result = step();
+        if (write(from_child_[1], &result, sizeof(result)) != sizeof(result)) return 2;
+      }
+      return 0;
+    });
+  }
+  ~SteppedChild() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : {to_child_[0], to_child_[1], from_child_[0], from_child_[1]}) close(fd);
+  }
+  int Step() {
+    int result = -1;
+    if (pid_ <= 0 || write(to_child_[1], "s", 1) != 1 ||
+        read(from_child_[0], &result, sizeof(result)) != sizeof(result))
+      return -1;
+    return result;
+  }
+  // After the last step: true when the child exited cleanly.
+  bool Exited() {
+    int status = 0;
+    if (pid_ <= 0 || waitpid(pid_, &status, 0) != pid_) return false;
+    pid_ = -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+ private:
+  int to_child_[2] = {-1, -1}, from_child_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
+
+// A UDP server in namespace B on every address, `port`: echoes the datagrams that start with 'e'
+// back to their sender, drops the others.
+class UdpEcho {
+ public:
+  UdpEcho(const std::string& netns, int port) {
+    std::atomic<bool> ready{false};
+    thread_ = std::thread([=, this, &ready] {
+      RunInNetns(netns, [&] {
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
+        timeval tick{.tv_sec = 0, .tv_usec = 50'000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+        const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+        ready = true;
+        char buffer[65536];
+        while (bound && !stop_) {
+          sockaddr_in from{};
+          socklen_t from_len = sizeof(from);
+          ssize_t n = recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
+                               &from_len);
+          if (n > 0 && buffer[0] == 'e')
+            sendto(fd, buffer, n, 0, reinterpret_cast<sockaddr*>(&from), from_len);
+        }
+        close(fd);
+      });
+    });
+    while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ~UdpEcho() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
 // IP bytes A's TCP segments carry on a wire between two NetCounters snapshots of namespace A:
 // IpExt OutOctets counts a GSO packet once with one header; each further segment carries its own
 // IPv4 (20) and TCP header with the timestamp option Linux negotiates by default (32).
@@ -335,6 +423,150 @@ TEST_F(EbpfNetTest, TcpAndUdpBytesMatchTheKernelCountersAndLandOnThePod) {
   EXPECT_NEAR(static_cast<double>(egress[""].first), udp_octets, udp_octets * 0.01);
   EXPECT_EQ(egress[""].second, 2000u);
   EXPECT_EQ(egress.count(kPodUid), 0u) << "the pod sent nothing this interval";
+}
+
+// UDP counted in the sockets' own entries: a connected socket's sends and the echoes it receives,
+// while it stays open (the iterator's fold) and after it is closed (the release fold); datagrams
+// of the same socket to another address, and a receiving socket's second peer, take the per-packet
+// path. Every count is exact, against the datagrams sent and namespace A's IP counters.
+TEST_F(EbpfNetTest, UdpSocketsAreCountedInTheirOwnEntriesExactly) {
+  auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path()});
+  ASSERT_TRUE(program.ok()) << program.status();
+  // A second address of namespace B, reached through the same static neighbour.
+  const std::string b = net_.address_b(), b2 = "10.201.0.3";
+  ASSERT_EQ(
+      Shell("ip netns exec " + net_.b() + " ip addr add " + b2 + "/24 dev " + net_.device_b()), 0);
+  ASSERT_EQ(Shell("ip netns exec " + net_.a() + " ip neigh replace " + b2 +
+                  " lladdr 02:00:00:00:1:02 dev " + net_.device_a() + " nud permanent"),
+            0);
+  UdpEcho echo(net_.b(), 5310);
+  constexpr size_t kSize = 200, kServerSize = 100;  // payloads: + 28 bytes of IP and UDP headers
+  int client = -1, server = -1;
+  auto send_n = [&](const char* to, int count, char first) {
+    std::vector<char> payload(kSize, 'u');
+    payload[0] = first;
+    sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(5310)};
+    if (to != nullptr) inet_pton(AF_INET, to, &sa.sin_addr);
+    for (int i = 0; i < count; ++i) {
+      ssize_t n = to == nullptr ? send(client, payload.data(), kSize, 0)
+                                : sendto(client, payload.data(), kSize, 0,
+                                         reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+      if (n != static_cast<ssize_t>(kSize)) return 10;
+      if (first == 'e' && recv(client, payload.data(), kSize, 0) != static_cast<ssize_t>(kSize))
+        return 11;
+    }
+    return 0;
+  };
+  SteppedChild pod(
+      pod_cgroup_, net_.a(),
+      {// 1: a client connected to B and a server on A:5311 (both sockets stay open).
+       [&] {
+         client = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+         server = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+         timeval second{.tv_sec = 1, .tv_usec = 0};
+         setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+         setsockopt(server, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+         sockaddr_in to{.sin_family = AF_INET, .sin_port = htons(5310)};
+         inet_pton(AF_INET, net_.address_b().c_str(), &to.sin_addr);
+         sockaddr_in local{.sin_family = AF_INET, .sin_port = htons(5311)};
+         if (connect(client, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) return 1;
+         if (bind(server, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) return 2;
+         // 300 datagrams to B, each echoed back.
+         return send_n(nullptr, 300, 'e');
+       },
+       // 2: the server takes 100 datagrams (40 from B's second address first, then 60 from B).
+       [&] {
+         char buffer[kServerSize];
+         for (int i = 0; i < 100; ++i) {
+           if (recv(server, buffer, sizeof(buffer), 0) != static_cast<ssize_t>(kServerSize))
+             return 20;
+         }
+         return 0;
+       },
+       // 3: 100 datagrams to B's second address through the connected socket, 200 more to B
+       // (not echoed), and both sockets closed.
+       [&] {
+         if (int err = send_n(b2.c_str(), 100, 'n'); err != 0) return err;
+         if (int err = send_n(nullptr, 200, 'n'); err != 0) return err;
+         close(client);
+         close(server);
+         return 0;
+       }});
+  auto flows_now = [&] {
+    std::map<std::pair<std::string, bool>, std::pair<uint64_t, uint64_t>> out;
+    std::vector<std::pair<FlowKey, FlowTotals>> flows;
+    EXPECT_TRUE((*program)->ReadFlows(flows).ok());
+    for (const auto& [key, totals] : flows) {
+      auto& sum = out[{key.remote, key.egress}];
+      sum.first += totals.bytes;
+      sum.second += totals.packets;
+    }
+    return out;
+  };
+  using Count = std::pair<uint64_t, uint64_t>;  // bytes, packets
+  auto of = [](auto& flows, const std::string& address, bool egress) {
+    return flows[{Remote(address), egress}];
+  };
+  auto datagrams = [](uint64_t n, size_t payload) { return Count{n * (payload + 28), n}; };
+
+  auto flows_map_entries = [&] {
+    for (const auto& m : (*program)->Maps()) {
+      if (m.name == "flows") return m.entries;
+    }
+    return uint64_t{999};
+  };
+
+  auto before = NetCounters(net_.a());
+  ASSERT_EQ(pod.Step(), 0);
+  auto after = NetCounters(net_.a());
+  // Everything so far is in the client socket's entry, not in the flows map, until the iterator
+  // folds it there (both directions: two keys).
+  EXPECT_EQ(flows_map_entries(), 0u);
+  auto counted = flows_now();
+  EXPECT_EQ(flows_map_entries(), 2u);
+  EXPECT_EQ(of(counted, b, true), datagrams(300, kSize));
+  EXPECT_EQ(of(counted, b, false), datagrams(300, kSize));
+  EXPECT_EQ(static_cast<double>(of(counted, b, true).first),
+            static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]));
+  EXPECT_EQ(static_cast<double>(of(counted, b, false).first),
+            static_cast<double>(after["IpExt.InOctets"] - before["IpExt.InOctets"]));
+
+  // B sends to the pod's server: 40 datagrams from its second address, then 60 from its first.
+  RunInNetns(net_.b(), [&] {
+    for (const auto& [from, count] : {std::pair{b2, 40}, std::pair{b, 60}}) {
+      int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      sockaddr_in local{.sin_family = AF_INET};
+      inet_pton(AF_INET, from.c_str(), &local.sin_addr);
+      sockaddr_in to{.sin_family = AF_INET, .sin_port = htons(5311)};
+      inet_pton(AF_INET, net_.address_a().c_str(), &to.sin_addr);
+      bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local));
+      std::vector<char> payload(kServerSize, 's');
+      for (int i = 0; i < count; ++i) {
+        sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+      }
+      close(fd);
+    }
+  });
+  ASSERT_EQ(pod.Step(), 0);
+  counted = flows_now();
+  EXPECT_EQ(of(counted, b2, false), datagrams(40, kServerSize));  // the server's entry
+  const Count echoes = datagrams(300, kSize), from_b = datagrams(60, kServerSize);  // per packet
+  EXPECT_EQ(of(counted, b, false), Count(echoes.first + from_b.first, 360));
+
+  before = NetCounters(net_.a());
+  ASSERT_EQ(pod.Step(), 0);
+  ASSERT_TRUE(pod.Exited());
+  after = NetCounters(net_.a());
+  counted = flows_now();  // closed: the release folds took the rest
+  EXPECT_EQ(of(counted, b, true), datagrams(500, kSize));
+  EXPECT_EQ(of(counted, b2, true), datagrams(100, kSize));  // per packet
+  EXPECT_EQ(of(counted, b, false), Count(echoes.first + from_b.first, 360));
+  EXPECT_EQ(static_cast<double>(datagrams(300, kSize).first),
+            static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]));
+  std::printf("udp: out to B %llu B / %llu datagrams, to B's second address %llu B\n",
+              static_cast<unsigned long long>(of(counted, b, true).first),
+              static_cast<unsigned long long>(of(counted, b, true).second),
+              static_cast<unsigned long long>(of(counted, b2, true).first));
 }
 
 // A long-lived connection is counted every interval while it is open (the socket fold run before
@@ -549,8 +781,8 @@ TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
       EXPECT_NE(p.why_off.find("--bpf-tcp"), std::string::npos);
     }
   }
-  EXPECT_EQ(loaded, 2);
-  EXPECT_EQ(off, 6);  // the TCP tracepoints and the socket folds
+  EXPECT_EQ(loaded, 4);  // the counters and the UDP socket folds
+  EXPECT_EQ(off, 5);     // the TCP tracepoints and the TCP close fold
   ASSERT_EQ(
       RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
   std::vector<std::pair<FlowKey, FlowTotals>> flows;
@@ -574,6 +806,21 @@ TEST_F(EbpfNetTest, LoadFailuresAreClearAndWhatCannotRunIsSwitchedOff) {
   const double out_octets =
       static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]);
   EXPECT_NEAR(static_cast<double>(bytes) - 3 * 128, out_octets, out_octets * 0.01);
+  program->reset();
+
+  // Counting from sockets switched off: every fold says why, and UDP is counted per packet.
+  auto per_packet = BpfNetProgram::Load({.cgroup_path = cgroup_.path(), .sockets = false});
+  ASSERT_TRUE(per_packet.ok()) << per_packet.status();
+  for (const auto& p : (*per_packet)->Programs()) {
+    EXPECT_EQ(p.loaded, p.name.rfind("nw_fold_", 0) != 0) << p.name << ": " << p.why_off;
+  }
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 5, 100); }), 0);
+  flows.clear();
+  ASSERT_TRUE((*per_packet)->ReadFlows(flows).ok());
+  packets = 0;
+  for (const auto& [key, totals] : flows) packets += totals.packets;
+  EXPECT_EQ(packets, 5u);
 }
 
 TEST_F(EbpfNetTest, EveryProgramLoadsAndReportsItsRunTime) {
@@ -586,13 +833,16 @@ TEST_F(EbpfNetTest, EveryProgramLoadsAndReportsItsRunTime) {
   ASSERT_TRUE(open.Send(64 << 10));
   ASSERT_EQ(
       RunChild(pod_cgroup_, net_.a(), [&] { return SendTcp(net_.address_b(), 5204, 1 << 20); }), 0);
+  ASSERT_EQ(
+      RunChild(pod_cgroup_, net_.a(), [&] { return SendUdp(net_.address_b(), 5300, 3, 100); }), 0);
   std::vector<std::pair<FlowKey, FlowTotals>> flows;
   ASSERT_TRUE((*program)->ReadFlows(flows).ok());  // runs the socket fold over `open`
-  EXPECT_EQ((*program)->Programs().size(), 8u);
+  EXPECT_EQ((*program)->Programs().size(), 9u);
   for (const auto& p : (*program)->Programs()) {
     EXPECT_TRUE(p.loaded) << p.name << ": " << p.why_off;
     if (p.name == "nw_count_egress" || p.name == "nw_count_ingress" || p.name == "nw_tcp_state" ||
-        p.name == "nw_fold_tcp_sockets" || p.name == "nw_fold_tcp_close") {
+        p.name == "nw_fold_sockets" || p.name == "nw_fold_tcp_close" ||
+        p.name == "nw_fold_udp_release") {
       EXPECT_GT(p.run_count, 0u) << p.name;
       EXPECT_GT(p.run_time_ns, 0u) << p.name;
     }

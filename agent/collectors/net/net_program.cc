@@ -75,11 +75,16 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   } else if (!features.tracing) {
     tcp_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
   }
+  std::string sockets_off;  // why every packet is counted per packet, if it is
+  if (!options.sockets) {
+    sockets_off = "switched off (every packet counted per packet)";
+  } else if (!features.tracing) {
+    sockets_off = absl::StrCat("kernel cannot run tracing programs (", features.Describe(), ")");
+  }
   // Read once for every attempt below.
   self->btf_ = ReadKernelBtf(
       {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"},
       {"bpf_iter__bpf_sk_storage_map"});
-  std::string sockets_off;  // why TCP is counted per packet, if it is (beyond tcp_off)
   // Each failure switches off the part most likely to blame and tries again: first the socket
   // folds (compare-and-exchange, 5.12+), then every TCP program (lockdown, an old kernel); the
   // byte counters alone are the last attempt.
@@ -88,9 +93,9 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     if (status.ok()) status = self->AttachAll();
     if (status.ok()) break;
     if (absl::IsFailedPrecondition(status)) return status;  // the cgroup: nothing to switch off
-    if (tcp_off.empty() && sockets_off.empty()) {
+    if (sockets_off.empty()) {
       sockets_off = absl::StrCat("the kernel refused the socket folds: ", status.message());
-      log->warn("{}; retrying with TCP counted per packet", sockets_off);
+      log->warn("{}; retrying with every packet counted per packet", sockets_off);
     } else if (tcp_off.empty()) {
       tcp_off = absl::StrCat("kernel refused the TCP programs: ", status.message());
       log->warn("{}; retrying without them", tcp_off);
@@ -104,9 +109,12 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     }
     return false;
   };
-  log->info("network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}",
-            options.cgroup_path, options.flow_entries, on("nw_tcp_state") ? "on" : "off",
-            self->fold_link_ != nullptr ? "from its sockets" : "per packet");
+  log->info(
+      "network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}; UDP "
+      "counted {}",
+      options.cgroup_path, options.flow_entries, on("nw_tcp_state") ? "on" : "off",
+      on("nw_fold_tcp_close") ? "from its sockets" : "per packet",
+      on("nw_fold_udp_release") ? "from its sockets (one remote address each)" : "per packet");
   return self;
 }
 
@@ -122,27 +130,27 @@ absl::Status BpfNetProgram::AttachAll() {
     bpf_link* link = nullptr;
     if (stats.attach.rfind("iter/", 0) == 0) {
       union bpf_iter_link_info link_info {};
-      link_info.map.map_fd = bpf_map__fd(skel_->maps.tcp_sockets);
+      link_info.map.map_fd = bpf_map__fd(skel_->maps.counted_sockets);
       DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, iter_options);
       iter_options.link_info = &link_info;
       iter_options.link_info_len = sizeof(link_info);
       link = fold_link_ = bpf_program__attach_iter(program, &iter_options);
-    } else if (cgroup_skb) {
+    } else if (stats.attach.rfind("cgroup", 0) == 0) {
       link = bpf_program__attach_cgroup(program, cgroup_fd_);
     } else {
       link = bpf_program__attach(program);
     }
     if (link == nullptr) {
       const int err = errno;
-      if (cgroup_skb) {
-        DetachAll();
-        return absl::FailedPreconditionError(absl::StrCat("cannot attach ", stats.attach, " to ",
-                                                          options_.cgroup_path, ": ", Errno(err)));
-      }
       if (fold) {
         DetachAll();
         return absl::UnavailableError(
             absl::StrCat("cannot attach ", stats.attach, ": ", Errno(err)));
+      }
+      if (cgroup_skb) {
+        DetachAll();
+        return absl::FailedPreconditionError(absl::StrCat("cannot attach ", stats.attach, " to ",
+                                                          options_.cgroup_path, ": ", Errno(err)));
       }
       stats.why_off = absl::StrCat("attach failed: ", Errno(err));
       log->warn("BPF program {} ({}) off: {}", stats.name, stats.attach, stats.why_off);
@@ -163,11 +171,11 @@ void BpfNetProgram::DetachAll() {
   fold_link_ = nullptr;
 }
 
-absl::Status BpfNetProgram::FoldLiveTcpSockets() {
+absl::Status BpfNetProgram::FoldLiveSockets() {
   if (fold_link_ == nullptr) return absl::OkStatus();
   const int fd = bpf_iter_create(bpf_link__fd(fold_link_));
   if (fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot run the TCP socket iterator: ", Errno(errno)));
+    return absl::InternalError(absl::StrCat("cannot run the socket iterator: ", Errno(errno)));
   }
   // The program writes nothing: reading to the end runs it over every counted socket.
   char buffer[64];
@@ -177,7 +185,7 @@ absl::Status BpfNetProgram::FoldLiveTcpSockets() {
   const int err = errno;
   close(fd);
   if (n < 0) {
-    return absl::InternalError(absl::StrCat("TCP socket iterator: ", Errno(err)));
+    return absl::InternalError(absl::StrCat("socket iterator: ", Errno(err)));
   }
   return absl::OkStatus();
 }
@@ -196,25 +204,34 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
   const std::map<std::string, int>& args = btf_.tracepoint_args;
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
-  // TCP counted from its sockets needs both folds: at close (inet_sock_set_state) and the
-  // iterator over socket storage (5.9+). Without them TCP is counted per packet.
-  if (!tcp_off.empty()) {
-    sockets_off = tcp_off;
-  } else if (sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
-    sockets_off = "kernel has no tracepoint inet_sock_set_state";
-  } else if (sockets_off.empty() && !btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
+  // Counting from sockets needs the iterator over socket storage (5.9+) and the folds at close:
+  // inet_sock_set_state for TCP, cgroup/sock_release for UDP. Without them every packet is
+  // counted per packet.
+  if (sockets_off.empty() && !btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
     sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
   }
-  skel_->rodata->tcp_from_sockets = sockets_off.empty();
-  if (!sockets_off.empty()) log->info("TCP connections counted per packet: {}", sockets_off);
+  std::string tcp_sockets_off = sockets_off.empty() ? tcp_off : sockets_off;
+  if (tcp_sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
+    tcp_sockets_off = "kernel has no tracepoint inet_sock_set_state";
+  }
+  skel_->rodata->tcp_from_sockets = tcp_sockets_off.empty();
+  skel_->rodata->udp_from_sockets = sockets_off.empty();
+  if (!tcp_sockets_off.empty()) {
+    log->info("TCP connections counted per packet: {}", tcp_sockets_off);
+  }
+  if (!sockets_off.empty()) log->info("UDP sockets counted per packet: {}", sockets_off);
+  // The folds come first: they attach before the counting programs hand sockets to them.
   programs_.push_back({.name = "nw_fold_tcp_close",
                        .attach = "tp_btf/inet_sock_set_state",
-                       .why_off = sockets_off});
+                       .why_off = tcp_sockets_off});
   programs_.push_back(
-      {.name = "nw_fold_tcp_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = sockets_off});
+      {.name = "nw_fold_udp_release", .attach = "cgroup/sock_release", .why_off = sockets_off});
+  programs_.push_back(
+      {.name = "nw_fold_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = sockets_off});
+  if (!tcp_sockets_off.empty()) bpf_program__set_autoload(skel_->progs.nw_fold_tcp_close, false);
   if (!sockets_off.empty()) {
-    bpf_program__set_autoload(skel_->progs.nw_fold_tcp_close, false);
-    bpf_program__set_autoload(skel_->progs.nw_fold_tcp_sockets, false);
+    bpf_program__set_autoload(skel_->progs.nw_fold_udp_release, false);
+    bpf_program__set_autoload(skel_->progs.nw_fold_sockets, false);
   }
 
   struct Tracepoint {
@@ -258,7 +275,7 @@ BpfNetProgram::~BpfNetProgram() {
 }
 
 absl::Status BpfNetProgram::ReadFlows(std::vector<std::pair<FlowKey, FlowTotals>>& out) {
-  if (absl::Status folded = FoldLiveTcpSockets(); !folded.ok()) return folded;
+  if (absl::Status folded = FoldLiveSockets(); !folded.ok()) return folded;
   const int fd = bpf_map__fd(skel_->maps.flows);
   std::vector<nw_flow_value> values(PossibleCpus());
   nw_flow_key key{}, next{};

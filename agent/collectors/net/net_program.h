@@ -18,7 +18,10 @@ struct NetProgramOptions {
   std::string cgroup_path;        // cgroup v2 directory to count traffic of (and below)
   uint32_t flow_entries = 16384;  // flows map size: distinct (cgroup, remote, direction)
   bool tcp = true;                // load the TCP tracepoint programs
-  bool calibrate_empty = false;   // benchmarks only: cgroup_skb programs that count nothing
+  // Count TCP connections and UDP sockets from their socket storage where the kernel can (false:
+  // every packet through the flows hash; benchmarks compare the two).
+  bool sockets = true;
+  bool calibrate_empty = false;  // benchmarks only: cgroup_skb programs that count nothing
 };
 
 class BpfNetProgram final : public NetCounterSource {
@@ -40,15 +43,16 @@ class BpfNetProgram final : public NetCounterSource {
  private:
   explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
   // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why, the
-  // socket folds (TCP counted from its sockets) when `tcp_off` or `sockets_off` does.
+  // socket folds (TCP and UDP counted from their sockets) when `sockets_off` does (the TCP one
+  // also when `tcp_off` does).
   absl::Status OpenAndLoad(const std::string& tcp_off, std::string sockets_off);
   // Attaches every program not switched off, the folds first; on a failure that cannot be
   // switched off alone, detaches everything and says why: FailedPrecondition for a cgroup_skb
-  // program (the cgroup), Unavailable for a fold (retried with TCP counted per packet).
+  // program (the cgroup), Unavailable for a fold (retried with every packet counted per packet).
   absl::Status AttachAll();
   void DetachAll();
-  // Runs the iterator that folds live TCP connections' counters into the flows map.
-  absl::Status FoldLiveTcpSockets();
+  // Runs the iterator that folds live counted sockets (TCP and UDP) into the flows map.
+  absl::Status FoldLiveSockets();
   // Looks up and deletes one entry; false if it is not there.
   bool Take(int map_fd, const void* key, void* value);
   NetProgramOptions options_;
@@ -56,7 +60,7 @@ class BpfNetProgram final : public NetCounterSource {
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
   KernelBtfFacts btf_;  // the tracepoints and iterator this object needs, read once in Load
-  bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when TCP is counted from sockets
+  bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when counting from sockets
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
   bool lookup_and_delete_ = true;       // false once the kernel refused it for hashes (< 5.14)
 };
