@@ -51,6 +51,7 @@ namespace {
 
 constexpr int kIperfPort = 5401;
 constexpr int kConnectPort = 5402;
+constexpr int kUdpEchoPort = 5403;
 
 // Runs iperf3 as a client in `cgroup` and netns `ns`; returns its JSON report.
 nlohmann::json Iperf(const std::string& cgroup, const std::string& ns, const std::string& args) {
@@ -248,21 +249,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   Cost net_cost, empty_cost, tcp_cost, disk_cost;
-  Cost net_tcp_cost, net_udp_cost, net_tcp_per_packet_cost;
+  Cost net_tcp_cost, net_udp_cost, net_tcp_per_packet_cost, net_udp_per_packet_cost;
   double tcp_stream_cpu_ns = 0;  // CPU the machine used while the counted TCP stream ran
-  // Small packets: UDP (64-byte datagrams, counted per packet) and TCP (100-byte writes with
-  // TCP_NODELAY, counted from the sockets as the agent runs it; and, for comparison, per packet
-  // as with --bpf-tcp=false); then the same traffic with programs that return at once (the floor
-  // this machine charges for any cgroup_skb program, bpf_stats' own clock reads included). Three
-  // interleaved rounds, so slow drifts of this shared machine fall on every variant alike.
-  enum Variant { kUdp, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp };
+  // Small packets: UDP (64-byte datagrams of iperf3's connected socket) and TCP (100-byte writes
+  // with TCP_NODELAY), counted from the sockets as the agent runs it and, for comparison, every
+  // packet through the flows hash; then the same traffic with programs that return at once (the
+  // floor this machine charges for any cgroup_skb program, bpf_stats' own clock reads included).
+  // Three interleaved rounds, so slow drifts of this shared machine fall on every variant alike.
+  enum Variant { kUdp, kUdpPerPacket, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp };
   for (int round = 0; round < 3; ++round) {
-    for (Variant variant : {kUdp, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp}) {
+    for (Variant variant : {kUdp, kUdpPerPacket, kTcp, kTcpPerPacket, kEmptyUdp, kEmptyTcp}) {
       const bool empty = variant == kEmptyUdp || variant == kEmptyTcp;
-      const bool udp = variant == kUdp || variant == kEmptyUdp;
-      auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path(),
-                                              .tcp = variant != kTcpPerPacket,
-                                              .calibrate_empty = empty});
+      const bool udp = variant == kUdp || variant == kUdpPerPacket || variant == kEmptyUdp;
+      const bool per_packet = variant == kUdpPerPacket || variant == kTcpPerPacket;
+      auto program = na::BpfNetProgram::Load(
+          {.cgroup_path = cgroup.path(), .sockets = !per_packet, .calibrate_empty = empty});
       if (!program.ok()) return 1;
       IperfServer server(work, net.b());
       const double ticks0 = MachineBusyTicks(false);
@@ -274,7 +275,8 @@ int main(int argc, char** argv) {
       }
       std::vector<std::pair<na::FlowKey, na::FlowTotals>> flows;  // as the agent reads them
       (void)(*program)->ReadFlows(flows);
-      static const char* const kNames[] = {"UDP", "TCP from sockets", "TCP per packet",
+      static const char* const kNames[] = {"UDP from sockets",    "UDP per packet",
+                                           "TCP from sockets",    "TCP per packet",
                                            "UDP, empty programs", "TCP, empty programs"};
       std::printf("%s:\n", kNames[variant]);
       const Cost cost = Sum((*program)->Programs(), {"nw_count_egress", "nw_count_ingress"});
@@ -285,6 +287,9 @@ int main(int argc, char** argv) {
         case kTcp:
           net_tcp_cost += cost, net_cost += cost;
           break;
+        case kUdpPerPacket:
+          net_udp_per_packet_cost += cost;
+          break;
         case kTcpPerPacket:
           net_tcp_per_packet_cost += cost;
           break;
@@ -294,6 +299,67 @@ int main(int argc, char** argv) {
           break;
       }
     }
+  }
+  // Short-lived UDP sockets (a DNS lookup's pattern: socket, connect, one datagram out, one back,
+  // close): counted from the sockets, each socket also pays for its entry and the fold at close,
+  // so the figure is the programs' time per socket (out, in and release), against the same
+  // exchanges counted per packet. Three interleaved rounds of 5,000 sockets.
+  Cost udp_socket_cost, udp_socket_per_packet_cost;
+  {
+    std::atomic<bool> stop{false};
+    std::thread echo([&] {
+      nt::RunInNetns(net.b(), [&] {
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kUdpEchoPort)};
+        timeval tick{.tv_sec = 0, .tv_usec = 50'000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+        bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+        char buffer[512];
+        while (!stop) {
+          sockaddr_in from{};
+          socklen_t from_len = sizeof(from);
+          ssize_t n = recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
+                               &from_len);
+          if (n > 0) sendto(fd, buffer, n, 0, reinterpret_cast<sockaddr*>(&from), from_len);
+        }
+        close(fd);
+      });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int round = 0; round < 3; ++round) {
+      for (bool sockets : {true, false}) {
+        auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path(), .sockets = sockets});
+        if (!program.ok()) return 1;
+        constexpr int kSockets = 5000;
+        const int status = nt::RunChild(work, net.a(), [&] {
+          sockaddr_in to{.sin_family = AF_INET, .sin_port = htons(kUdpEchoPort)};
+          inet_pton(AF_INET, net.address_b().c_str(), &to.sin_addr);
+          char query[64] = {};
+          timeval second{.tv_sec = 1, .tv_usec = 0};
+          for (int i = 0; i < kSockets; ++i) {
+            int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+            const bool answered = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0 &&
+                                  send(fd, query, sizeof(query), 0) == sizeof(query) &&
+                                  recv(fd, query, sizeof(query), 0) == sizeof(query);
+            close(fd);
+            if (!answered) return 1;
+          }
+          return 0;
+        });
+        if (status != 0) {
+          std::fprintf(stderr, "the UDP exchanges failed\n");
+          return 1;
+        }
+        std::printf("UDP, one exchange per socket, %s:\n", sockets ? "from sockets" : "per packet");
+        Cost cost = Sum((*program)->Programs(),
+                        {"nw_count_egress", "nw_count_ingress", "nw_fold_udp_release"});
+        cost.runs = kSockets;  // per socket, not per program run
+        (sockets ? udp_socket_cost : udp_socket_per_packet_cost) += cost;
+      }
+    }
+    stop = true;
+    echo.join();
   }
   {
     auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
@@ -382,6 +448,11 @@ int main(int argc, char** argv) {
     nb::PrintBench("bpf_net_ns_per_packet_udp", net_udp_cost.PerRun(), "ns");
     nb::PrintBench("bpf_net_ns_per_packet_tcp_per_packet_path", net_tcp_per_packet_cost.PerRun(),
                    "ns");
+    nb::PrintBench("bpf_net_ns_per_packet_udp_per_packet_path", net_udp_per_packet_cost.PerRun(),
+                   "ns");
+    nb::PrintBench("bpf_net_ns_per_udp_socket_one_exchange", udp_socket_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_net_ns_per_udp_socket_one_exchange_per_packet_path",
+                   udp_socket_per_packet_cost.PerRun(), "ns");
     // The share of the small-packet stream's CPU spent in the counting programs: what a CPU-bound
     // stream loses to them, resolvable where the throughput comparison drowns in this machine's
     // noise. An upper bound: bpf_stats' own clock reads are in the programs' time.

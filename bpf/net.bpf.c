@@ -11,12 +11,13 @@
  *   connections, by an iterator over the storage that the agent runs before each read
  *   (iter/bpf_sk_storage_map). Bytes are IP bytes, as for every other packet: payload plus
  *   segments x (IP header + the connection's TCP header length).
- * - UDP sockets keep one remote address's counts in their own storage entry: the first packet of a
- *   socket gives it an entry for that packet's remote address, and every later packet to or from
- *   the same address is added there (a header read and two adds on the socket's entry, no hash
- *   lookup). Packets of other remote addresses (a server's other clients, sendto elsewhere, a
- *   re-connected socket) take the per-packet path. The entries are folded into `flows` by the
- *   same iterator and, when the socket is closed, by cgroup/sock_release.
+ * - Busy UDP sockets keep one remote address's counts in their own storage entry: a socket whose
+ *   packets keep coming is given an entry for one packet's remote address (see
+ *   NW_UDP_PROMOTE_SHIFT), and every later packet to or from the same address is added there (a
+ *   header read and two adds on the socket's entry, no hash lookup). Packets of other remote
+ *   addresses (a server's other clients, sendto elsewhere, a re-connected socket) and of sockets
+ *   without an entry take the per-packet path. The entries are folded into `flows` by the same
+ *   iterator and, when the socket is closed, by cgroup/sock_release.
  *   Everything else (ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
  *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
@@ -61,6 +62,10 @@ const volatile bool retransmit_has_err = false;
  * else. */
 const volatile bool tcp_from_sockets = false;
 const volatile bool udp_from_sockets = false;
+
+/* A UDP socket gets its entry from the packet that takes its flow's packet count on a CPU past a
+ * multiple of 2^NW_UDP_PROMOTE_SHIFT (the flows map counts it; the entry starts empty). */
+#define NW_UDP_PROMOTE_SHIFT 8
 
 /* Benchmarks only (bench/bpf_bench): the cgroup_skb programs return at once, so that the cost of
  * an empty program on the same traffic can be subtracted. The verifier drops the dead code. */
@@ -130,30 +135,30 @@ struct {
   __type(value, __u64);
 } connect_start SEC(".maps");
 
-static __always_inline void add_to_flow(struct nw_flow_key *key, __u64 bytes, __u64 packets) {
+/* Adds to a flow's counters; returns the flow's packets on this CPU before the add (0 for a new
+ * entry or when the map is full). */
+static __always_inline __u64 add_to_flow(struct nw_flow_key *key, __u64 bytes, __u64 packets) {
   struct nw_flow_value *value = bpf_map_lookup_elem(&flows, key);
   if (value) {
     __sync_fetch_and_add(&value->bytes, bytes);
-    __sync_fetch_and_add(&value->packets, packets);
-    return;
+    return __sync_fetch_and_add(&value->packets, packets);
   }
   struct nw_flow_value fresh = {.bytes = bytes, .packets = packets};
-  if (bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST) == 0) return;
+  if (bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST) == 0) return 0;
   /* Another CPU may have inserted the key in between: then add to ours. */
   value = bpf_map_lookup_elem(&flows, key);
   if (value) {
     __sync_fetch_and_add(&value->bytes, bytes);
-    __sync_fetch_and_add(&value->packets, packets);
-    return;
+    return __sync_fetch_and_add(&value->packets, packets);
   }
   nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
+  return 0;
 }
 
 /* Adds to the trouble counters of a connection's flow; zero arguments are compiled out where
  * they are constants. */
 static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmits,
-                                        __u64 failed_connects, __u64 resets,
-                                        __u64 slow_connects) {
+                                        __u64 failed_connects, __u64 resets, __u64 slow_connects) {
   struct nw_tcp_trouble *value = bpf_map_lookup_elem(&tcp_trouble, key);
   if (!value) {
     struct nw_tcp_trouble fresh = {};
@@ -339,26 +344,23 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
     return;
   }
   const __u64 bytes = skb->len, packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
-  if (counted) {
+  if (counted && !counted->closed && same_remote(&counted->key, &key)) {
     /* A UDP socket's entry: its remote address is counted there. */
-    if (!counted->closed && same_remote(&counted->key, &key)) {
-      add_to_socket(counted, direction, bytes, packets);
-      return;
-    }
-  } else if (uncounted_udp) {
-    /* The first packet of a UDP socket: its remote address is counted in the socket's entry from
-     * now on (no memory: per packet). */
-    struct nw_counted_socket fresh = {.kind = NW_SOCKET_UDP, .key = key};
-    fresh.key.direction = NW_EGRESS;
-    fresh.key.cgroup_id = bpf_skb_cgroup_id(skb);
-    const int base = direction == NW_EGRESS ? NW_OUT_BYTES : NW_IN_BYTES;
-    fresh.counted[base] = bytes;
-    fresh.counted[base + 1] = packets;
-    if (bpf_sk_storage_get(&counted_sockets, uncounted_udp, &fresh, BPF_SK_STORAGE_GET_F_CREATE))
-      return;
+    add_to_socket(counted, direction, bytes, packets);
+    return;
   }
   key.cgroup_id = bpf_skb_cgroup_id(skb);
-  add_to_flow(&key, bytes, packets);
+  const __u64 before = add_to_flow(&key, bytes, packets);
+  if (uncounted_udp &&
+      (before >> NW_UDP_PROMOTE_SHIFT) != ((before + packets) >> NW_UDP_PROMOTE_SHIFT)) {
+    /* This packet took its flow's count on this CPU past a multiple of 2^NW_UDP_PROMOTE_SHIFT: its
+     * socket gets an entry, and its later packets of this remote address are counted there. A busy
+     * socket is soon picked; a short-lived one (a DNS lookup's) rarely pays for an entry (~1.7 us
+     * to create, ~0.5 us to fold at close, measured) that it would not use. */
+    struct nw_counted_socket fresh = {.kind = NW_SOCKET_UDP, .key = key};
+    fresh.key.direction = NW_EGRESS;
+    bpf_sk_storage_get(&counted_sockets, uncounted_udp, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+  }
 }
 
 SEC("cgroup_skb/egress")
