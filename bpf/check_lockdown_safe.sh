@@ -5,6 +5,9 @@
 #   - no instruction calls a helper that reads or writes arbitrary kernel or user memory
 #     (bpf_probe_read*, bpf_probe_write_user, bpf_override_return): lockdown=confidentiality
 #     denies them at load time, which would turn every CO-RE BPF_CORE_READ into a load failure.
+# And that only the socket folds (programs named nw_fold_*, switched off on older kernels) use the
+# atomic instructions of Linux 5.12 (fetch-add, exchange, compare-and-exchange, and/or/xor): the
+# counting programs must load on 5.10, whose verifier refuses them even in dead code.
 # Writes the sections and the helpers each object calls to OUT (a build artifact, for review).
 # Usage: check_lockdown_safe.sh OBJECT HELPER_DEFS_H OUT
 set -euo pipefail
@@ -38,10 +41,16 @@ done
   echo "helpers: ${helpers[*]}"
 } > "$out"
 
-if [ -n "$bad_sections" ] || [ ${#bad_helpers[@]} -gt 0 ]; then
-  echo "check_lockdown_safe: $(basename "$obj") is not lockdown-safe:" >&2
+# Functions ("<name>:" lines of the disassembly) other than nw_fold_* with a 5.12+ atomic.
+new_atomics=$("$objdump" -d "$obj" | awk '
+  /^[0-9a-f]+ <[A-Za-z_0-9]+>:$/ && !/<LBB/ { fn = $2; gsub(/[<>:]/, "", fn); next }
+  fn !~ /^nw_fold_/ && (/atomic_fetch|cmpxchg|xchg/ || /lock .*[&|^]= /) { print fn }' | sort -u)
+
+if [ -n "$bad_sections" ] || [ ${#bad_helpers[@]} -gt 0 ] || [ -n "$new_atomics" ]; then
+  echo "check_lockdown_safe: $(basename "$obj") is not lockdown-safe or not 5.10-safe:" >&2
   [ -n "$bad_sections" ] && echo "  forbidden program types: $(echo $bad_sections)" >&2
   [ ${#bad_helpers[@]} -gt 0 ] && echo "  forbidden or unknown helpers: ${bad_helpers[*]}" >&2
+  [ -n "$new_atomics" ] && echo "  5.12+ atomics outside the nw_fold_* programs: $(echo $new_atomics)" >&2
   exit 1
 fi
 echo "check_lockdown_safe: $(basename "$obj"): helpers ${helpers[*]}"

@@ -136,23 +136,26 @@ struct {
 } connect_start SEC(".maps");
 
 /* Adds to a flow's counters; returns the flow's packets on this CPU before the add (0 for a new
- * entry or when the map is full). */
+ * entry or when the map is full). The count is read before the add, not fetched by it: an atomic
+ * fetch-add is a 5.12+ instruction, and these programs must load on older kernels (where the
+ * verifier refuses it even in code a flag makes dead). A softirq add in between is missed by the
+ * read, which only decides when a UDP socket gets its entry. */
 static __always_inline __u64 add_to_flow(struct nw_flow_key *key, __u64 bytes, __u64 packets) {
   struct nw_flow_value *value = bpf_map_lookup_elem(&flows, key);
-  if (value) {
-    __sync_fetch_and_add(&value->bytes, bytes);
-    return __sync_fetch_and_add(&value->packets, packets);
+  if (!value) {
+    struct nw_flow_value fresh = {.bytes = bytes, .packets = packets};
+    if (bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST) == 0) return 0;
+    /* Another CPU may have inserted the key in between: then add to ours. */
+    value = bpf_map_lookup_elem(&flows, key);
+    if (!value) {
+      nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
+      return 0;
+    }
   }
-  struct nw_flow_value fresh = {.bytes = bytes, .packets = packets};
-  if (bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST) == 0) return 0;
-  /* Another CPU may have inserted the key in between: then add to ours. */
-  value = bpf_map_lookup_elem(&flows, key);
-  if (value) {
-    __sync_fetch_and_add(&value->bytes, bytes);
-    return __sync_fetch_and_add(&value->packets, packets);
-  }
-  nw_count(&net_counters, NW_FLOW_MAP_FULL, packets);
-  return 0;
+  const __u64 before = *(volatile __u64 *)&value->packets;
+  __sync_fetch_and_add(&value->bytes, bytes);
+  __sync_fetch_and_add(&value->packets, packets);
+  return before;
 }
 
 /* Adds to the trouble counters of a connection's flow; zero arguments are compiled out where
