@@ -117,6 +117,14 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
                 static_cast<double>(p.run_time_ns) / 1e9, {{"program", p.name}});
     }
   }
+  for (const auto& p : programs) {
+    if (p.loaded) {
+      f.Counter("nodewatch_agent_bpf_program_missed_runs_total",
+                "Runs the kernel skipped because the program was already running on that CPU "
+                "(tracing programs; what they would have counted is missing).",
+                d(p.missed_runs), {{"program", p.name}});
+    }
+  }
   for (const auto& m : maps) {
     // The collector's own count for flows: a walk here would race its deletions and could count
     // entries twice.

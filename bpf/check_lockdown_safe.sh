@@ -41,10 +41,12 @@ done
   echo "helpers: ${helpers[*]}"
 } > "$out"
 
-# Functions ("<name>:" lines of the disassembly) other than nw_fold_* with a 5.12+ atomic.
+# Functions ("<name>:" lines of the disassembly) other than nw_fold_* with a 5.12+ atomic (or an
+# instruction this llvm-objdump cannot print: 32-bit exchanges show as <unknown>).
 new_atomics=$("$objdump" -d "$obj" | awk '
   /^[0-9a-f]+ <[A-Za-z_0-9]+>:$/ && !/<LBB/ { fn = $2; gsub(/[<>:]/, "", fn); next }
-  fn !~ /^nw_fold_/ && (/atomic_fetch|cmpxchg|xchg/ || /lock .*[&|^]= /) { print fn }' | sort -u)
+  fn !~ /^nw_fold_/ && (/atomic_fetch|cmpxchg|xchg|<unknown>/ || /lock .*[&|^]= /) { print fn }' |
+  sort -u)
 
 if [ -n "$bad_sections" ] || [ ${#bad_helpers[@]} -gt 0 ] || [ -n "$new_atomics" ]; then
   echo "check_lockdown_safe: $(basename "$obj") is not lockdown-safe or not 5.10-safe:" >&2

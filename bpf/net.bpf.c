@@ -115,9 +115,11 @@ struct nw_counted_socket {
   /* UDP only: IP bytes and packets to and from key.remote, added per packet. */
   __u64 counted[NW_SOCKET_COUNTERS];
   __u32 ip_header; /* TCP: 20 or 40 */
-  __u8 kind;       /* enum nw_socket_kind */
-  __u8 closed;     /* folded for the last time: later packets are counted per packet */
-  __u8 pad[2];
+  /* Folded for the last time: later packets are counted per packet. Set with an atomic exchange
+   * (a full barrier) before that fold reads the counters. */
+  __u32 closed;
+  __u8 kind; /* enum nw_socket_kind */
+  __u8 pad[7];
 };
 
 struct {
@@ -446,7 +448,7 @@ int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
   if (newstate != NW_TCP_CLOSE || sk->sk_protocol != NW_IPPROTO_TCP) return 0;
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
   if (state) {
-    state->closed = 1;
+    __sync_lock_test_and_set(&state->closed, 1);
     fold_tcp_socket(sk, state);
   }
   return 0;
@@ -458,7 +460,7 @@ SEC("cgroup/sock_release")
 int nw_fold_udp_release(struct bpf_sock *ctx) {
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, ctx, 0, 0);
   if (state && state->kind == NW_SOCKET_UDP) {
-    state->closed = 1;
+    __sync_lock_test_and_set(&state->closed, 1);
     fold_udp_socket(state);
   }
   return 1;

@@ -186,6 +186,11 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
                         "nodewatch_agent_bpf_program_runs_total{program=\"nw_count_egress\"}"),
             0);
   EXPECT_GT(AgentMetric(metrics_port, "nodewatch_agent_bpf_map_max_entries{map=\"flows\"}"), 0);
+  // Runs the kernel skipped are exported for every program (0 on a quiet machine).
+  EXPECT_GE(
+      AgentMetric(metrics_port,
+                  "nodewatch_agent_bpf_program_missed_runs_total{program=\"nw_block_complete\"}"),
+      0);
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {
         return cli({"history", "node-cli", "--kind", "network", "--limit", "20"}).find(" tx ") !=

@@ -1,12 +1,16 @@
 // The block I/O BPF programs against /proc/diskstats (root; a missing privilege fails): direct
 // I/O on a loop device of the test's own; the counted reads and writes, their bytes and the
-// latency histogram totals must equal the device's diskstats deltas. Real I/O errors come from a
+// latency histogram totals must equal the device's diskstats deltas, less what the kernel reports
+// it skipped (a completion in an interrupt landing on the program already running on that CPU is
+// not run again: ProgramStats::missed_runs, usually 0). Real I/O errors come from a
 // loop device whose backing file lives on a tiny tmpfs: once the tmpfs is full, each write fails
 // in the loop driver and completes with an error status, one failed pwrite() per request.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -48,6 +52,22 @@ class EbpfDiskTest : public ::testing::TestWithParam<bool> {
     collector_ =
         std::make_unique<BlockIoCollector>(*spool_, std::move(*program), "/proc", clock_, 10'000);
     ASSERT_TRUE(collector_->CollectOnce().ok());
+  }
+
+  // Completions the kernel did not run the block program for, since load.
+  uint64_t MissedRuns() const {
+    uint64_t missed = 0;
+    for (const auto& p : collector_->source().Programs()) missed += p.missed_runs;
+    return missed;
+  }
+  // `counted` is `truth` less at most `per_miss` for each missed run.
+  void ExpectCounted(const char* what, uint64_t counted, uint64_t truth, uint64_t per_miss) {
+    const uint64_t missed = MissedRuns();
+    std::printf("%s: counted %llu, diskstats %llu, missed runs %llu\n", what,
+                static_cast<unsigned long long>(counted), static_cast<unsigned long long>(truth),
+                static_cast<unsigned long long>(missed));
+    EXPECT_LE(counted, truth) << what;
+    EXPECT_LE(truth - std::min(counted, truth), missed * per_miss) << what;
   }
 
   SystemClock clock_;
@@ -92,11 +112,12 @@ TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   const uint64_t writes = after.at("writes") - before.at("writes");
   EXPECT_GE(reads, 300u);
   EXPECT_GE(writes, 200u);
-  EXPECT_EQ(device->reads(), reads);
-  EXPECT_EQ(device->writes(), writes);
-  EXPECT_EQ(device->read_bytes(), (after.at("read_sectors") - before.at("read_sectors")) * 512);
-  EXPECT_EQ(device->written_bytes(),
-            (after.at("write_sectors") - before.at("write_sectors")) * 512);
+  ExpectCounted("reads", device->reads(), reads, 1);
+  ExpectCounted("writes", device->writes(), writes, 1);
+  ExpectCounted("read bytes", device->read_bytes(),
+                (after.at("read_sectors") - before.at("read_sectors")) * 512, 65536);
+  ExpectCounted("written bytes", device->written_bytes(),
+                (after.at("write_sectors") - before.at("write_sectors")) * 512, 4096);
   EXPECT_EQ(Sum(device->read_latency_log2_us()), device->reads());
   EXPECT_EQ(Sum(device->write_latency_log2_us()), device->writes());
   EXPECT_EQ(device->io_errors(), 0u);
@@ -162,8 +183,8 @@ TEST_P(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
     if (d.device() == loop.name()) device = &d;
   }
   ASSERT_NE(device, nullptr) << sample->DebugString();
-  EXPECT_EQ(device->io_errors(), failed);
-  EXPECT_EQ(device->writes(), written + failed);  // completed, as /proc/diskstats counts them
+  ExpectCounted("errors", device->io_errors(), failed, 1);
+  ExpectCounted("writes", device->writes(), written + failed, 1);  // completed, as diskstats
 }
 
 }  // namespace

@@ -52,11 +52,36 @@ constexpr char kPodUid[] = "6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31";
 constexpr char kContainer[] =
     "cri-containerd-4b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7.scope";
 
-std::string Remote(const std::string& dotted) {
-  in_addr a{};
-  inet_pton(AF_INET, dotted.c_str(), &a);
-  return std::string(reinterpret_cast<const char*>(&a), 4);
+// An address as flows key it: 4 bytes for IPv4, 16 for IPv6 (an address with a ':').
+std::string Remote(const std::string& address) {
+  in6_addr a{};
+  const bool v6 = address.find(':') != std::string::npos;
+  inet_pton(v6 ? AF_INET6 : AF_INET, address.c_str(), &a);
+  return std::string(reinterpret_cast<const char*>(&a), v6 ? 16 : 4);
 }
+
+// address:port as a socket address of its family ("" = any IPv4 address).
+struct SocketAddress {
+  SocketAddress(const std::string& address, int port) {
+    if (address.find(':') != std::string::npos) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(port);
+      inet_pton(AF_INET6, address.c_str(), &in6->sin6_addr);
+      length = sizeof(sockaddr_in6);
+    } else {
+      auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(port);
+      if (!address.empty()) inet_pton(AF_INET, address.c_str(), &in->sin_addr);
+      length = sizeof(sockaddr_in);
+    }
+  }
+  int family() const { return storage.ss_family; }
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
 
 // A TCP sink in namespace B: accepts connections and reads them to EOF until stopped.
 class TcpSink {
@@ -65,12 +90,11 @@ class TcpSink {
     std::atomic<bool> ready{false};
     thread_ = std::thread([=, this, &ready] {
       RunInNetns(netns, [&] {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const SocketAddress sa(address, port);
+        int fd = socket(sa.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
-        inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
-        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(fd, 64) != 0) {
+        if (bind(fd, sa.get(), sa.length) != 0 || listen(fd, 64) != 0) {
           ready = true;
           return;
         }
@@ -103,10 +127,9 @@ class TcpSink {
 
 // Connects to address:port and sends `bytes`; 0 on success, errno otherwise.
 int SendTcp(const std::string& address, int port, uint64_t bytes) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
-  inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+  const SocketAddress sa(address, port);
+  int fd = socket(sa.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, sa.get(), sa.length) != 0) {
     int err = errno;
     close(fd);
     return err;
@@ -130,13 +153,11 @@ int SendTcp(const std::string& address, int port, uint64_t bytes) {
 }
 
 int SendUdp(const std::string& address, int port, int datagrams, size_t size) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
-  inet_pton(AF_INET, address.c_str(), &sa.sin_addr);
+  const SocketAddress sa(address, port);
+  int fd = socket(sa.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
   std::vector<char> payload(size, 'u');
   for (int i = 0; i < datagrams; ++i) {
-    if (sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&sa),
-               sizeof(sa)) < 0) {
+    if (sendto(fd, payload.data(), payload.size(), 0, sa.get(), sa.length) < 0) {
       close(fd);
       return errno;
     }
@@ -245,23 +266,24 @@ class SteppedChild {
   pid_t pid_ = -1;
 };
 
-// A UDP server in namespace B on every address, `port`: echoes the datagrams that start with 'e'
+// A UDP server in a namespace on every address, `port`: echoes the datagrams that start with 'e'
 // back to their sender, drops the others.
 class UdpEcho {
  public:
-  UdpEcho(const std::string& netns, int port) {
+  // `any`: "" for every IPv4 address, "::" for every address.
+  UdpEcho(const std::string& netns, int port, const std::string& any = "") {
     std::atomic<bool> ready{false};
     thread_ = std::thread([=, this, &ready] {
       RunInNetns(netns, [&] {
-        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(port)};
+        const SocketAddress sa(any, port);
+        int fd = socket(sa.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
         timeval tick{.tv_sec = 0, .tv_usec = 50'000};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
-        const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+        const bool bound = bind(fd, sa.get(), sa.length) == 0;
         ready = true;
         char buffer[65536];
         while (bound && !stop_) {
-          sockaddr_in from{};
+          sockaddr_storage from{};
           socklen_t from_len = sizeof(from);
           ssize_t n = recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
                                &from_len);
@@ -606,6 +628,115 @@ TEST_F(EbpfNetTest, UdpSocketsAreCountedInTheirOwnEntriesExactly) {
               static_cast<unsigned long long>(of(counted, b, true).first),
               static_cast<unsigned long long>(of(counted, b, true).second),
               static_cast<unsigned long long>(of(counted, b2, true).first));
+}
+
+// IPv6: a TCP connection counted from its socket (keyed by the 16-byte address, sized with 40-byte
+// IP headers) and a busy connected UDP socket counted in its entry, against nftables counters in
+// namespace A (its own IPv6 traffic also carries MLD reports, so the protocol's packets are
+// counted apart) and TCP's segment counter.
+TEST_F(EbpfNetTest, Ipv6TrafficIsCountedLikeIpv4) {
+  NetnsPair net6("nw6" + std::to_string(getpid() % 100000), 202, /*ipv6=*/true);
+  ASSERT_TRUE(net6.ok()) << net6.error();
+  ASSERT_EQ(Nft(net6.a(), R"(table inet nwcount {
+  chain out {
+    type filter hook output priority 0;
+    meta nfproto ipv6 meta l4proto tcp counter
+    meta nfproto ipv6 meta l4proto udp counter
+  }
+  chain in {
+    type filter hook input priority 0;
+    meta nfproto ipv6 meta l4proto tcp counter
+    meta nfproto ipv6 meta l4proto udp counter
+  }
+})"),
+            "");
+  // (packets, bytes) of the four counters above, in order: out tcp, out udp, in tcp, in udp.
+  auto nft_counters = [&] {
+    std::string listing;
+    Shell("ip netns exec " + net6.a() + " nft list table inet nwcount", &listing);
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (size_t at = listing.find("counter packets "); at != std::string::npos;
+         at = listing.find("counter packets ", at + 1)) {
+      unsigned long long packets = 0, bytes = 0;
+      std::sscanf(listing.c_str() + at, "counter packets %llu bytes %llu", &packets, &bytes);
+      out.emplace_back(packets, bytes);
+    }
+    out.resize(4);
+    return out;
+  };
+  auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path()});
+  ASSERT_TRUE(program.ok()) << program.status();
+  const std::string b = net6.address6_b();
+  auto counted = [&](bool egress) {
+    std::vector<std::pair<FlowKey, FlowTotals>> flows;
+    EXPECT_TRUE((*program)->ReadFlows(flows).ok());
+    std::pair<uint64_t, uint64_t> sum;  // bytes, packets
+    for (const auto& [key, totals] : flows) {
+      if (key.remote == Remote(b) && key.egress == egress) {
+        sum.first += totals.bytes;
+        sum.second += totals.packets;
+      }
+    }
+    return sum;
+  };
+
+  // TCP: 2 MiB from the pod.
+  TcpSink sink(net6.b(), b, 5230);
+  auto before = NetCounters(net6.a());
+  auto nft_before = nft_counters();
+  ASSERT_EQ(RunChild(pod_cgroup_, net6.a(), [&] { return SendTcp(b, 5230, 2 << 20); }), 0);
+  auto after = NetCounters(net6.a());
+  auto nft_after = nft_counters();
+  const double out_packets = static_cast<double>(nft_after[0].first - nft_before[0].first);
+  const double out_bytes = static_cast<double>(nft_after[0].second - nft_before[0].second);
+  const double in_bytes = static_cast<double>(nft_after[2].second - nft_before[2].second);
+  // Each segment beyond a GSO packet's first carries its own IPv6 (40) and TCP header (32).
+  const double wire =
+      out_bytes +
+      (static_cast<double>(after["Tcp.OutSegs"] - before["Tcp.OutSegs"]) - out_packets) * 72;
+  auto egress = counted(true), ingress = counted(false);
+  std::printf(
+      "ipv6 tcp: egress counted %llu vs %.0f on the wire (%.0f in IP datagrams), ingress "
+      "%llu vs %.0f\n",
+      static_cast<unsigned long long>(egress.first), wire, out_bytes,
+      static_cast<unsigned long long>(ingress.first), in_bytes);
+  EXPECT_GE(out_bytes, 2 << 20);
+  EXPECT_NEAR(static_cast<double>(egress.first), wire, wire * 0.01);
+  EXPECT_NEAR(static_cast<double>(ingress.first), in_bytes, in_bytes * 0.01);
+
+  // UDP: a connected socket on one CPU, 1,000 datagrams of 200 bytes echoed back (it gets its
+  // entry on the way), then closed.
+  UdpEcho echo(net6.b(), 5320, "::");
+  nft_before = nft_counters();
+  ASSERT_EQ(RunChild(pod_cgroup_, net6.a(),
+                     [&] {
+                       cpu_set_t one_cpu;
+                       CPU_ZERO(&one_cpu);
+                       CPU_SET(0, &one_cpu);
+                       if (sched_setaffinity(0, sizeof(one_cpu), &one_cpu) != 0) return 1;
+                       const SocketAddress to(b, 5320);
+                       int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                       timeval second{.tv_sec = 1, .tv_usec = 0};
+                       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+                       if (connect(fd, to.get(), to.length) != 0) return 2;
+                       std::vector<char> payload(200, 'e');
+                       for (int i = 0; i < 1000; ++i) {
+                         if (send(fd, payload.data(), payload.size(), 0) != 200) return 3;
+                         if (recv(fd, payload.data(), payload.size(), 0) != 200) return 4;
+                       }
+                       close(fd);
+                       return 0;
+                     }),
+            0);
+  nft_after = nft_counters();
+  const auto udp_egress = counted(true), udp_ingress = counted(false);
+  const uint64_t datagram = 200 + 8 + 40;
+  EXPECT_EQ(nft_after[1].second - nft_before[1].second, 1000 * datagram);
+  EXPECT_EQ(nft_after[3].second - nft_before[3].second, 1000 * datagram);
+  EXPECT_EQ(udp_egress.first - egress.first, 1000 * datagram);
+  EXPECT_EQ(udp_egress.second - egress.second, 1000u);
+  EXPECT_EQ(udp_ingress.first - ingress.first, 1000 * datagram);
+  EXPECT_EQ(udp_ingress.second - ingress.second, 1000u);
 }
 
 // A long-lived connection is counted every interval while it is open (the socket fold run before

@@ -50,7 +50,7 @@ std::string EnsureKernelMounts() {
   return "";
 }
 
-NetnsPair::NetnsPair(const std::string& prefix, int subnet) : subnet_(subnet) {
+NetnsPair::NetnsPair(const std::string& prefix, int subnet, bool ipv6) : subnet_(subnet) {
   a_ = prefix + "a";
   b_ = prefix + "b";
   dev_a_ = prefix + "va";
@@ -66,29 +66,51 @@ NetnsPair::NetnsPair(const std::string& prefix, int subnet) : subnet_(subnet) {
   Shell("ip netns del " + a_ + "; ip netns del " + b_, &ignored);  // leftovers of a killed run
   run("ip netns add " + a_);
   run("ip netns add " + b_);
-  run("ip link add " + dev_a_ + " netns " + a_ + " type veth peer name " + dev_b_ + " netns " + b_);
-  for (const auto& [ns, dev] : {std::pair{a, dev_a_}, std::pair{b, dev_b_}}) {
-    run(ns + "sysctl -qw net.ipv6.conf.all.disable_ipv6=1");
-    run(ns + "sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-    run(ns + "sysctl -qw net.ipv6.conf." + dev + ".disable_ipv6=1");
+  for (const std::string& ns : {a, b}) {
+    if (ipv6) {
+      // Before the veth exists, so that it starts quiet: no link-local address (nothing to
+      // solicit routers or announce from), no duplicate address detection.
+      for (const char* conf : {"all", "default"}) {
+        run(ns + "sysctl -qw net.ipv6.conf." + conf + ".addr_gen_mode=1");
+        run(ns + "sysctl -qw net.ipv6.conf." + conf + ".accept_dad=0");
+        run(ns + "sysctl -qw net.ipv6.conf." + conf + ".router_solicitations=0");
+      }
+    } else {
+      run(ns + "sysctl -qw net.ipv6.conf.all.disable_ipv6=1");
+      run(ns + "sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+    }
   }
+  run("ip link add " + dev_a_ + " netns " + a_ + " type veth peer name " + dev_b_ + " netns " + b_);
+  const std::string mac = "02:00:00:00:" + std::to_string(subnet % 100) + ":0";
   run(a + "ip addr add " + address_a() + "/24 dev " + dev_a_);
   run(b + "ip addr add " + address_b() + "/24 dev " + dev_b_);
-  run(a + "ip link set " + dev_a_ + " address 02:00:00:00:" + std::to_string(subnet % 100) + ":01");
-  run(b + "ip link set " + dev_b_ + " address 02:00:00:00:" + std::to_string(subnet % 100) + ":02");
+  run(a + "ip link set " + dev_a_ + " address " + mac + "1");
+  run(b + "ip link set " + dev_b_ + " address " + mac + "2");
+  if (ipv6) {
+    run(a + "ip -6 addr add " + address6_a() + "/64 dev " + dev_a_ + " nodad");
+    run(b + "ip -6 addr add " + address6_b() + "/64 dev " + dev_b_ + " nodad");
+  }
   run(a + "ip link set " + dev_a_ + " up");
   run(b + "ip link set " + dev_b_ + " up");
-  // Static neighbours: no ARP, so the veth carries only the test's IP packets.
-  run(a + "ip neigh replace " + address_b() + " lladdr 02:00:00:00:" +
-      std::to_string(subnet % 100) + ":02 dev " + dev_a_ + " nud permanent");
-  run(b + "ip neigh replace " + address_a() + " lladdr 02:00:00:00:" +
-      std::to_string(subnet % 100) + ":01 dev " + dev_b_ + " nud permanent");
+  // Static neighbours: no ARP or neighbour discovery, so the veth carries only the test's packets.
+  run(a + "ip neigh replace " + address_b() + " lladdr " + mac + "2 dev " + dev_a_ +
+      " nud permanent");
+  run(b + "ip neigh replace " + address_a() + " lladdr " + mac + "1 dev " + dev_b_ +
+      " nud permanent");
+  if (ipv6) {
+    run(a + "ip -6 neigh replace " + address6_b() + " lladdr " + mac + "2 dev " + dev_a_ +
+        " nud permanent");
+    run(b + "ip -6 neigh replace " + address6_a() + " lladdr " + mac + "1 dev " + dev_b_ +
+        " nud permanent");
+  }
 }
 
 NetnsPair::~NetnsPair() { Shell("ip netns del " + a_ + "; ip netns del " + b_); }
 
 std::string NetnsPair::address_a() const { return "10." + std::to_string(subnet_) + ".0.1"; }
 std::string NetnsPair::address_b() const { return "10." + std::to_string(subnet_) + ".0.2"; }
+std::string NetnsPair::address6_a() const { return "fd00:" + std::to_string(subnet_) + "::1"; }
+std::string NetnsPair::address6_b() const { return "fd00:" + std::to_string(subnet_) + "::2"; }
 
 namespace {
 

@@ -1,6 +1,7 @@
 // Kernel test fixtures for the eBPF tests (run as root; CI runs them as root and a missing
 // privilege is a failure, never a skip):
-//   - NetnsPair: two network namespaces joined by a veth pair, IPv6 off and static neighbours so
+//   - NetnsPair: two network namespaces joined by a veth pair, static neighbours and IPv6 off (or
+//     on, without link-local addresses, duplicate address detection or router solicitations) so
 //     that the only IP traffic is the test's own (then /proc/net/netstat is ground truth).
 //   - TestCgroup: a cgroup v2 directory of the test's own, removed at the end.
 //   - RunInNetns / RunChild: code on a thread inside a namespace, or in a child process placed in a
@@ -26,8 +27,9 @@ std::string EnsureKernelMounts();
 
 class NetnsPair {
  public:
-  // Namespaces "<prefix>a"/"<prefix>b", addresses 10.<subnet>.0.1 (a) and .2 (b).
-  NetnsPair(const std::string& prefix, int subnet);
+  // Namespaces "<prefix>a"/"<prefix>b", addresses 10.<subnet>.0.1 (a) and .2 (b), and with
+  // `ipv6` also fd00:<subnet>::1 (a) and ::2 (b).
+  NetnsPair(const std::string& prefix, int subnet, bool ipv6 = false);
   ~NetnsPair();
   bool ok() const { return error_.empty(); }
   const std::string& error() const { return error_; }
@@ -35,6 +37,8 @@ class NetnsPair {
   const std::string& b() const { return b_; }
   std::string address_a() const;
   std::string address_b() const;
+  std::string address6_a() const;
+  std::string address6_b() const;
   std::string device_a() const { return dev_a_; }
   std::string device_b() const { return dev_b_; }
 

@@ -103,6 +103,7 @@ void ReadProgramStats(const bpf_program* program, ProgramStats& stats) {
   if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0) return;
   stats.run_count = info.run_cnt;
   stats.run_time_ns = info.run_time_ns;
+  stats.missed_runs = info.recursion_misses;
 }
 
 absl::StatusOr<BpfStatsScope> BpfStatsScope::Enable() {

@@ -48,8 +48,12 @@ struct ProgramStats {
   std::string why_off;     // set when !loaded
   uint64_t run_count = 0;  // since load, counted only while bpf_stats is enabled
   uint64_t run_time_ns = 0;
+  // Runs the kernel skipped, always counted (5.12+): a tracing program (tp_btf) that fires while
+  // it is already running on that CPU (an interrupt's block completion or TCP event landing on a
+  // run in task context) is not run again. What those runs would have counted is missing.
+  uint64_t missed_runs = 0;
 };
-// Fills run_count/run_time_ns of a loaded program from the kernel.
+// Fills run_count/run_time_ns/missed_runs of a loaded program from the kernel.
 void ReadProgramStats(const bpf_program* program, ProgramStats& stats);
 
 // How full a map is and how big it is in the kernel.

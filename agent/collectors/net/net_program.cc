@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -85,24 +86,53 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   self->btf_ = ReadKernelBtf(
       {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"},
       {"bpf_iter__bpf_sk_storage_map"});
-  // Each failure switches off the part most likely to blame and tries again: first the socket
-  // folds (compare-and-exchange, 5.12+), then every TCP program (lockdown, an old kernel); the
-  // byte counters alone are the last attempt.
-  while (true) {
-    absl::Status status = self->OpenAndLoad(tcp_off, sockets_off);
-    if (status.ok()) status = self->AttachAll();
-    if (status.ok()) break;
-    if (absl::IsFailedPrecondition(status)) return status;  // the cgroup: nothing to switch off
-    if (sockets_off.empty()) {
-      sockets_off = absl::StrCat("the kernel refused the socket folds: ", status.message());
-      log->warn("{}; retrying with every packet counted per packet", sockets_off);
-    } else if (tcp_off.empty()) {
-      tcp_off = absl::StrCat("kernel refused the TCP programs: ", status.message());
-      log->warn("{}; retrying without them", tcp_off);
-    } else {
-      return status;
+  // A refusal switches parts off and tries again, the part most likely to blame first: the socket
+  // folds (compare-and-exchange, 5.12+), then the TCP programs with the folds back on (lockdown,
+  // an old kernel), then both; the byte counters alone are the last attempt. Parts already off
+  // (by option or probe) are not retried.
+  struct Attempt {
+    bool sockets, tcp;
+  };
+  absl::Status refused;
+  std::string refused_with;                  // what the last refused attempt had on
+  std::string tcp_refusal, sockets_refusal;  // the kernel's answer with only them to blame
+  bool loaded = false;
+  std::vector<std::pair<bool, bool>> tried;
+  for (const Attempt attempt :
+       {Attempt{true, true}, Attempt{false, true}, Attempt{true, false}, Attempt{false, false}}) {
+    std::string tcp_why = tcp_off, sockets_why = sockets_off;
+    if (!attempt.tcp && tcp_why.empty()) {
+      tcp_why = absl::StrCat("kernel refused the TCP programs: ", tcp_refusal);
     }
+    if (!attempt.sockets && sockets_why.empty()) {
+      sockets_why = absl::StrCat("the kernel refused the socket folds: ", sockets_refusal);
+    }
+    const std::pair<bool, bool> parts{tcp_why.empty(), sockets_why.empty()};
+    if (std::find(tried.begin(), tried.end(), parts) != tried.end()) continue;
+    tried.push_back(parts);
+    if (!refused.ok()) {
+      log->warn("{}; retrying with {}", refused_with,
+                absl::StrCat(
+                    parts.first ? "the TCP programs" : "no TCP programs",
+                    parts.second ? " and the socket folds" : ", every packet counted per packet"));
+    }
+    absl::Status status = self->OpenAndLoad(tcp_why, sockets_why);
+    if (status.ok()) status = self->AttachAll();
+    if (status.ok()) {
+      loaded = true;
+      break;
+    }
+    if (absl::IsFailedPrecondition(status)) return status;  // the cgroup: nothing to switch off
+    refused = status;
+    if (parts.second && (sockets_refusal.empty() || !parts.first)) {
+      sockets_refusal = std::string(status.message());
+    }
+    if (parts.first && !parts.second) tcp_refusal = std::string(status.message());
+    refused_with = absl::StrCat("the kernel refused the network programs (TCP programs ",
+                                parts.first ? "on" : "off", ", socket folds ",
+                                parts.second ? "on" : "off", "): ", status.message());
   }
+  if (!loaded) return refused;
   const auto on = [&](const char* name) {
     for (const auto& p : self->programs_) {
       if (p.name == name) return p.loaded;
