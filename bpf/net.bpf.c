@@ -99,9 +99,10 @@ struct {
   __type(value, __u64);
 } connect_latency SEC(".maps");
 
-/* A socket being counted from its storage entry. Created by the socket's first packet through the
- * cgroup_skb programs (so only sockets of the attached cgroup have one), freed with the socket. Not
- * preallocated: costs memory per counted socket, about 110 bytes. */
+/* A socket being counted from its storage entry. Created by the cgroup_skb programs (so only
+ * sockets of the attached cgroup have one): by a TCP connection's first packet, by a busy UDP
+ * socket's (NW_UDP_PROMOTE_SHIFT); freed with the socket. Not preallocated: costs memory per
+ * counted socket, about 110 bytes. */
 enum nw_socket_kind { NW_SOCKET_TCP = 1, NW_SOCKET_UDP = 2 };
 /* Indexes of `folded` and `counted`. */
 enum { NW_OUT_BYTES = 0, NW_OUT_PACKETS, NW_IN_BYTES, NW_IN_PACKETS, NW_SOCKET_COUNTERS };
