@@ -394,17 +394,16 @@ int BPF_PROG(nw_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
   return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
-  if (sk->sk_protocol != NW_IPPROTO_TCP) return 0;
+/* Active opens: SYN_SENT -> ESTABLISHED (latency) or CLOSE (failed). */
+static __always_inline void on_tcp_state(const struct sock *sk, int oldstate, int newstate) {
   __u64 key = (__u64)sk;
   if (newstate == NW_TCP_SYN_SENT) {
     __u64 now = bpf_ktime_get_ns();
     if (bpf_map_update_elem(&connect_start, &key, &now, BPF_ANY))
       nw_count(&net_counters, NW_CONNECT_MAP_FULL, 1);
-    return 0;
+    return;
   }
-  if (oldstate != NW_TCP_SYN_SENT) return 0;
+  if (oldstate != NW_TCP_SYN_SENT) return;
   if (newstate == NW_TCP_ESTABLISHED) {
     nw_count(&net_counters, NW_TCP_CONNECTS, 1);
     __u64 *start = bpf_map_lookup_elem(&connect_start, &key);
@@ -420,6 +419,14 @@ int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
     if (tcp_socket_flow(sk, &flow)) add_trouble(&flow, 0, 1, 0, 0);
   }
   bpf_map_delete_elem(&connect_start, &key);
+}
+
+/* Loaded when TCP is counted per packet; otherwise nw_fold_tcp_state (below) does the same and
+ * folds closing connections, in one run per state change. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(nw_tcp_state, const struct sock *sk, int oldstate, int newstate) {
+  if (sk->sk_protocol != NW_IPPROTO_TCP) return 0;
+  on_tcp_state(sk, oldstate, newstate);
   return 0;
 }
 
@@ -440,18 +447,23 @@ int BPF_PROG(nw_tcp_receive_reset, const struct sock *sk) {
   return 0;
 }
 
-/* The two folds are programs of their own: they use compare-and-exchange (5.12+), which older
- * kernels refuse even in code a flag makes dead; without them the rest of the TCP programs load. */
+/* The folds are programs of their own: they use compare-and-exchange (5.12+), which older
+ * kernels refuse even in code a flag makes dead; without them the rest of the programs load. */
 
-/* A connection's last counts, when it closes (after CLOSE its counters no longer move). */
+/* nw_tcp_state and, when a connection closes (after CLOSE its counters no longer move), its last
+ * counts: one program, so that a state change costs one run. Loaded instead of nw_tcp_state when
+ * TCP is counted from its sockets. */
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
-  if (newstate != NW_TCP_CLOSE || sk->sk_protocol != NW_IPPROTO_TCP) return 0;
-  struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
-  if (state) {
-    __sync_lock_test_and_set(&state->closed, 1);
-    fold_tcp_socket(sk, state);
+int BPF_PROG(nw_fold_tcp_state, struct sock *sk, int oldstate, int newstate) {
+  if (sk->sk_protocol != NW_IPPROTO_TCP) return 0;
+  if (newstate == NW_TCP_CLOSE) {
+    struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
+    if (state) {
+      __sync_lock_test_and_set(&state->closed, 1);
+      fold_tcp_socket(sk, state);
+    }
   }
+  on_tcp_state(sk, oldstate, newstate);
   return 0;
 }
 
@@ -459,6 +471,9 @@ int BPF_PROG(nw_fold_tcp_close, struct sock *sk, int oldstate, int newstate) {
  * moment may still be added, and are folded if the socket outlives the next iterator run). */
 SEC("cgroup/sock_release")
 int nw_fold_udp_release(struct bpf_sock *ctx) {
+  /* Every socket of the cgroup comes here; only UDP ones can have a UDP entry (no helper call for
+   * the others). */
+  if (ctx->protocol != NW_IPPROTO_UDP) return 1;
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, ctx, 0, 0);
   if (state && state->kind == NW_SOCKET_UDP) {
     __sync_lock_test_and_set(&state->closed, 1);

@@ -142,8 +142,9 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   log->info(
       "network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}; UDP "
       "counted {}",
-      options.cgroup_path, options.flow_entries, on("nw_tcp_state") ? "on" : "off",
-      on("nw_fold_tcp_close") ? "from its sockets" : "per packet",
+      options.cgroup_path, options.flow_entries,
+      on("nw_tcp_state") || on("nw_fold_tcp_state") ? "on" : "off",
+      on("nw_fold_tcp_state") ? "from its sockets" : "per packet",
       on("nw_fold_udp_release") ? "from its sockets (one remote address each)" : "per packet");
   return self;
 }
@@ -250,15 +251,18 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
     log->info("TCP connections counted per packet: {}", tcp_sockets_off);
   }
   if (!sockets_off.empty()) log->info("UDP sockets counted per packet: {}", sockets_off);
-  // The folds come first: they attach before the counting programs hand sockets to them.
-  programs_.push_back({.name = "nw_fold_tcp_close",
-                       .attach = "tp_btf/inet_sock_set_state",
-                       .why_off = tcp_sockets_off});
+  // The folds come first: they attach before the counting programs hand sockets to them. When
+  // TCP is counted from its sockets, nw_fold_tcp_state is loaded instead of nw_tcp_state: the
+  // same work plus the close fold, one run per state change instead of two.
+  const bool tcp_from_sockets = tcp_sockets_off.empty();
+  if (tcp_from_sockets) {
+    programs_.push_back({.name = "nw_fold_tcp_state", .attach = "tp_btf/inet_sock_set_state"});
+  }
+  bpf_program__set_autoload(skel_->progs.nw_fold_tcp_state, tcp_from_sockets);
   programs_.push_back(
       {.name = "nw_fold_udp_release", .attach = "cgroup/sock_release", .why_off = sockets_off});
   programs_.push_back(
       {.name = "nw_fold_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = sockets_off});
-  if (!tcp_sockets_off.empty()) bpf_program__set_autoload(skel_->progs.nw_fold_tcp_close, false);
   if (!sockets_off.empty()) {
     bpf_program__set_autoload(skel_->progs.nw_fold_udp_release, false);
     bpf_program__set_autoload(skel_->progs.nw_fold_sockets, false);
@@ -277,6 +281,10 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
   programs_.push_back({.name = "nw_count_egress", .attach = "cgroup_skb/egress"});
   programs_.push_back({.name = "nw_count_ingress", .attach = "cgroup_skb/ingress"});
   for (const auto& tp : tracepoints) {
+    if (tp.program == skel_->progs.nw_tcp_state && tcp_from_sockets) {
+      bpf_program__set_autoload(tp.program, false);  // nw_fold_tcp_state does its work
+      continue;
+    }
     ProgramStats stats{.name = bpf_program__name(tp.program),
                        .attach = absl::StrCat("tp_btf/", tp.tracepoint),
                        .why_off = tcp_off};
