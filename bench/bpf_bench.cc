@@ -301,9 +301,10 @@ int main(int argc, char** argv) {
     }
   }
   // Short-lived UDP sockets (a DNS lookup's pattern: socket, connect, one datagram out, one back,
-  // close): counted from the sockets, each socket also pays for its entry and the fold at close,
-  // so the figure is the programs' time per socket (out, in and release), against the same
-  // exchanges counted per packet. Three interleaved rounds of 5,000 sockets.
+  // close): as the agent runs, each socket also passes the release program and looks for an
+  // entry (and now and then gets one), so the figure is the programs' time per socket (out, in
+  // and release), against the same exchanges through the flows hash only. Three interleaved
+  // rounds of 5,000 sockets.
   Cost udp_socket_cost, udp_socket_per_packet_cost;
   {
     std::atomic<bool> stop{false};
