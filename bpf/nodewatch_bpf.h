@@ -49,7 +49,7 @@ enum nw_net_counter {
   NW_TCP_RESETS_RECEIVED,
   NW_FLOW_MAP_FULL,         /* packets not counted: the flows map was full */
   NW_CONNECT_MAP_FULL,      /* connects not timed: the pending-connect map was full */
-  NW_TROUBLE_MAP_FULL,      /* retransmits/failed connects not kept per flow: tcp_trouble full */
+  NW_TROUBLE_MAP_FULL,      /* TCP trouble events not kept per flow: tcp_trouble full */
   NW_NET_COUNTER_COUNT
 };
 
