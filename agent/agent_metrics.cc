@@ -175,6 +175,10 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
               "Completed I/Os without a start stamp (the device's queue/iostats is 0): counted, "
               "not in the latency histograms.",
               d(bpf.block_io->counters().untimed));
+    f.Counter("nodewatch_agent_block_io_uncounted_total",
+              "Completed reads and writes in /proc/diskstats that the block I/O program was not "
+              "run for (a lower bound, from comparing the two every interval; see docs/ebpf.md).",
+              d(bpf.block_io->counters().uncounted));
   }
   const char* const read_errors_help = "Failed reads of the kernel maps.";
   if (bpf.network != nullptr) {

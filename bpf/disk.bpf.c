@@ -21,8 +21,21 @@
 #include "nodewatch_common.bpf.h"
 
 #define NW_REQ_OP_MASK 0xff /* (1 << REQ_OP_BITS) - 1 */
-#define NW_REQ_OP_READ 0
-#define NW_REQ_OP_WRITE 1
+#define NW_REQ_OP_FLUSH 2
+#define NW_REQ_OP_DISCARD 3
+#define NW_REQ_OP_SECURE_ERASE 5
+#define NW_REQ_OP_DRV_IN 34 /* passthrough (ioctl) commands from here on */
+
+/* Reads and writes as /proc/diskstats counts them (the kernel's op_stat_group()): an odd op
+ * writes (write, write-zeroes, zone append, ...), an even one reads; discards, secure erases,
+ * flushes and passthrough commands are neither. Same classes, so that the collector can check
+ * the counts against diskstats. */
+static __always_inline __u32 diskstats_op(__u32 op) {
+  if (op == NW_REQ_OP_FLUSH || op == NW_REQ_OP_DISCARD || op == NW_REQ_OP_SECURE_ERASE ||
+      op >= NW_REQ_OP_DRV_IN)
+    return NW_OP_OTHER;
+  return (op & 1) ? NW_OP_WRITE : NW_OP_READ;
+}
 
 /* Kernels before 5.17 keep the disk in the request itself (rq->rq_disk); newer ones only in its
  * queue (rq->q->disk, 5.15+). CO-RE picks whichever the running kernel has. */
@@ -93,8 +106,7 @@ int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned
   struct gendisk *disk = request_disk(rq);
   if (!disk) return 0;
   struct nw_disk_key key = {.major = disk->major, .minor = disk->first_minor};
-  __u32 op = rq->cmd_flags & NW_REQ_OP_MASK;
-  key.op = op == NW_REQ_OP_READ ? NW_OP_READ : op == NW_REQ_OP_WRITE ? NW_OP_WRITE : NW_OP_OTHER;
+  key.op = diskstats_op(rq->cmd_flags & NW_REQ_OP_MASK);
 
   struct nw_disk_value *value = device_counters(&key);
   if (!value) return 0;

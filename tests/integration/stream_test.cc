@@ -191,6 +191,7 @@ TEST(StreamIntegration, TheCliShowsNodesAndHistory) {
       AgentMetric(metrics_port,
                   "nodewatch_agent_bpf_program_missed_runs_total{program=\"nw_block_complete\"}"),
       0);
+  EXPECT_GE(AgentMetric(metrics_port, "nodewatch_agent_block_io_uncounted_total"), 0);
   ASSERT_TRUE(Cluster::WaitFor(
       [&] {
         return cli({"history", "node-cli", "--kind", "network", "--limit", "20"}).find(" tx ") !=

@@ -19,17 +19,22 @@ void SetHistogram(const std::array<uint64_t, kBlockLog2Slots>& slots,
 
 }  // namespace
 
-std::map<std::pair<uint32_t, uint32_t>, std::string> ParseDiskstatsNames(const std::string& text) {
-  std::map<std::pair<uint32_t, uint32_t>, std::string> names;
+std::map<DeviceNumber, DiskstatsLine> ParseDiskstats(const std::string& text) {
+  std::map<DeviceNumber, DiskstatsLine> lines;
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     uint32_t major = 0, minor = 0;
-    std::string name;
-    if (fields >> major >> minor >> name) names[{major, minor}] = name;
+    DiskstatsLine parsed;
+    if (!(fields >> major >> minor >> parsed.name)) continue;
+    uint64_t merged = 0, sectors = 0, ms = 0;
+    parsed.has_completions =
+        static_cast<bool>(fields >> parsed.reads >> merged >> sectors >> ms >> parsed.writes);
+    if (!parsed.has_completions) parsed.reads = parsed.writes = 0;
+    lines[{major, minor}] = std::move(parsed);
   }
-  return names;
+  return lines;
 }
 
 BlockIoCollector::BlockIoCollector(Spool& spool, std::unique_ptr<BlockIoSource> source,
@@ -49,22 +54,90 @@ BlockIoCollector::~BlockIoCollector() { Stop(); }
 
 std::string BlockIoCollector::DeviceName(uint32_t major, uint32_t minor) {
   if (auto it = names_.find({major, minor}); it != names_.end()) return it->second;
-  if (auto text = ReadFileToString(proc_root_ + "/diskstats"); text.ok()) {
-    names_ = ParseDiskstatsNames(*text);
-    if (auto it = names_.find({major, minor}); it != names_.end()) return it->second;
+  return absl::StrCat(major, ":", minor);  // gone already, hidden, or diskstats unreadable
+}
+
+ReadsAndWrites BlockIoCollector::Uncounted(uint32_t major, uint32_t minor) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = checks_.find({major, minor});
+  if (it == checks_.end()) return {};
+  const CompletionCheck& c = it->second;
+  return {c.settled.reads + c.current.reads, c.settled.writes + c.current.writes};
+}
+
+void BlockIoCollector::CheckCompletions(const std::map<DeviceNumber, DiskstatsLine>& before,
+                                        const std::map<DeviceNumber, DiskstatsLine>& after,
+                                        const std::map<DeviceNumber, ReadsAndWrites>& counted) {
+  uint64_t total = 0;
+  for (const auto& [device, line] : after) {
+    if (!line.has_completions) continue;
+    auto b = before.find(device);
+    const bool in_before = b != before.end() && b->second.has_completions;
+    auto c = counted.find(device);
+    const ReadsAndWrites counted_now = c == counted.end() ? ReadsAndWrites{} : c->second;
+    auto [it, first_seen] = checks_.try_emplace(device);
+    CompletionCheck& check = it->second;
+    const bool went_back =
+        !first_seen && in_before &&
+        (b->second.reads < check.last_done.reads || b->second.writes < check.last_done.writes ||
+         line.reads < b->second.reads || line.writes < b->second.writes);
+    if (first_seen || went_back || !in_before) {
+      // Base on the maps, then diskstats read after them: whatever diskstats counts from here
+      // on, the program saw fire after its base (or never).
+      check.settled.reads += check.current.reads;
+      check.settled.writes += check.current.writes;
+      check.current = {};
+      check.counted_at_base = counted_now;
+      check.done_at_base = {line.reads, line.writes};
+    } else if (c != counted.end()) {
+      // Diskstats read before the maps: each completion it counts since the base was either
+      // counted by the program by the time the maps were read, or never will be.
+      auto shortfall = [](uint64_t done, uint64_t done_base, uint64_t counted, uint64_t base) {
+        const uint64_t done_delta = done - done_base;
+        const uint64_t counted_delta = counted >= base ? counted - base : 0;
+        return done_delta > counted_delta ? done_delta - counted_delta : 0;
+      };
+      check.current.reads =
+          std::max(check.current.reads, shortfall(b->second.reads, check.done_at_base.reads,
+                                                  counted_now.reads, check.counted_at_base.reads));
+      check.current.writes = std::max(check.current.writes,
+                                      shortfall(b->second.writes, check.done_at_base.writes,
+                                                counted_now.writes, check.counted_at_base.writes));
+    }
+    check.last_done = {line.reads, line.writes};
   }
-  return absl::StrCat(major, ":", minor);  // gone already, or diskstats unreadable
+  for (const auto& [device, check] : checks_) {
+    total +=
+        check.settled.reads + check.settled.writes + check.current.reads + check.current.writes;
+  }
+  counters_.uncounted = total;
 }
 
 absl::StatusOr<nodewatch::v1::DiskSample> BlockIoCollector::CollectOnce() {
   std::lock_guard<std::mutex> lock(mu_);
+  // diskstats before and after the maps (see CheckCompletions); unreadable: no check this time.
+  auto diskstats_before = ReadFileToString(proc_root_ + "/diskstats");
   std::vector<std::pair<BlockIoKey, BlockIoTotals>> current;
   BlockIoDrops drops;
   if (auto s = source_->Read(current, drops); !s.ok()) {
     ++counters_.read_errors;
     return s;
   }
+  auto diskstats_after = ReadFileToString(proc_root_ + "/diskstats");
   counters_.device_map_full = drops.device_map_full;
+  if (diskstats_after.ok()) {
+    const auto after = ParseDiskstats(*diskstats_after);
+    names_.clear();
+    for (const auto& [device, line] : after) names_[device] = line.name;
+    if (diskstats_before.ok()) {
+      std::map<DeviceNumber, ReadsAndWrites> counted;
+      for (const auto& [key, totals] : current) {
+        if (key.op == BlockOp::kRead) counted[{key.major, key.minor}].reads = totals.ios;
+        if (key.op == BlockOp::kWrite) counted[{key.major, key.minor}].writes = totals.ios;
+      }
+      CheckCompletions(ParseDiskstats(*diskstats_before), after, counted);
+    }
+  }
 
   std::map<std::pair<uint32_t, uint32_t>, nodewatch::v1::DiskDevice> devices;
   for (const auto& [key, totals] : current) {

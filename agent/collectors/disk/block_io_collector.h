@@ -2,6 +2,14 @@
 // (completed reads and writes, bytes, errors, log2 latency histograms) as one DiskSample record
 // with `devices` (filesystems come in the FilesystemCollector's own records). Devices are named
 // from <proc_root>/diskstats ("major minor name").
+//
+// Every interval it also checks the program's counts against diskstats' completed reads and
+// writes, so that completions the kernel never ran the program for are counted, not silent (it
+// happens: see docs/ebpf.md). The check gives a lower bound and never a false alarm: diskstats is
+// read before the maps, and the kernel counts a request in diskstats after the tracepoint fires,
+// so every counted completion in the diskstats delta is already in the maps' delta. Only devices
+// the program has seen are checked (bio-based devices such as dm and md never fire
+// block_rq_complete).
 #pragma once
 
 #include <atomic>
@@ -24,7 +32,24 @@ struct BlockIoCounters {
   std::atomic<uint64_t> spool_errors{0};  // samples the spool refused: that interval is lost
   std::atomic<uint64_t> device_map_full{0};
   std::atomic<uint64_t> untimed{0};  // I/Os without a start stamp (not in the histograms)
+  // Completed reads and writes in /proc/diskstats that the program did not count (all devices).
+  std::atomic<uint64_t> uncounted{0};
 };
+
+// Completed reads and writes of one device.
+struct ReadsAndWrites {
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+};
+
+// The completion fields of one /proc/diskstats line.
+struct DiskstatsLine {
+  std::string name;
+  uint64_t reads = 0;            // reads completed
+  uint64_t writes = 0;           // writes completed
+  bool has_completions = false;  // false: the line ended early or a field was not a number
+};
+using DeviceNumber = std::pair<uint32_t, uint32_t>;  // (major, minor)
 
 class BlockIoCollector {
  public:
@@ -36,23 +61,40 @@ class BlockIoCollector {
   void Stop() { thread_.Stop(); }
   const BlockIoCounters& counters() const { return counters_; }
   BlockIoSource& source() { return *source_; }
+  // Completed reads and writes diskstats counted on the device and the program did not, since
+  // the collector's first sample; zero for a device the program has not seen.
+  ReadsAndWrites Uncounted(uint32_t major, uint32_t minor) const;
 
  private:
+  // One device's diskstats-versus-program check: both totals at its base (when first seen, or
+  // when its diskstats went backwards: the device was removed and a new one got its number).
+  struct CompletionCheck {
+    ReadsAndWrites counted_at_base, done_at_base;
+    ReadsAndWrites last_done;  // to notice diskstats going backwards
+    ReadsAndWrites settled;    // uncounted before the last re-base
+    ReadsAndWrites current;    // uncounted since the last re-base (high-water: never decreases)
+  };
   std::string DeviceName(uint32_t major, uint32_t minor);
+  // `before`/`after`: diskstats read before and after `counted` was read from the maps.
+  void CheckCompletions(const std::map<DeviceNumber, DiskstatsLine>& before,
+                        const std::map<DeviceNumber, DiskstatsLine>& after,
+                        const std::map<DeviceNumber, ReadsAndWrites>& counted);
 
   Spool& spool_;
   std::unique_ptr<BlockIoSource> source_;
   const std::string proc_root_;
   const Clock& clock_;
   BlockIoCounters counters_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<BlockIoKey, BlockIoTotals> last_;
-  std::map<std::pair<uint32_t, uint32_t>, std::string> names_;
+  std::map<DeviceNumber, std::string> names_;
+  std::map<DeviceNumber, CompletionCheck> checks_;
   int64_t last_ms_ = 0;
   PeriodicThread thread_;
 };
 
-// "major minor name ..." lines of /proc/diskstats -> names. Malformed lines are skipped.
-std::map<std::pair<uint32_t, uint32_t>, std::string> ParseDiskstatsNames(const std::string& text);
+// "major minor name reads_completed _ _ _ writes_completed ..." lines of /proc/diskstats. A line
+// without a name is skipped; one without readable completion fields keeps its name only.
+std::map<DeviceNumber, DiskstatsLine> ParseDiskstats(const std::string& text);
 
 }  // namespace nodewatch::agent

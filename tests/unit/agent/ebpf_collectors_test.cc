@@ -7,7 +7,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <tuple>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "agent/collectors/disk/block_io_collector.h"
 #include "agent/collectors/net/network_collector.h"
 #include "agent/collectors/net/pod_resolver.h"
@@ -373,10 +377,111 @@ TEST(BlockIoCollector, PerDeviceDeltasNamedFromDiskstats) {
   EXPECT_EQ(collector.counters().samples.load(), 2u);
 }
 
-TEST(BlockIoCollector, ParsesDiskstatsNames) {
-  auto names = ParseDiskstatsNames("   8       0 sda 1 2\n   8       1 sda1 1\nx y z\n\n");
-  EXPECT_EQ(names.size(), 2u);
-  EXPECT_EQ((names[{8, 1}]), "sda1");
+TEST(BlockIoCollector, ParsesDiskstats) {
+  auto lines = ParseDiskstats(
+      "   8       0 sda 11 2 3 4 22 6 7 8 9 10 11 12 13 14 15 16 17\n"
+      "   8       1 sda1 1\n"
+      "   8       2 sda2 1 2 3 4 x 6\n"
+      "x y z\n\n");
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ((lines[{8, 0}].name), "sda");
+  EXPECT_TRUE((lines[{8, 0}].has_completions));
+  EXPECT_EQ((lines[{8, 0}].reads), 11u);
+  EXPECT_EQ((lines[{8, 0}].writes), 22u);
+  EXPECT_EQ((lines[{8, 1}].name), "sda1");  // named, but no completions to check against
+  EXPECT_FALSE((lines[{8, 1}].has_completions));
+  EXPECT_FALSE((lines[{8, 2}].has_completions));
+  EXPECT_EQ((lines[{8, 2}].reads), 0u);
+}
+
+// diskstats lines for the completion check: "major minor name reads 0 0 0 writes".
+std::string DiskstatsText(const std::vector<std::tuple<int, int, std::string, int, int>>& lines) {
+  std::string text;
+  for (const auto& [major, minor, name, reads, writes] : lines) {
+    text +=
+        absl::StrCat(major, " ", minor, " ", name, " ", reads, " 0 0 0 ", writes, " 0 0 0 0 0 0\n");
+  }
+  return text;
+}
+
+// A source that rewrites diskstats while the maps are read, as completions do in between.
+class RacingBlockSource final : public BlockIoSource {
+ public:
+  absl::Status Read(std::vector<std::pair<BlockIoKey, BlockIoTotals>>& out,
+                    BlockIoDrops&) override {
+    for (const auto& [k, v] : devices) out.emplace_back(k, v);
+    if (!diskstats_after_read.empty()) std::ofstream(path) << diskstats_after_read;
+    return absl::OkStatus();
+  }
+  std::vector<ProgramStats> Programs() const override { return {}; }
+  std::vector<MapStats> Maps() const override { return {}; }
+  std::string path, diskstats_after_read;
+  std::map<BlockIoKey, BlockIoTotals> devices;
+};
+
+TEST(BlockIoCollector, CompletionsTheProgramWasNotRunForAreCounted) {
+  const std::string proc = nodewatch::testing::MakeTempDir("proc");
+  const std::string diskstats = proc + "/diskstats";
+  auto spool = Spool::Open({.dir = nodewatch::testing::MakeTempDir("blk-spool")});
+  ASSERT_TRUE(spool.ok());
+  auto source = std::make_unique<RacingBlockSource>();
+  RacingBlockSource* fake = source.get();
+  fake->path = diskstats;
+  FakeClock clock;
+  BlockIoCollector collector(**spool, std::move(source), proc, clock, 10'000);
+  auto set = [&](int loop_reads, int loop_writes, int dm_writes) {
+    std::ofstream(diskstats) << DiskstatsText(
+        {{7, 0, "loop0", loop_reads, loop_writes}, {253, 0, "dm-0", 0, dm_writes}});
+  };
+  auto counted = [&](int reads, int writes) {
+    fake->devices[{7, 0, BlockOp::kRead}].ios = reads;
+    fake->devices[{7, 0, BlockOp::kWrite}].ios = writes;
+  };
+
+  // Base: the program has counted 100 and 50 since load; diskstats says more (before the base).
+  counted(100, 50);
+  set(500, 70, 9);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).reads, 0u);
+
+  // 30 reads and 20 writes complete; the program counts 29 and 20. The dm device (bio-based: no
+  // request completions) is never checked.
+  set(530, 90, 1'000);
+  counted(129, 70);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).reads, 1u);
+  EXPECT_EQ(collector.Uncounted(7, 0).writes, 0u);
+  EXPECT_EQ(collector.Uncounted(253, 0).writes, 0u);
+  EXPECT_EQ(collector.counters().uncounted.load(), 1u);
+
+  // Completions between the diskstats read and the maps read are in the maps, not yet in
+  // diskstats: no false alarm, and the one already found stays found.
+  counted(140, 75);
+  fake->diskstats_after_read = DiskstatsText({{7, 0, "loop0", 541, 95}, {253, 0, "dm-0", 0, 0}});
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).reads, 1u);
+  EXPECT_EQ(collector.Uncounted(7, 0).writes, 0u);
+
+  // The device is removed and another gets its number: diskstats starts again from zero. The
+  // check re-bases, keeps what it found, and goes on: 10 more writes, 8 counted.
+  fake->diskstats_after_read.clear();
+  set(0, 4, 0);
+  counted(140, 78);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  set(0, 14, 0);
+  counted(140, 86);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).reads, 1u);
+  EXPECT_EQ(collector.Uncounted(7, 0).writes, 2u);
+  EXPECT_EQ(collector.counters().uncounted.load(), 3u);
+
+  // An unreadable diskstats skips the check; devices keep the names last read.
+  std::filesystem::remove(diskstats);
+  counted(150, 90);
+  auto s = collector.CollectOnce();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->devices(0).device(), "loop0");
+  EXPECT_EQ(collector.counters().uncounted.load(), 3u);
 }
 
 }  // namespace
