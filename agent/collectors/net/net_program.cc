@@ -86,6 +86,10 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   self->btf_ = ReadKernelBtf(
       {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"},
       {"bpf_iter__bpf_sk_storage_map"});
+  // Known before any attempt, so that a refusal is never blamed on folds that were not loaded.
+  if (sockets_off.empty() && !self->btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
+    sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
+  }
   // A refusal switches parts off and tries again, the part most likely to blame first: the socket
   // folds (compare-and-exchange, 5.12+), then the TCP programs with the folds back on (lockdown,
   // an old kernel), then both; the byte counters alone are the last attempt. Parts already off
@@ -221,7 +225,8 @@ absl::Status BpfNetProgram::FoldLiveSockets() {
   return absl::OkStatus();
 }
 
-absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string sockets_off) {
+absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off,
+                                        const std::string& sockets_off) {
   auto log = GetLogger("agent.bpf");
   if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
   programs_.clear();
@@ -235,12 +240,9 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off, std::string 
   const std::map<std::string, int>& args = btf_.tracepoint_args;
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
-  // Counting from sockets needs the iterator over socket storage (5.9+) and the folds at close:
-  // inet_sock_set_state for TCP, cgroup/sock_release for UDP. Without them every packet is
-  // counted per packet.
-  if (sockets_off.empty() && !btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
-    sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
-  }
+  // Counting from sockets needs the iterator over socket storage (Load checks for it) and the
+  // folds at close: inet_sock_set_state for TCP, cgroup/sock_release for UDP. Without them every
+  // packet is counted per packet.
   std::string tcp_sockets_off = sockets_off.empty() ? tcp_off : sockets_off;
   if (tcp_sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
     tcp_sockets_off = "kernel has no tracepoint inet_sock_set_state";

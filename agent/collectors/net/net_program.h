@@ -45,7 +45,7 @@ class BpfNetProgram final : public NetCounterSource {
   // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why, the
   // socket folds (TCP and UDP counted from their sockets) when `sockets_off` does (the TCP one
   // also when `tcp_off` does).
-  absl::Status OpenAndLoad(const std::string& tcp_off, std::string sockets_off);
+  absl::Status OpenAndLoad(const std::string& tcp_off, const std::string& sockets_off);
   // Attaches every program not switched off, the folds first; on a failure that cannot be
   // switched off alone, detaches everything and says why: FailedPrecondition for a cgroup_skb
   // program (the cgroup), Unavailable for a fold (retried with every packet counted per packet).
