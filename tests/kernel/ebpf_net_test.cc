@@ -656,6 +656,155 @@ TEST_F(EbpfNetTest, UdpSocketsAreCountedInTheirOwnEntriesExactly) {
               static_cast<unsigned long long>(of(counted, b2, true).first));
 }
 
+// A busy UDP server socket (unbound to any peer) gets an entry for the peer whose datagrams take
+// its count past the promotion mark; that peer's datagrams then go to the entry, other peers'
+// through the map, and the release fold empties the entry at close. Exact against IpExt.
+TEST_F(EbpfNetTest, UdpServerSocketCountsItsBusiestPeerInItsEntry) {
+  auto program = BpfNetProgram::Load({.cgroup_path = cgroup_.path()});
+  ASSERT_TRUE(program.ok()) << program.status();
+  const std::string a = net_.address_a(), b = net_.address_b(), b2 = "10.201.0.3";
+  ASSERT_EQ(
+      Shell("ip netns exec " + net_.b() + " ip addr add " + b2 + "/24 dev " + net_.device_b()), 0);
+  constexpr uint16_t kPort = 5312;
+  constexpr size_t kSize = 120;  // payload: + 28 bytes of IP and UDP headers
+  int server = -1;
+  // Echoes `echoes` datagrams to their senders, then takes `silent` more without answering.
+  auto serve = [&](int echoes, int silent) {
+    char buffer[kSize];
+    for (int i = 0; i < echoes + silent; ++i) {
+      sockaddr_in from{};
+      socklen_t from_size = sizeof(from);
+      if (recvfrom(server, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
+                   &from_size) != static_cast<ssize_t>(kSize))
+        return 20;
+      if (i < echoes && sendto(server, buffer, kSize, 0, reinterpret_cast<sockaddr*>(&from),
+                               from_size) != static_cast<ssize_t>(kSize))
+        return 21;
+    }
+    return 0;
+  };
+  SteppedChild pod(pod_cgroup_, net_.a(),
+                   {// 1: the server binds A:5312, on one CPU (its replies' count on that CPU
+                    // passes the promotion mark for sure).
+                    [&] {
+                      cpu_set_t one_cpu;
+                      CPU_ZERO(&one_cpu);
+                      CPU_SET(0, &one_cpu);
+                      if (sched_setaffinity(0, sizeof(one_cpu), &one_cpu) != 0) return 3;
+                      server = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                      timeval timeout{.tv_sec = 2, .tv_usec = 0};
+                      setsockopt(server, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+                      sockaddr_in local{.sin_family = AF_INET, .sin_port = htons(kPort)};
+                      return bind(server, reinterpret_cast<sockaddr*>(&local), sizeof(local));
+                    },
+                    // 2: 1,000 echoes to B: enough for an entry (NW_UDP_PROMOTE_SHIFT).
+                    [&] { return serve(1000, 0); },
+                    // 3: 100 more echoes to B, then 50 datagrams from B's second address.
+                    [&] { return serve(100, 50); },
+                    // 4: 100 more echoes to B, and the socket closed.
+                    [&] {
+                      const int err = serve(100, 0);
+                      close(server);
+                      return err;
+                    }});
+  // B's side of a step: `echoed` request/reply exchanges from B, then `from_b2` one-way
+  // datagrams from B's second address, while the pod's server runs the step.
+  auto exchange = [&](int echoed, int from_b2) {
+    int result = -1;
+    std::thread server_step([&] { result = pod.Step(); });
+    RunInNetns(net_.b(), [&] {
+      for (const auto& [from, count] : {std::pair{b, echoed}, std::pair{b2, from_b2}}) {
+        if (count == 0) continue;
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        timeval timeout{.tv_sec = 2, .tv_usec = 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+        sockaddr_in local{.sin_family = AF_INET};
+        inet_pton(AF_INET, from.c_str(), &local.sin_addr);
+        sockaddr_in to{.sin_family = AF_INET, .sin_port = htons(kPort)};
+        inet_pton(AF_INET, a.c_str(), &to.sin_addr);
+        bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local));
+        connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+        std::vector<char> payload(kSize, 'q');
+        for (int i = 0; i < count; ++i) {
+          if (send(fd, payload.data(), kSize, 0) != static_cast<ssize_t>(kSize)) break;
+          if (from == b && recv(fd, payload.data(), kSize, 0) != static_cast<ssize_t>(kSize)) break;
+        }
+        close(fd);
+      }
+    });
+    server_step.join();
+    return result;
+  };
+  auto flows_now_raw = [&] {
+    std::vector<std::pair<FlowKey, FlowTotals>> flows;
+    EXPECT_TRUE((*program)->ReadFlows(flows).ok());
+    return flows;
+  };
+  using Count = std::pair<uint64_t, uint64_t>;  // bytes, packets
+  auto flows_now = [&] {
+    std::map<std::pair<std::string, bool>, Count> out;
+    for (const auto& [key, totals] : flows_now_raw()) {
+      auto& sum = out[{key.remote, key.egress}];
+      sum.first += totals.bytes;
+      sum.second += totals.packets;
+    }
+    return out;
+  };
+  auto of = [](auto& flows, const std::string& address, bool egress) {
+    return flows[{Remote(address), egress}];
+  };
+  auto datagrams = [](uint64_t n) { return Count{n * (kSize + 28), n}; };
+  auto flows_map_entries = [&] {
+    for (const auto& m : (*program)->Maps()) {
+      if (m.name == "flows") return m.entries;
+    }
+    return uint64_t{999};
+  };
+  auto empty_the_map = [&] {
+    std::vector<FlowKey> keys;
+    std::vector<std::pair<FlowKey, FlowTotals>> taken;
+    for (const auto& [key, totals] : flows_now_raw()) keys.push_back(key);
+    ASSERT_TRUE((*program)->TakeFlows(keys, taken).ok());
+    ASSERT_EQ(flows_map_entries(), 0u);
+  };
+
+  ASSERT_EQ(pod.Step(), 0);
+  auto before = NetCounters(net_.a());
+  ASSERT_EQ(exchange(1000, 0), 0);
+  auto after = NetCounters(net_.a());
+  auto counted = flows_now();
+  EXPECT_EQ(of(counted, b, true), datagrams(1000));
+  EXPECT_EQ(of(counted, b, false), datagrams(1000));
+  EXPECT_EQ(static_cast<double>(of(counted, b, true).first),
+            static_cast<double>(after["IpExt.OutOctets"] - before["IpExt.OutOctets"]));
+  EXPECT_EQ(static_cast<double>(of(counted, b, false).first),
+            static_cast<double>(after["IpExt.InOctets"] - before["IpExt.InOctets"]));
+  empty_the_map();
+
+  // B's 100 exchanges go to the server socket's entry, not the map (until the iterator folds
+  // them there); B's second address goes through the map, per packet.
+  before = NetCounters(net_.a());
+  ASSERT_EQ(exchange(100, 50), 0);
+  after = NetCounters(net_.a());
+  EXPECT_EQ(flows_map_entries(), 1u);
+  counted = flows_now();
+  EXPECT_EQ(flows_map_entries(), 3u);
+  EXPECT_EQ(of(counted, b, true), datagrams(100));
+  EXPECT_EQ(of(counted, b, false), datagrams(100));
+  EXPECT_EQ(of(counted, b2, false), datagrams(50));
+  EXPECT_EQ(static_cast<double>(of(counted, b, false).first + of(counted, b2, false).first),
+            static_cast<double>(after["IpExt.InOctets"] - before["IpExt.InOctets"]));
+  empty_the_map();
+
+  // Closed: the release fold has put the last 100 exchanges in the map before any iterator run.
+  ASSERT_EQ(exchange(100, 0), 0);
+  ASSERT_TRUE(pod.Exited());
+  EXPECT_EQ(flows_map_entries(), 2u);
+  counted = flows_now();
+  EXPECT_EQ(of(counted, b, true), datagrams(100));
+  EXPECT_EQ(of(counted, b, false), datagrams(100));
+}
+
 // IPv6: a TCP connection counted from its socket (keyed by the 16-byte address, sized with 40-byte
 // IP headers) and a busy connected UDP socket counted in its entry, against nftables counters in
 // namespace A (its own IPv6 traffic also carries MLD reports, so the protocol's packets are
