@@ -24,7 +24,7 @@
 #define NW_REQ_OP_FLUSH 2
 #define NW_REQ_OP_DISCARD 3
 #define NW_REQ_OP_SECURE_ERASE 5
-#define NW_REQ_OP_DRV_IN 34 /* passthrough (ioctl) commands from here on */
+#define NW_REQ_OP_PASSTHROUGH 32 /* from here on: SCSI_IN/OUT (older kernels), DRV_IN/OUT */
 
 /* Reads and writes as /proc/diskstats counts them (the kernel's op_stat_group()): an odd op
  * writes (write, write-zeroes, zone append, ...), an even one reads; discards, secure erases,
@@ -32,7 +32,7 @@
  * the counts against diskstats. */
 static __always_inline __u32 diskstats_op(__u32 op) {
   if (op == NW_REQ_OP_FLUSH || op == NW_REQ_OP_DISCARD || op == NW_REQ_OP_SECURE_ERASE ||
-      op >= NW_REQ_OP_DRV_IN)
+      op >= NW_REQ_OP_PASSTHROUGH)
     return NW_OP_OTHER;
   return (op & 1) ? NW_OP_WRITE : NW_OP_READ;
 }

@@ -77,10 +77,14 @@ void BlockIoCollector::CheckCompletions(const std::map<DeviceNumber, DiskstatsLi
     const ReadsAndWrites counted_now = c == counted.end() ? ReadsAndWrites{} : c->second;
     auto [it, first_seen] = checks_.try_emplace(device);
     CompletionCheck& check = it->second;
+    // Either count going backwards starts the comparison again: diskstats when the device was
+    // removed and another got its number, the maps if they were ever reloaded.
     const bool went_back =
         !first_seen && in_before &&
         (b->second.reads < check.last_done.reads || b->second.writes < check.last_done.writes ||
-         line.reads < b->second.reads || line.writes < b->second.writes);
+         line.reads < b->second.reads || line.writes < b->second.writes ||
+         counted_now.reads < check.counted_at_base.reads ||
+         counted_now.writes < check.counted_at_base.writes);
     if (first_seen || went_back || !in_before) {
       // Base on the maps, then diskstats read after them: whatever diskstats counts from here
       // on, the program saw fire after its base (or never).
@@ -93,8 +97,7 @@ void BlockIoCollector::CheckCompletions(const std::map<DeviceNumber, DiskstatsLi
       // Diskstats read before the maps: each completion it counts since the base was either
       // counted by the program by the time the maps were read, or never will be.
       auto shortfall = [](uint64_t done, uint64_t done_base, uint64_t counted, uint64_t base) {
-        const uint64_t done_delta = done - done_base;
-        const uint64_t counted_delta = counted >= base ? counted - base : 0;
+        const uint64_t done_delta = done - done_base, counted_delta = counted - base;
         return done_delta > counted_delta ? done_delta - counted_delta : 0;
       };
       check.current.reads =

@@ -67,7 +67,7 @@ class BlockIoCollector {
 
  private:
   // One device's diskstats-versus-program check: both totals at its base (when first seen, or
-  // when its diskstats went backwards: the device was removed and a new one got its number).
+  // when either went backwards).
   struct CompletionCheck {
     ReadsAndWrites counted_at_base, done_at_base;
     ReadsAndWrites last_done;  // to notice diskstats going backwards

@@ -475,6 +475,16 @@ TEST(BlockIoCollector, CompletionsTheProgramWasNotRunForAreCounted) {
   EXPECT_EQ(collector.Uncounted(7, 0).writes, 2u);
   EXPECT_EQ(collector.counters().uncounted.load(), 3u);
 
+  // The maps start again from zero (as after a reload): the check re-bases, no false alarm.
+  set(0, 20, 0);
+  counted(0, 1);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  set(0, 25, 0);
+  counted(0, 6);
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).writes, 2u);
+  EXPECT_EQ(collector.counters().uncounted.load(), 3u);
+
   // An unreadable diskstats skips the check; devices keep the names last read.
   std::filesystem::remove(diskstats);
   counted(150, 90);
