@@ -176,8 +176,9 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
               "not in the latency histograms.",
               d(bpf.block_io->counters().untimed));
     f.Counter("nodewatch_agent_block_io_uncounted_total",
-              "Completed reads and writes in /proc/diskstats that the block I/O program was not "
-              "run for (a lower bound, from comparing the two every interval; see docs/ebpf.md).",
+              "Completed reads and writes in /proc/diskstats that the block I/O program did not "
+              "count (a lower bound, from comparing the two every interval; includes missed runs "
+              "and map-full drops; see docs/ebpf.md).",
               d(bpf.block_io->counters().uncounted));
   }
   const char* const read_errors_help = "Failed reads of the kernel maps.";

@@ -23,19 +23,27 @@
 #define NW_REQ_OP_MASK 0xff /* (1 << REQ_OP_BITS) - 1 */
 #define NW_REQ_OP_FLUSH 2
 #define NW_REQ_OP_DISCARD 3
-#define NW_REQ_OP_SECURE_ERASE 5
 #define NW_REQ_OP_PASSTHROUGH 32 /* from here on: SCSI_IN/OUT (older kernels), DRV_IN/OUT */
 
-/* Reads and writes as /proc/diskstats counts them (the kernel's op_stat_group()): an odd op
- * writes (write, write-zeroes, zone append, ...), an even one reads; discards, secure erases,
- * flushes and passthrough commands are neither. Same classes, so that the collector can check
- * the counts against diskstats. */
-static __always_inline __u32 diskstats_op(__u32 op) {
-  if (op == NW_REQ_OP_FLUSH || op == NW_REQ_OP_DISCARD || op == NW_REQ_OP_SECURE_ERASE ||
-      op >= NW_REQ_OP_PASSTHROUGH)
-    return NW_OP_OTHER;
+/* Reads and writes as /proc/diskstats counts them, so that the collector can check the counts
+ * against it. A request the kernel accounts in diskstats (RQF_IO_STAT) is classed as the kernel's
+ * op_stat_group() classes it: a discard is neither, an odd op writes (write, write-zeroes, secure
+ * erase, zone append, ...), an even one reads (including the flush a request-based dm device
+ * clones onto its paths). Requests it does not account (a queue with iostats off, passthrough
+ * commands) are classed the same way, except that flushes and passthrough commands are neither. */
+static __always_inline __u32 diskstats_op(__u32 op, bool accounted) {
+  if (op == NW_REQ_OP_DISCARD) return NW_OP_OTHER;
+  if (!accounted && (op == NW_REQ_OP_FLUSH || op >= NW_REQ_OP_PASSTHROUGH)) return NW_OP_OTHER;
   return (op & 1) ? NW_OP_WRITE : NW_OP_READ;
 }
+
+/* Bit `flag` of enum rqf_flags (recent 6.x kernels name the request flags there), 0 on a kernel
+ * without it: there neither flush sequences nor accounting are told apart (a write with FUA or
+ * PREFLUSH on a device with a write cache is then counted twice, as below). */
+#define NW_RQF(flag)                                     \
+  (bpf_core_enum_value_exists(enum rqf_flags, flag)      \
+       ? 1u << bpf_core_enum_value(enum rqf_flags, flag) \
+       : 0)
 
 /* Kernels before 5.17 keep the disk in the request itself (rq->rq_disk); newer ones only in its
  * queue (rq->q->disk, 5.15+). CO-RE picks whichever the running kernel has. */
@@ -79,9 +87,11 @@ struct {
 
 /* This CPU's counters for `key`: its slot (claimed if free), else its hash entry (inserted if
  * new), else NULL (all full: counted). The claim is a plain store, then a check: a
- * compare-and-exchange would need Linux 5.12. What it gives up: a completion interrupting another
- * on the same CPU, both the first I/O of their (device, op) on that CPU since load and both
- * hashing to the same free slot, could leave the interrupted one's counts in the other's slot. */
+ * compare-and-exchange would need Linux 5.12. What it gives up, on kernels that run a tracing
+ * program nested in itself (newer ones skip the nested run and count it as missed): a completion
+ * interrupting another on the same CPU, both the first I/O of their (device, op) on that CPU
+ * since load and both hashing to the same free slot, could leave the interrupted one's counts in
+ * the other's slot. */
 static __always_inline struct nw_disk_value *device_counters(struct nw_disk_key *key) {
   const __u64 packed = nw_disk_pack(key->major, key->minor, key->op);
   const __u32 first = (key->major * 257 + key->minor) * 3 + key->op;
@@ -105,17 +115,25 @@ SEC("tp_btf/block_rq_complete")
 int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes) {
   struct gendisk *disk = request_disk(rq);
   if (!disk) return 0;
+  /* A write with PREFLUSH or FUA on a device with a write cache completes twice: its data part
+   * (flagged FLUSH_SEQ: its bytes), then, after the flushes, the whole request (no flag, no bytes
+   * left, an error again if there was one). diskstats accounts the second; so do we: one I/O,
+   * one error. The flush machinery's own flush requests are flagged too. */
+  const __u32 flags = rq->rq_flags;
+  const bool sequenced = flags & NW_RQF(__RQF_FLUSH_SEQ);
+  const bool accounted = !sequenced && (flags & NW_RQF(__RQF_IO_STAT));
   struct nw_disk_key key = {.major = disk->major, .minor = disk->first_minor};
-  key.op = diskstats_op(rq->cmd_flags & NW_REQ_OP_MASK);
+  key.op = diskstats_op(rq->cmd_flags & NW_REQ_OP_MASK, accounted);
 
   struct nw_disk_value *value = device_counters(&key);
   if (!value) return 0;
   /* Atomic adds: a completion in task context (loop, polled queues) can be interrupted on the same
    * CPU by one in interrupt context for the same device. */
-  if (error) __sync_fetch_and_add(&value->errors, 1);
+  if (error && !sequenced) __sync_fetch_and_add(&value->errors, 1);
   if (key.op == NW_OP_OTHER) return 0;
+  if (nr_bytes) __sync_fetch_and_add(&value->bytes, nr_bytes);
+  if (sequenced) return 0;
   __sync_fetch_and_add(&value->ios, 1);
-  __sync_fetch_and_add(&value->bytes, nr_bytes);
   __u64 start = rq->start_time_ns;
   __u64 now = bpf_ktime_get_ns();
   if (start != 0 && now >= start)

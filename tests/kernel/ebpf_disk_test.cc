@@ -3,7 +3,7 @@
 // latency histogram totals must equal the device's diskstats deltas. The kernel does not always
 // run the program: on the development VM about one completion in 25,000 fires the tracepoint
 // (ftrace records it) without any BPF program attached there being run or a missed run being
-// reported (docs/ebpf.md, "Known issues"). The collector finds such completions by checking its
+// reported (docs/ebpf.md, Troubleshooting). The collector finds such completions by checking its
 // counts against diskstats; the tests require counted + found == truth, exactly. Real I/O errors
 // come from a loop device whose backing file lives on a tiny tmpfs: once the tmpfs is full, each
 // write fails in the loop driver and completes with an error status, one failed pwrite() per
@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "agent/collectors/disk/block_io_collector.h"
@@ -145,6 +146,49 @@ TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   EXPECT_EQ(collector.counters().device_map_full.load(), 0u);
 
   for (const auto& p : collector.source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
+}
+
+// Synchronous writes (O_DSYNC: FUA, then an empty write with PREFLUSH from the fsync) on a device
+// with a write cache go through the kernel's flush sequence, which completes each such request
+// twice (its data, then the whole request after the flush): each is one write in diskstats (200
+// for 100 pwrite()s), and must be one here, its bytes counted once.
+TEST_P(EbpfDiskTest, SyncWritesThroughTheFlushSequenceAreCountedOnce) {
+  const std::string dir = nodewatch::testing::MakeTempDir("ebpf-disk-sync");
+  nodewatch::testing::LoopDevice loop(dir + "/backing.img", 16ull << 20);
+  ASSERT_TRUE(loop.ok()) << loop.error();
+  std::string cache;
+  std::getline(std::ifstream("/sys/block/" + loop.name() + "/queue/write_cache"), cache);
+  ASSERT_EQ(cache, "write back") << "the loop device should have a write cache (a flush sequence)";
+  StartCollector(dir);
+  const auto before = nodewatch::testing::DiskStats(loop.name());
+  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_DSYNC | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  void* buffer = nullptr;
+  ASSERT_EQ(posix_memalign(&buffer, 4096, 4096), 0);
+  memset(buffer, 0x5a, 4096);
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
+  }
+  close(fd);
+  free(buffer);
+  const auto after = nodewatch::testing::DiskStats(loop.name());
+  auto sample = collector_->CollectOnce();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const nodewatch::v1::DiskDevice* device = nullptr;
+  for (const auto& d : sample->devices()) {
+    if (d.device() == loop.name()) device = &d;
+  }
+  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const uint64_t writes = after.at("writes") - before.at("writes");
+  EXPECT_GE(writes, 100u);
+  ASSERT_TRUE(after.count("flushes") > 0) << "diskstats without flush counts";
+  EXPECT_GT(after.at("flushes") - before.at("flushes"), 0u) << "no flush sequence ran";
+  const ReadsAndWrites uncounted = UncountedFor(loop.device());
+  ExpectCompletions("sync writes", device->writes(), uncounted.writes, writes);
+  ExpectAmount("sync written bytes", device->written_bytes(),
+               (after.at("write_sectors") - before.at("write_sectors")) * 512, uncounted.writes,
+               4096);
+  EXPECT_EQ(Sum(device->write_latency_log2_us()), device->writes());
 }
 
 // A tmpfs of `bytes` mounted on a fresh directory, unmounted on destruction.

@@ -30,13 +30,14 @@ namespace {
 class MountNamespaceChild {
  public:
   MountNamespaceChild(const std::string& mountpoint, uint64_t size, uint64_t inodes) {
+    // Built before fork(): the child only makes system calls.
+    const std::string options =
+        "size=" + std::to_string(size) + ",nr_inodes=" + std::to_string(inodes);
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
       close(ready[0]);
-      const std::string options =
-          "size=" + std::to_string(size) + ",nr_inodes=" + std::to_string(inodes);
       char result = 'x';
       if (unshare(CLONE_NEWNS) == 0 &&
           mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&

@@ -248,10 +248,15 @@ std::map<std::string, uint64_t> DiskStats(const std::string& name) {
     if (!(f >> major >> minor >> dev) || dev != name) continue;
     f >> reads >> reads_merged >> read_sectors >> read_ms >> writes >> writes_merged >>
         write_sectors;
-    return {{"reads", reads},
-            {"read_sectors", read_sectors},
-            {"writes", writes},
-            {"write_sectors", write_sectors}};
+    std::map<std::string, uint64_t> stats = {{"reads", reads},
+                                             {"read_sectors", read_sectors},
+                                             {"writes", writes},
+                                             {"write_sectors", write_sectors}};
+    // Fields 8-15 (write time to discard time), then flushes completed (Linux 5.5+).
+    uint64_t skipped[8], flushes;
+    for (uint64_t& field : skipped) f >> field;
+    if (f >> flushes) stats["flushes"] = flushes;
+    return stats;
   }
   return {};
 }

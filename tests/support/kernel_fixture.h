@@ -91,7 +91,8 @@ class LoopDevice {
   std::string file_, device_, error_;
 };
 
-// The /proc/diskstats line of `name`: {"reads", "read_sectors", "writes", "write_sectors"}.
+// The /proc/diskstats line of `name`: {"reads", "read_sectors", "writes", "write_sectors"} and,
+// where the kernel has it, "flushes".
 std::map<std::string, uint64_t> DiskStats(const std::string& name);
 
 }  // namespace nodewatch::testing

@@ -68,13 +68,29 @@ ReadsAndWrites BlockIoCollector::Uncounted(uint32_t major, uint32_t minor) const
 void BlockIoCollector::CheckCompletions(const std::map<DeviceNumber, DiskstatsLine>& before,
                                         const std::map<DeviceNumber, DiskstatsLine>& after,
                                         const std::map<DeviceNumber, ReadsAndWrites>& counted) {
-  uint64_t total = 0;
+  auto shortfall = [](uint64_t done, uint64_t done_base, uint64_t seen, uint64_t seen_base) {
+    const uint64_t done_delta = done - done_base, seen_delta = seen - seen_base;
+    return done_delta > seen_delta ? done_delta - seen_delta : 0;
+  };
+  // Devices gone from diskstats: what was found on them stays in the total.
+  for (auto it = checks_.begin(); it != checks_.end();) {
+    if (after.count(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    const CompletionCheck& gone = it->second;
+    uncounted_on_removed_ +=
+        gone.settled.reads + gone.settled.writes + gone.current.reads + gone.current.writes;
+    it = checks_.erase(it);
+  }
+  // Every device in diskstats is based when first listed (so that the program's first completions
+  // on a new device are checked too), and compared once the program has counted on it.
   for (const auto& [device, line] : after) {
     if (!line.has_completions) continue;
+    auto c = counted.find(device);
+    const ReadsAndWrites seen = c == counted.end() ? ReadsAndWrites{} : c->second;
     auto b = before.find(device);
     const bool in_before = b != before.end() && b->second.has_completions;
-    auto c = counted.find(device);
-    const ReadsAndWrites counted_now = c == counted.end() ? ReadsAndWrites{} : c->second;
     auto [it, first_seen] = checks_.try_emplace(device);
     CompletionCheck& check = it->second;
     // Either count going backwards starts the comparison again: diskstats when the device was
@@ -83,32 +99,29 @@ void BlockIoCollector::CheckCompletions(const std::map<DeviceNumber, DiskstatsLi
         !first_seen && in_before &&
         (b->second.reads < check.last_done.reads || b->second.writes < check.last_done.writes ||
          line.reads < b->second.reads || line.writes < b->second.writes ||
-         counted_now.reads < check.counted_at_base.reads ||
-         counted_now.writes < check.counted_at_base.writes);
+         seen.reads < check.counted_at_base.reads || seen.writes < check.counted_at_base.writes);
     if (first_seen || went_back || !in_before) {
-      // Base on the maps, then diskstats read after them: whatever diskstats counts from here
-      // on, the program saw fire after its base (or never).
+      // Base on the maps, then on diskstats read right after them: what diskstats counts from
+      // here on, the program saw fire after its base, or never (but for a completion caught
+      // between the tracepoint and the kernel's accounting for the whole of that read).
       check.settled.reads += check.current.reads;
       check.settled.writes += check.current.writes;
       check.current = {};
-      check.counted_at_base = counted_now;
+      check.counted_at_base = seen;
       check.done_at_base = {line.reads, line.writes};
     } else if (c != counted.end()) {
       // Diskstats read before the maps: each completion it counts since the base was either
       // counted by the program by the time the maps were read, or never will be.
-      auto shortfall = [](uint64_t done, uint64_t done_base, uint64_t counted, uint64_t base) {
-        const uint64_t done_delta = done - done_base, counted_delta = counted - base;
-        return done_delta > counted_delta ? done_delta - counted_delta : 0;
-      };
       check.current.reads =
           std::max(check.current.reads, shortfall(b->second.reads, check.done_at_base.reads,
-                                                  counted_now.reads, check.counted_at_base.reads));
-      check.current.writes = std::max(check.current.writes,
-                                      shortfall(b->second.writes, check.done_at_base.writes,
-                                                counted_now.writes, check.counted_at_base.writes));
+                                                  seen.reads, check.counted_at_base.reads));
+      check.current.writes =
+          std::max(check.current.writes, shortfall(b->second.writes, check.done_at_base.writes,
+                                                   seen.writes, check.counted_at_base.writes));
     }
     check.last_done = {line.reads, line.writes};
   }
+  uint64_t total = uncounted_on_removed_;
   for (const auto& [device, check] : checks_) {
     total +=
         check.settled.reads + check.settled.writes + check.current.reads + check.current.writes;

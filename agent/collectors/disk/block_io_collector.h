@@ -5,11 +5,12 @@
 //
 // Every interval it also checks the program's counts against diskstats' completed reads and
 // writes, so that completions the kernel never ran the program for are counted, not silent (it
-// happens: see docs/ebpf.md). The check gives a lower bound and never a false alarm: diskstats is
-// read before the maps, and the kernel counts a request in diskstats after the tracepoint fires,
-// so every counted completion in the diskstats delta is already in the maps' delta. Only devices
-// the program has seen are checked (bio-based devices such as dm and md never fire
-// block_rq_complete).
+// happens: see docs/ebpf.md). The check gives a lower bound: diskstats is read before the maps,
+// and the kernel counts a request in diskstats after the tracepoint fires, so every counted
+// completion in the diskstats delta is already in the maps' delta. (It over-counts only a
+// completion caught between the two for the whole of the map read that starts a device's
+// comparison.) Only devices the program has counted on are compared (bio-based devices such as
+// dm and md never fire block_rq_complete).
 #pragma once
 
 #include <atomic>
@@ -88,7 +89,8 @@ class BlockIoCollector {
   mutable std::mutex mu_;
   std::map<BlockIoKey, BlockIoTotals> last_;
   std::map<DeviceNumber, std::string> names_;
-  std::map<DeviceNumber, CompletionCheck> checks_;
+  std::map<DeviceNumber, CompletionCheck> checks_;  // devices listed in diskstats
+  uint64_t uncounted_on_removed_ = 0;
   int64_t last_ms_ = 0;
   PeriodicThread thread_;
 };

@@ -492,6 +492,12 @@ TEST(BlockIoCollector, CompletionsTheProgramWasNotRunForAreCounted) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->devices(0).device(), "loop0");
   EXPECT_EQ(collector.counters().uncounted.load(), 3u);
+
+  // The device is removed: its check goes, what was found on it stays in the total.
+  std::ofstream(diskstats) << DiskstatsText({{253, 0, "dm-0", 0, 0}});
+  ASSERT_TRUE(collector.CollectOnce().ok());
+  EXPECT_EQ(collector.Uncounted(7, 0).writes, 0u);
+  EXPECT_EQ(collector.counters().uncounted.load(), 3u);
 }
 
 }  // namespace
