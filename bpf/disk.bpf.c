@@ -60,6 +60,13 @@ static __always_inline struct gendisk *request_disk(struct request *rq) {
 /* Tests only: false sends every device to the hash, the path of a node with more devices than
  * slots. */
 const volatile bool use_slots = true;
+/* Tests only: every test_skip_every-th read or write completion of device (test_skip_major,
+ * test_skip_minor) on a CPU is left uncounted, as if the kernel had not run the program, so that
+ * the collector's check against diskstats can be shown to find exactly those. 0: never (the
+ * verifier then removes the branch). */
+const volatile __u32 test_skip_every = 0;
+const volatile __u32 test_skip_major = 0;
+const volatile __u32 test_skip_minor = 0;
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -125,6 +132,15 @@ int BPF_PROG(nw_block_complete, struct request *rq, blk_status_t error, unsigned
   struct nw_disk_key key = {.major = disk->major, .minor = disk->first_minor};
   key.op = diskstats_op(rq->cmd_flags & NW_REQ_OP_MASK, accounted);
 
+  if (test_skip_every && !sequenced && key.op != NW_OP_OTHER && key.major == test_skip_major &&
+      key.minor == test_skip_minor) {
+    __u32 seen_index = NW_DISK_TEST_SEEN;
+    __u64 *seen = bpf_map_lookup_elem(&disk_counters, &seen_index);
+    if (seen && ++*seen % test_skip_every == 0) {
+      nw_count(&disk_counters, NW_DISK_TEST_SKIPPED, 1);
+      return 0;
+    }
+  }
   struct nw_disk_value *value = device_counters(&key);
   if (!value) return 0;
   /* Atomic adds: a completion in task context (loop, polled queues) can be interrupted on the same

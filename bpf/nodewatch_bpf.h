@@ -96,6 +96,8 @@ struct nw_disk_slot {
 
 enum nw_disk_counter {
   NW_DISK_MAP_FULL = 0,   /* completions not counted: the per-device map was full */
+  NW_DISK_TEST_SEEN,      /* tests only: completions of the device told to skip some */
+  NW_DISK_TEST_SKIPPED,   /* tests only: of those, left uncounted on purpose */
   NW_DISK_COUNTER_COUNT
 };
 

@@ -34,6 +34,7 @@ struct BlockIoTotals {
 
 struct BlockIoDrops {
   uint64_t device_map_full = 0;  // completions not counted
+  uint64_t test_skipped = 0;     // tests only: completions left uncounted on purpose
 };
 
 class BlockIoSource {

@@ -31,6 +31,9 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load(
     return absl::InternalError(absl::StrCat("cannot open the disk BPF object: ", strerror(errno)));
   }
   self->skel_->rodata->use_slots = options.slots;
+  self->skel_->rodata->test_skip_every = options.skip_every;
+  self->skel_->rodata->test_skip_major = options.skip_major;
+  self->skel_->rodata->test_skip_minor = options.skip_minor;
   if (int err = nw_disk_bpf__load(self->skel_); err != 0) {
     return absl::UnavailableError(absl::StrCat(
         "the kernel refused the disk BPF programs: ", strerror(-err),
@@ -108,6 +111,7 @@ absl::Status BpfBlockIoProgram::Read(std::vector<std::pair<BlockIoKey, BlockIoTo
   for (auto& [k, t] : totals) out.emplace_back(k, t);
   const int counters = bpf_map__fd(skel_->maps.disk_counters);
   drops.device_map_full = SumPerCpuArray(counters, NW_DISK_MAP_FULL);
+  drops.test_skipped = SumPerCpuArray(counters, NW_DISK_TEST_SKIPPED);
   return absl::OkStatus();
 }
 

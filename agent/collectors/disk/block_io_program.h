@@ -17,6 +17,11 @@ struct BlockIoProgramOptions {
   // false: every device goes to the overflow hash, as when its slots are taken (tests of that
   // path: a node rarely has enough devices to reach it).
   bool slots = true;
+  // Tests only: every skip_every-th read or write completion of device (skip_major, skip_minor)
+  // on a CPU is left uncounted (BlockIoDrops::test_skipped says how many). 0: none.
+  uint32_t skip_every = 0;
+  uint32_t skip_major = 0;
+  uint32_t skip_minor = 0;
 };
 
 class BpfBlockIoProgram final : public BlockIoSource {
