@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include "agent/collectors/disk/block_io_collector.h"
 #include "agent/collectors/disk/block_io_program.h"
@@ -38,6 +39,33 @@ uint64_t Sum(const google::protobuf::RepeatedField<uint64_t>& slots) {
   for (uint64_t v : slots) n += v;
   return n;
 }
+
+// A block device opened for direct I/O (O_DIRECT plus `flags`) with an aligned 64 KiB buffer.
+class DirectIo {
+ public:
+  explicit DirectIo(const std::string& path, int flags = 0)
+      : fd_(open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC | flags)) {
+    if (posix_memalign(&buffer_, 4096, kBufferBytes) != 0) buffer_ = nullptr;
+    if (buffer_ != nullptr) memset(buffer_, 0xab, kBufferBytes);
+  }
+  ~DirectIo() {
+    if (fd_ >= 0) close(fd_);
+    free(buffer_);
+  }
+  bool ok() const { return fd_ >= 0 && buffer_ != nullptr; }
+  // One request of `bytes` (at most 64 KiB) at `offset`; true if all of it was done.
+  bool Write(off_t offset, size_t bytes) {
+    return pwrite(fd_, buffer_, bytes, offset) == static_cast<ssize_t>(bytes);
+  }
+  bool Read(off_t offset, size_t bytes) {
+    return pread(fd_, buffer_, bytes, offset) == static_cast<ssize_t>(bytes);
+  }
+
+ private:
+  static constexpr size_t kBufferBytes = 65536;
+  int fd_ = -1;
+  void* buffer_ = nullptr;
+};
 
 // Both ways a device is counted: in a per-CPU slot, and in the hash that takes the devices whose
 // slots are taken.
@@ -61,6 +89,17 @@ class EbpfDiskTest : public ::testing::TestWithParam<bool> {
     ASSERT_TRUE(collector_->CollectOnce().ok());
   }
 
+  // The collector's next sample of device `name`; nullopt (and a failure) if it is not in it.
+  std::optional<nodewatch::v1::DiskDevice> SampleOf(const std::string& name) {
+    auto sample = collector_->CollectOnce();
+    EXPECT_TRUE(sample.ok()) << sample.status();
+    if (!sample.ok()) return std::nullopt;
+    for (const auto& d : sample->devices()) {
+      if (d.device() == name) return d;
+    }
+    ADD_FAILURE() << name << " is not in the sample: " << sample->DebugString();
+    return std::nullopt;
+  }
   // What the collector's diskstats check found uncounted on the block device at `path`.
   ReadsAndWrites UncountedFor(const std::string& path) const {
     struct stat st = {};
@@ -101,32 +140,22 @@ TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   nodewatch::testing::LoopDevice loop(dir + "/backing.img", 64ull << 20);
   ASSERT_TRUE(loop.ok()) << loop.error();
   StartCollector(dir);
-  BlockIoCollector& collector = *collector_;
 
   const auto before = nodewatch::testing::DiskStats(loop.name());
   ASSERT_FALSE(before.empty()) << loop.name() << " not in /proc/diskstats";
-  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  ASSERT_GE(fd, 0) << strerror(errno);
-  void* buffer = nullptr;
-  ASSERT_EQ(posix_memalign(&buffer, 4096, 65536), 0);
-  memset(buffer, 0xab, 65536);
-  for (int i = 0; i < 200; ++i) {  // 4 KiB writes, spread so that none merge
-    ASSERT_EQ(pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
+  {
+    DirectIo io(loop.device());
+    ASSERT_TRUE(io.ok()) << strerror(errno);
+    for (int i = 0; i < 200; ++i) {  // 4 KiB writes, spread so that none merge
+      ASSERT_TRUE(io.Write(static_cast<off_t>(i) * 65536, 4096));
+    }
+    for (int i = 0; i < 300; ++i) {  // 64 KiB reads
+      ASSERT_TRUE(io.Read(static_cast<off_t>(i) * 65536, 65536));
+    }
   }
-  for (int i = 0; i < 300; ++i) {  // 64 KiB reads
-    ASSERT_EQ(pread(fd, buffer, 65536, static_cast<off_t>(i % 900) * 65536), 65536);
-  }
-  close(fd);
-  free(buffer);
   const auto after = nodewatch::testing::DiskStats(loop.name());
-
-  auto sample = collector.CollectOnce();
-  ASSERT_TRUE(sample.ok()) << sample.status();
-  const nodewatch::v1::DiskDevice* device = nullptr;
-  for (const auto& d : sample->devices()) {
-    if (d.device() == loop.name()) device = &d;
-  }
-  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const auto device = SampleOf(loop.name());
+  ASSERT_TRUE(device.has_value());
   const uint64_t reads = after.at("reads") - before.at("reads");
   const uint64_t writes = after.at("writes") - before.at("writes");
   EXPECT_GE(reads, 300u);
@@ -143,10 +172,10 @@ TEST_P(EbpfDiskTest, DirectIoOnALoopDeviceMatchesDiskstats) {
   EXPECT_EQ(Sum(device->read_latency_log2_us()), device->reads());
   EXPECT_EQ(Sum(device->write_latency_log2_us()), device->writes());
   EXPECT_EQ(device->io_errors(), 0u);
-  EXPECT_EQ(collector.counters().untimed.load(), 0u);
-  EXPECT_EQ(collector.counters().device_map_full.load(), 0u);
+  EXPECT_EQ(collector_->counters().untimed.load(), 0u);
+  EXPECT_EQ(collector_->counters().device_map_full.load(), 0u);
 
-  for (const auto& p : collector.source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
+  for (const auto& p : collector_->source().Programs()) EXPECT_TRUE(p.loaded) << p.name;
 }
 
 // The check against diskstats finds what the program did not count: told to leave every 7th read
@@ -161,25 +190,17 @@ TEST_P(EbpfDiskTest, CompletionsLeftUncountedAreFoundAgainstDiskstats) {
   StartCollector(
       dir, {.skip_every = 7, .skip_major = major(st.st_rdev), .skip_minor = minor(st.st_rdev)});
   const auto before = nodewatch::testing::DiskStats(loop.name());
-  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  ASSERT_GE(fd, 0) << strerror(errno);
-  void* buffer = nullptr;
-  ASSERT_EQ(posix_memalign(&buffer, 4096, 4096), 0);
-  memset(buffer, 0x7e, 4096);
-  for (int i = 0; i < 200; ++i) {
-    ASSERT_EQ(pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
-    ASSERT_EQ(pread(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
+  {
+    DirectIo io(loop.device());
+    ASSERT_TRUE(io.ok()) << strerror(errno);
+    for (int i = 0; i < 200; ++i) {
+      ASSERT_TRUE(io.Write(static_cast<off_t>(i) * 65536, 4096));
+      ASSERT_TRUE(io.Read(static_cast<off_t>(i) * 65536, 4096));
+    }
   }
-  close(fd);
-  free(buffer);
   const auto after = nodewatch::testing::DiskStats(loop.name());
-  auto sample = collector_->CollectOnce();
-  ASSERT_TRUE(sample.ok()) << sample.status();
-  const nodewatch::v1::DiskDevice* device = nullptr;
-  for (const auto& d : sample->devices()) {
-    if (d.device() == loop.name()) device = &d;
-  }
-  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const auto device = SampleOf(loop.name());
+  ASSERT_TRUE(device.has_value());
   std::vector<std::pair<BlockIoKey, BlockIoTotals>> totals;
   BlockIoDrops drops;
   ASSERT_TRUE(collector_->source().Read(totals, drops).ok());
@@ -208,24 +229,14 @@ TEST_P(EbpfDiskTest, SyncWritesThroughTheFlushSequenceAreCountedOnce) {
   ASSERT_EQ(cache, "write back") << "the loop device should have a write cache (a flush sequence)";
   StartCollector(dir);
   const auto before = nodewatch::testing::DiskStats(loop.name());
-  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_DSYNC | O_CLOEXEC);
-  ASSERT_GE(fd, 0) << strerror(errno);
-  void* buffer = nullptr;
-  ASSERT_EQ(posix_memalign(&buffer, 4096, 4096), 0);
-  memset(buffer, 0x5a, 4096);
-  for (int i = 0; i < 100; ++i) {
-    ASSERT_EQ(pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536), 4096);
+  {
+    DirectIo io(loop.device(), O_DSYNC);
+    ASSERT_TRUE(io.ok()) << strerror(errno);
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(io.Write(static_cast<off_t>(i) * 65536, 4096));
   }
-  close(fd);
-  free(buffer);
   const auto after = nodewatch::testing::DiskStats(loop.name());
-  auto sample = collector_->CollectOnce();
-  ASSERT_TRUE(sample.ok()) << sample.status();
-  const nodewatch::v1::DiskDevice* device = nullptr;
-  for (const auto& d : sample->devices()) {
-    if (d.device() == loop.name()) device = &d;
-  }
-  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const auto device = SampleOf(loop.name());
+  ASSERT_TRUE(device.has_value());
   const uint64_t writes = after.at("writes") - before.at("writes");
   EXPECT_GE(writes, 100u);
   ASSERT_TRUE(after.count("flushes") > 0) << "diskstats without flush counts";
@@ -267,33 +278,25 @@ TEST_P(EbpfDiskTest, FailedWritesAreCountedAsErrors) {
   ASSERT_TRUE(loop.ok()) << loop.error();
   StartCollector(dir);
 
-  int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  ASSERT_GE(fd, 0) << strerror(errno);
-  void* buffer = nullptr;
-  ASSERT_EQ(posix_memalign(&buffer, 4096, 4096), 0);
-  memset(buffer, 0xcd, 4096);
   uint64_t failed = 0, written = 0;
-  for (int i = 0; i < 1000; ++i) {  // 4 MiB in 4 KiB writes, 64 KiB apart: none merge
-    if (pwrite(fd, buffer, 4096, static_cast<off_t>(i) * 65536) == 4096) {
-      ++written;
-    } else {
-      ++failed;
+  {
+    DirectIo io(loop.device());
+    ASSERT_TRUE(io.ok()) << strerror(errno);
+    for (int i = 0; i < 1000; ++i) {  // 4 MiB in 4 KiB writes, 64 KiB apart: none merge
+      if (io.Write(static_cast<off_t>(i) * 65536, 4096)) {
+        ++written;
+      } else {
+        ++failed;
+      }
     }
   }
-  close(fd);
-  free(buffer);
   std::printf("writes: %llu done, %llu failed\n", static_cast<unsigned long long>(written),
               static_cast<unsigned long long>(failed));
   ASSERT_GT(failed, 100u) << "the tmpfs should have filled up";
   ASSERT_GT(written, 100u);
 
-  auto sample = collector_->CollectOnce();
-  ASSERT_TRUE(sample.ok()) << sample.status();
-  const nodewatch::v1::DiskDevice* device = nullptr;
-  for (const auto& d : sample->devices()) {
-    if (d.device() == loop.name()) device = &d;
-  }
-  ASSERT_NE(device, nullptr) << sample->DebugString();
+  const auto device = SampleOf(loop.name());
+  ASSERT_TRUE(device.has_value());
   const ReadsAndWrites uncounted = UncountedFor(loop.device());
   // Completed, failed or not, as diskstats counts them.
   ExpectCompletions("writes", device->writes(), uncounted.writes, written + failed);
