@@ -12,7 +12,8 @@
 // 2. Per-hit cost from the kernel's bpf_stats (run_time_ns / run_cnt): small UDP packets and a
 //    TCP stream for the cgroup_skb counters (bpf_net_ns_per_packet), connects, refused connects
 //    and resets for the TCP tracepoints (bpf_tcp_ns_per_event), direct I/O on a loop device for
-//    the block program (bpf_disk_ns_per_io: per completed request).
+//    the block program (bpf_disk_ns_per_io: per completed request; bpf_empty_tracepoint_ns_per_io:
+//    the same I/O with a block program that returns at once).
 // 3. A real nodewatch-agent (all programs on the cgroup v2 root, --interval 10s) streaming to a
 //    real aggregator while 10,000 connections/s and a 1 Gbit/s iperf3 stream run between the
 //    namespaces: agent_cpu_pct_under_load and agent_rss_mib_under_load, plus the kernel memory of
@@ -411,10 +412,11 @@ int main(int argc, char** argv) {
                                      "nw_tcp_send_reset", "nw_tcp_receive_reset"});
     tcp_cost.ns += Sum((*program)->Programs(), {"nw_fold_udp_release"}).ns;
   }
-  Cost disk_hash_cost;
+  Cost disk_hash_cost, disk_empty_cost;
   {
     // 4 KiB direct reads and writes on a loop device, counted in per-CPU slots (as the agent
-    // runs) and, for comparison, in the overflow hash; three interleaved rounds.
+    // runs) and, for comparison, in the overflow hash and by a program that returns at once (the
+    // tracepoint's and bpf_stats' own cost); three interleaved rounds.
     const std::string dir = nt::MakeTempDir("bpf-bench-disk");
     nt::LoopDevice loop(dir + "/backing.img", 256ull << 20);
     if (!loop.ok()) {
@@ -425,8 +427,10 @@ int main(int argc, char** argv) {
     if (posix_memalign(&buffer, 4096, 4096) != 0) return 1;
     std::memset(buffer, 0x5a, 4096);
     for (int round = 0; round < 3; ++round) {
-      for (bool slots : {true, false}) {
-        auto program = na::BpfBlockIoProgram::Load({.slots = slots});
+      for (int variant = 0; variant < 3; ++variant) {  // slots, hash, empty
+        const bool slots = variant != 1;
+        auto program =
+            na::BpfBlockIoProgram::Load({.slots = slots, .calibrate_empty = variant == 2});
         int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
         if (!program.ok() || fd < 0) {
           std::fprintf(stderr, "disk set-up failed\n");
@@ -438,8 +442,9 @@ int main(int argc, char** argv) {
             break;
         }
         close(fd);
-        std::printf("disk, %s:\n", slots ? "slots" : "hash");
-        (slots ? disk_cost : disk_hash_cost) += Sum((*program)->Programs(), {"nw_block_complete"});
+        std::printf("disk, %s:\n", variant == 0 ? "slots" : variant == 1 ? "hash" : "empty");
+        Cost& cost = variant == 0 ? disk_cost : variant == 1 ? disk_hash_cost : disk_empty_cost;
+        cost += Sum((*program)->Programs(), {"nw_block_complete"});
       }
     }
     free(buffer);
@@ -469,6 +474,7 @@ int main(int argc, char** argv) {
     nb::PrintBench("bpf_tcp_ns_per_event", tcp_cost.PerRun(), "ns");
     nb::PrintBench("bpf_disk_ns_per_io", disk_cost.PerRun(), "ns");
     nb::PrintBench("bpf_disk_ns_per_io_hash_path", disk_hash_cost.PerRun(), "ns");
+    nb::PrintBench("bpf_empty_tracepoint_ns_per_io", disk_empty_cost.PerRun(), "ns");
   };
   if (costs_only) {
     print_costs();

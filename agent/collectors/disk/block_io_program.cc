@@ -34,6 +34,7 @@ absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load(
   self->skel_->rodata->test_skip_every = options.skip_every;
   self->skel_->rodata->test_skip_major = options.skip_major;
   self->skel_->rodata->test_skip_minor = options.skip_minor;
+  self->skel_->rodata->calibrate_empty = options.calibrate_empty;
   if (int err = nw_disk_bpf__load(self->skel_); err != 0) {
     return absl::UnavailableError(absl::StrCat(
         "the kernel refused the disk BPF programs: ", strerror(-err),

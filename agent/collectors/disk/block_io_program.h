@@ -22,6 +22,8 @@ struct BlockIoProgramOptions {
   uint32_t skip_every = 0;
   uint32_t skip_major = 0;
   uint32_t skip_minor = 0;
+  // Benchmarks only: a program that counts nothing (what the hook and bpf_stats cost alone).
+  bool calibrate_empty = false;
 };
 
 class BpfBlockIoProgram final : public BlockIoSource {
