@@ -308,26 +308,7 @@ int main(int argc, char** argv) {
   // rounds of 5,000 sockets.
   Cost udp_socket_cost, udp_socket_per_packet_cost;
   {
-    std::atomic<bool> stop{false};
-    std::thread echo([&] {
-      nt::RunInNetns(net.b(), [&] {
-        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{.sin_family = AF_INET, .sin_port = htons(kUdpEchoPort)};
-        timeval tick{.tv_sec = 0, .tv_usec = 50'000};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
-        bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-        char buffer[512];
-        while (!stop) {
-          sockaddr_in from{};
-          socklen_t from_len = sizeof(from);
-          ssize_t n = recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
-                               &from_len);
-          if (n > 0) sendto(fd, buffer, n, 0, reinterpret_cast<sockaddr*>(&from), from_len);
-        }
-        close(fd);
-      });
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    nt::UdpEcho echo(net.b(), kUdpEchoPort);
     for (int round = 0; round < 3; ++round) {
       for (bool sockets : {true, false}) {
         auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path(), .sockets = sockets});
@@ -336,7 +317,7 @@ int main(int argc, char** argv) {
         const int status = nt::RunChild(work, net.a(), [&] {
           sockaddr_in to{.sin_family = AF_INET, .sin_port = htons(kUdpEchoPort)};
           inet_pton(AF_INET, net.address_b().c_str(), &to.sin_addr);
-          char query[64] = {};
+          char query[64] = {'e'};  // 'e': UdpEcho answers it
           timeval second{.tv_sec = 1, .tv_usec = 0};
           for (int i = 0; i < kSockets; ++i) {
             int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -360,8 +341,6 @@ int main(int argc, char** argv) {
         (sockets ? udp_socket_cost : udp_socket_per_packet_cost) += cost;
       }
     }
-    stop = true;
-    echo.join();
   }
   {
     auto program = na::BpfNetProgram::Load({.cgroup_path = cgroup.path()});
@@ -427,10 +406,10 @@ int main(int argc, char** argv) {
     if (posix_memalign(&buffer, 4096, 4096) != 0) return 1;
     std::memset(buffer, 0x5a, 4096);
     for (int round = 0; round < 3; ++round) {
-      for (int variant = 0; variant < 3; ++variant) {  // slots, hash, empty
-        const bool slots = variant != 1;
-        auto program =
-            na::BpfBlockIoProgram::Load({.slots = slots, .calibrate_empty = variant == 2});
+      enum DiskVariant { kSlots, kHash, kEmpty };
+      for (DiskVariant variant : {kSlots, kHash, kEmpty}) {
+        auto program = na::BpfBlockIoProgram::Load(
+            {.slots = variant != kHash, .calibrate_empty = variant == kEmpty});
         int fd = open(loop.device().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
         if (!program.ok() || fd < 0) {
           std::fprintf(stderr, "disk set-up failed\n");
@@ -442,8 +421,11 @@ int main(int argc, char** argv) {
             break;
         }
         close(fd);
-        std::printf("disk, %s:\n", variant == 0 ? "slots" : variant == 1 ? "hash" : "empty");
-        Cost& cost = variant == 0 ? disk_cost : variant == 1 ? disk_hash_cost : disk_empty_cost;
+        static const char* const kDiskNames[] = {"slots", "hash", "empty"};
+        std::printf("disk, %s:\n", kDiskNames[variant]);
+        Cost& cost = variant == kSlots  ? disk_cost
+                     : variant == kHash ? disk_hash_cost
+                                        : disk_empty_cost;
         cost += Sum((*program)->Programs(), {"nw_block_complete"});
       }
     }

@@ -46,7 +46,9 @@ using nodewatch::testing::NetnsPair;
 using nodewatch::testing::RunChild;
 using nodewatch::testing::RunInNetns;
 using nodewatch::testing::Shell;
+using nodewatch::testing::SocketAddress;
 using nodewatch::testing::TestCgroup;
+using nodewatch::testing::UdpEcho;
 
 constexpr char kPodUid[] = "6f1c2a9e-3b7d-4c55-9a10-0d2e8f4b7c31";
 constexpr char kContainer[] =
@@ -59,29 +61,6 @@ std::string Remote(const std::string& address) {
   inet_pton(v6 ? AF_INET6 : AF_INET, address.c_str(), &a);
   return std::string(reinterpret_cast<const char*>(&a), v6 ? 16 : 4);
 }
-
-// address:port as a socket address of its family ("" = any IPv4 address).
-struct SocketAddress {
-  SocketAddress(const std::string& address, int port) {
-    if (address.find(':') != std::string::npos) {
-      auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
-      in6->sin6_family = AF_INET6;
-      in6->sin6_port = htons(port);
-      inet_pton(AF_INET6, address.c_str(), &in6->sin6_addr);
-      length = sizeof(sockaddr_in6);
-    } else {
-      auto* in = reinterpret_cast<sockaddr_in*>(&storage);
-      in->sin_family = AF_INET;
-      in->sin_port = htons(port);
-      if (!address.empty()) inet_pton(AF_INET, address.c_str(), &in->sin_addr);
-      length = sizeof(sockaddr_in);
-    }
-  }
-  int family() const { return storage.ss_family; }
-  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-};
 
 // A TCP sink in namespace B: accepts connections and reads them to EOF until stopped.
 class TcpSink {
@@ -278,45 +257,6 @@ class SteppedChild {
  private:
   int to_child_[2] = {-1, -1}, from_child_[2] = {-1, -1};
   pid_t pid_ = -1;
-};
-
-// A UDP server in a namespace on every address, `port`: echoes the datagrams that start with 'e'
-// back to their sender, drops the others.
-class UdpEcho {
- public:
-  // `any`: "" for every IPv4 address, "::" for every address.
-  UdpEcho(const std::string& netns, int port, const std::string& any = "") {
-    std::atomic<bool> ready{false};
-    thread_ = std::thread([=, this, &ready] {
-      RunInNetns(netns, [&] {
-        const SocketAddress sa(any, port);
-        int fd = socket(sa.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        timeval tick{.tv_sec = 0, .tv_usec = 50'000};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
-        const bool bound = bind(fd, sa.get(), sa.length) == 0;
-        ready = true;
-        char buffer[65536];
-        while (bound && !stop_) {
-          sockaddr_storage from{};
-          socklen_t from_len = sizeof(from);
-          ssize_t n = recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
-                               &from_len);
-          if (n > 0 && buffer[0] == 'e')
-            sendto(fd, buffer, n, 0, reinterpret_cast<sockaddr*>(&from), from_len);
-        }
-        close(fd);
-      });
-    });
-    while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ~UdpEcho() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
 };
 
 // IP bytes A's TCP segments carry on a wire between two NetCounters snapshots of namespace A:

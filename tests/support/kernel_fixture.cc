@@ -5,10 +5,12 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -259,6 +261,36 @@ std::map<std::string, uint64_t> DiskStats(const std::string& name) {
     return stats;
   }
   return {};
+}
+
+UdpEcho::UdpEcho(const std::string& netns, int port, const std::string& any) {
+  std::atomic<bool> ready{false};
+  thread_ = std::thread([=, this, &ready] {
+    RunInNetns(netns, [&] {
+      const SocketAddress sa(any, port);
+      int fd = socket(sa.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      timeval tick{.tv_sec = 0, .tv_usec = 50'000};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+      const bool bound = bind(fd, sa.get(), sa.length) == 0;
+      ready = true;
+      char buffer[65536];
+      while (bound && !stop_) {
+        sockaddr_storage from{};
+        socklen_t from_len = sizeof(from);
+        ssize_t n =
+            recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+        if (n > 0 && buffer[0] == 'e')
+          sendto(fd, buffer, n, 0, reinterpret_cast<sockaddr*>(&from), from_len);
+      }
+      close(fd);
+    });
+  });
+  while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+UdpEcho::~UdpEcho() {
+  stop_ = true;
+  thread_.join();
 }
 
 }  // namespace nodewatch::testing

@@ -7,14 +7,20 @@
 //   - RunInNetns / RunChild: code on a thread inside a namespace, or in a child process placed in a
 //     cgroup and a namespace (sockets take the cgroup of the process that creates them).
 //   - LoopDevice: a loop device over a file, detached at the end.
+//   - SocketAddress, UdpEcho: an IPv4/IPv6 socket address; a UDP echo server in a namespace.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 
 namespace nodewatch::testing {
 
@@ -94,5 +100,41 @@ class LoopDevice {
 // The /proc/diskstats line of `name`: {"reads", "read_sectors", "writes", "write_sectors"} and,
 // where the kernel has it, "flushes".
 std::map<std::string, uint64_t> DiskStats(const std::string& name);
+
+// address:port as a socket address of its family ("" = any IPv4 address).
+struct SocketAddress {
+  SocketAddress(const std::string& address, int port) {
+    if (address.find(':') != std::string::npos) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(port);
+      inet_pton(AF_INET6, address.c_str(), &in6->sin6_addr);
+      length = sizeof(sockaddr_in6);
+    } else {
+      auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(port);
+      if (!address.empty()) inet_pton(AF_INET, address.c_str(), &in->sin_addr);
+      length = sizeof(sockaddr_in);
+    }
+  }
+  int family() const { return storage.ss_family; }
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+
+// A UDP server in a namespace on every address, `port`: echoes the datagrams that start with 'e'
+// back to their sender, drops the others. Stops at destruction.
+class UdpEcho {
+ public:
+  // `any`: "" for every IPv4 address, "::" for every address.
+  UdpEcho(const std::string& netns, int port, const std::string& any = "");
+  ~UdpEcho();
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
 
 }  // namespace nodewatch::testing

@@ -94,16 +94,18 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   // folds (compare-and-exchange, 5.12+), then the TCP programs with the folds back on (lockdown,
   // an old kernel), then both; the byte counters alone are the last attempt. Parts already off
   // (by option or probe) are not retried.
-  struct Attempt {
-    bool sockets, tcp;
+  struct Parts {  // which parts an attempt loads
+    bool tcp, sockets;
+    bool operator==(const Parts&) const = default;
   };
   absl::Status refused;
   std::string refused_with;                  // what the last refused attempt had on
   std::string tcp_refusal, sockets_refusal;  // the kernel's answer with only them to blame
   bool loaded = false;
-  std::vector<std::pair<bool, bool>> tried;
-  for (const Attempt attempt :
-       {Attempt{true, true}, Attempt{false, true}, Attempt{true, false}, Attempt{false, false}}) {
+  std::vector<Parts> tried;
+  for (const Parts attempt :
+       {Parts{.tcp = true, .sockets = true}, Parts{.tcp = true, .sockets = false},
+        Parts{.tcp = false, .sockets = true}, Parts{.tcp = false, .sockets = false}}) {
     std::string tcp_why = tcp_off, sockets_why = sockets_off;
     if (!attempt.tcp && tcp_why.empty()) {
       tcp_why = absl::StrCat("kernel refused the TCP programs: ", tcp_refusal);
@@ -111,14 +113,14 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     if (!attempt.sockets && sockets_why.empty()) {
       sockets_why = absl::StrCat("the kernel refused the socket folds: ", sockets_refusal);
     }
-    const std::pair<bool, bool> parts{tcp_why.empty(), sockets_why.empty()};
+    const Parts parts{.tcp = tcp_why.empty(), .sockets = sockets_why.empty()};
     if (std::find(tried.begin(), tried.end(), parts) != tried.end()) continue;
     tried.push_back(parts);
     if (!refused.ok()) {
       log->warn("{}; retrying with {}", refused_with,
                 absl::StrCat(
-                    parts.first ? "the TCP programs" : "no TCP programs",
-                    parts.second ? " and the socket folds" : ", every packet counted per packet"));
+                    parts.tcp ? "the TCP programs" : "no TCP programs",
+                    parts.sockets ? " and the socket folds" : ", every packet counted per packet"));
     }
     absl::Status status = self->OpenAndLoad(tcp_why, sockets_why);
     if (status.ok()) status = self->AttachAll();
@@ -128,13 +130,13 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     }
     if (absl::IsFailedPrecondition(status)) return status;  // the cgroup: nothing to switch off
     refused = status;
-    if (parts.second && (sockets_refusal.empty() || !parts.first)) {
+    if (parts.sockets && (sockets_refusal.empty() || !parts.tcp)) {
       sockets_refusal = std::string(status.message());
     }
-    if (parts.first && !parts.second) tcp_refusal = std::string(status.message());
+    if (parts.tcp && !parts.sockets) tcp_refusal = std::string(status.message());
     refused_with = absl::StrCat("the kernel refused the network programs (TCP programs ",
-                                parts.first ? "on" : "off", ", socket folds ",
-                                parts.second ? "on" : "off", "): ", status.message());
+                                parts.tcp ? "on" : "off", ", socket folds ",
+                                parts.sockets ? "on" : "off", "): ", status.message());
   }
   if (!loaded) return refused;
   const auto on = [&](const char* name) {
