@@ -1,5 +1,6 @@
 #include "agent/agent.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include "agent/collectors/disk/block_io_program.h"
@@ -61,7 +62,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
         FilesystemCollectorOptions{.interval_ms = config.interval_ms,
                                    .statfs_timeout_ms = config.statfs_timeout_ms});
   }
-  if (config.bpf) agent->SetUpBpf();
+  if (config.bpf) {
+    agent->SetUpBpf();
+    // Probing and loading parsed the kernel's BTF several times (5+ MiB each, once per BPF
+    // object for CO-RE); hand the freed pages back instead of keeping them as heap for good.
+    malloc_trim(0);
+  }
   Agent* self = agent.get();
   for (const auto& endpoint : config.aggregators) {
     UplinkOptions options{
@@ -111,6 +117,14 @@ void Agent::SetUpBpf() {
       log->warn("no BPF run-time statistics: {}", stats.status());
     }
   }
+  // One probe for every loader, and one line that says how this node counts.
+  bpf_view_.features = ProbeKernelFeatures();
+  const CountingPlan plan = PlanCounting(
+      bpf_view_.features,
+      {.network = true, .tcp = config_.bpf_tcp, .sockets = true, .block_io = config_.bpf_block_io});
+  log->info("kernel {}: BPF features {}; planned counting paths: {}",
+            heartbeat_->node_info().kernel_release(),
+            bpf_view_.features.Describe(), plan.Describe());
   // The pods' cgroup tree is always walked from the cgroup v2 root; the counters attach there too
   // unless --bpf-cgroup names a subtree.
   auto root = FindCgroup2Mount("/proc");
@@ -123,7 +137,8 @@ void Agent::SetUpBpf() {
     auto program =
         BpfNetProgram::Load({.cgroup_path = cgroup,
                              .flow_entries = static_cast<uint32_t>(config_.bpf_flow_entries),
-                             .tcp = config_.bpf_tcp});
+                             .tcp = config_.bpf_tcp,
+                             .features = &bpf_view_.features});
     if (program.ok()) {
       network_ = std::make_unique<NetworkCollector>(
           *spool_, std::move(*program),
@@ -137,7 +152,7 @@ void Agent::SetUpBpf() {
   if (!config_.bpf_block_io) {
     bpf_view_.unavailable["block_io"] = "switched off (--bpf-block-io=false)";
   } else {
-    auto program = BpfBlockIoProgram::Load();
+    auto program = BpfBlockIoProgram::Load({.features = &bpf_view_.features});
     if (program.ok()) {
       block_io_ = std::make_unique<BlockIoCollector>(
           *spool_, std::move(*program), config_.proc_root, clock_, config_.interval_ms);
@@ -150,6 +165,32 @@ void Agent::SetUpBpf() {
   }
   bpf_view_.network = network_.get();
   bpf_view_.block_io = block_io_.get();
+  // What loaded, which may be less than the plan (a refusal the probe did not foresee).
+  if (network_) {
+    bpf_view_.paths = network_->source().Paths();
+  } else {
+    const std::string why = bpf_view_.unavailable["network"];
+    bpf_view_.paths = {{"tcp_bytes", "off", why}, {"udp_bytes", "off", why},
+                       {"tcp_events", "off", why}};
+  }
+  bpf_view_.paths.push_back(block_io_ ? SignalPath{"block_io", plan.block_io.path, ""}
+                                      : SignalPath{"block_io", "off",
+                                                   bpf_view_.unavailable["block_io"]});
+  log->info("counting paths: {}", DescribePaths(bpf_view_.paths));
+  nodewatch::v1::NodeInfo counting;
+  for (const auto& [name, probe] : bpf_view_.features.List()) {
+    auto* feature = counting.add_kernel_features();
+    feature->set_name(name);
+    feature->set_available(probe->available);
+    feature->set_reason(probe->why_not);
+  }
+  for (const SignalPath& p : bpf_view_.paths) {
+    auto* path = counting.add_counting_paths();
+    path->set_signal(p.signal);
+    path->set_path(p.path);
+    path->set_reason(p.why);
+  }
+  heartbeat_->SetKernelCounting(counting);
 }
 
 void Agent::Start() {

@@ -90,6 +90,24 @@ void AddBpfMetrics(MetricFamilies& f, const BpfView& bpf) {
     for (auto& p : bpf.block_io->source().Programs()) programs.push_back(std::move(p));
     for (auto& m : bpf.block_io->source().Maps()) maps.push_back(std::move(m));
   }
+  for (const auto& [name, probe] : bpf.features.List()) {
+    f.Gauge("nodewatch_agent_kernel_feature",
+            "1 if the kernel runs this BPF feature (probed at start; the start log and "
+            "`nodewatch node` give the kernel's answer when 0).",
+            probe->available ? 1 : 0, {{"feature", name}});
+  }
+  for (const auto& [signal, paths] : KnownCountingPaths()) {
+    std::string active = "off";
+    for (const SignalPath& p : bpf.paths) {
+      if (p.signal == signal) active = p.path;
+    }
+    for (const std::string& path : paths) {
+      f.Gauge("nodewatch_agent_bpf_counting_path",
+              "1 for the path each signal is counted on (bytes: socket or packet, the same bytes "
+              "either way; events: tp_btf; off), 0 for the others.",
+              path == active ? 1 : 0, {{"signal", signal}, {"path", path}});
+    }
+  }
   const std::pair<const char*, bool> collectors[] = {{"network", bpf.network != nullptr},
                                                      {"block_io", bpf.block_io != nullptr}};
   for (const auto& [name, up] : collectors) {

@@ -20,11 +20,14 @@
 namespace nodewatch::agent {
 
 // The eBPF collectors as /metrics sees them: either may be null (switched off or not loadable,
-// with the reason in `unavailable`, collector name -> reason).
+// with the reason in `unavailable`, collector name -> reason), the kernel's features as probed at
+// start and the path each signal is counted on.
 struct BpfView {
   NetworkCollector* network = nullptr;
   BlockIoCollector* block_io = nullptr;
   std::map<std::string, std::string> unavailable;
+  KernelFeatures features;
+  std::vector<SignalPath> paths;  // tcp_bytes, udp_bytes, tcp_events, block_io
 };
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartAgentMetrics(

@@ -3,26 +3,26 @@
  *
  * - cgroup_skb ingress/egress (attached to the pods' cgroup root, or the cgroup v2 root): bytes and
  *   packets per (socket cgroup, remote address, direction), read out of the per-CPU hash `flows`.
- * - TCP connections are not counted per packet. The kernel already counts every connection's
- *   payload and segments in its tcp_sock (bytes_acked, bytes_received, segs_out, segs_in); the
- *   first packet of a connection gives the socket a small storage entry (its flow key and the
- *   counters already taken), after which each packet costs one socket-storage lookup. The counters
- *   are folded into `flows` when the connection closes (tp_btf/inet_sock_set_state) and, for live
- *   connections, by an iterator over the storage that the agent runs before each read
- *   (iter/bpf_sk_storage_map). Bytes are IP bytes, as for every other packet: payload plus
- *   segments x (IP header + the connection's TCP header length).
- * - Busy UDP sockets keep one remote address's counts in their own storage entry: a socket whose
- *   packets keep coming is given an entry for one packet's remote address (see
- *   NW_UDP_PROMOTE_SHIFT), and every later packet to or from the same address is added there (a
- *   header read and two adds on the socket's entry, no hash lookup). Packets of other remote
- *   addresses (a server's other clients, sendto elsewhere, a re-connected socket) and of sockets
- *   without an entry take the per-packet path. The entries are folded into `flows` by the same
- *   iterator and, when the socket is closed, by cgroup/sock_release.
+ * - What a counted byte is, on every path: a byte of an IP packet as it crosses the wire, IP and
+ *   transport headers included, each segment of a GSO/TSO (or GRO) super-packet with its own
+ *   headers (the kernel hands one skb with one header to IP and to these programs; the wire, and
+ *   the bill, carry one per segment), every retransmission as often as it is sent, IPv4 and IPv6
+ *   alike. Packets: wire segments. See packet_wire_bytes() and docs/ebpf.md.
+ * - TCP connections and busy UDP sockets are counted in their socket's storage entry where the
+ *   kernel can (the "socket" path): a connection's first packet gives its socket an entry keyed
+ *   like its flow, and every later packet adds its wire bytes there (one socket-storage lookup
+ *   and two adds; no hash lookup). A UDP socket earns its entry when its packets keep coming (see
+ *   NW_UDP_PROMOTE_SHIFT) and keeps one remote address there; packets of its other remote
+ *   addresses take the per-packet path. Entries are folded into `flows` by an iterator over the
+ *   storage that the agent runs before each read (iter/bpf_sk_storage_map), and at close: TCP's
+ *   when the connection reaches CLOSE (tp_btf/inet_sock_set_state), UDP's in cgroup/sock_release.
+ *   Where the kernel cannot run those (no iterator, no tracing programs, no 5.12 atomics) every
+ *   packet takes the "packet" path, through `flows`. Both paths add the same packet_wire_bytes().
  *   Everything else (ICMP, TCP packets without a full socket: SYN-ACKs of request sockets,
- *   TIME_WAIT ACKs, resets) is counted per packet in `flows` with its IP datagram length.
+ *   TIME_WAIT ACKs, resets) is counted per packet in `flows`.
  * - tp_btf TCP tracepoints: retransmitted segments, active connects (latency histogram, failures)
  *   and resets, in per-CPU arrays; retransmits, failed and slow connects and resets also on the
- *   connection's flow when it is counted from its socket (so per pod and remote address).
+ *   connection's flow (so per pod and remote address), on both paths.
  *
  * Nothing goes through a ring buffer: every signal is a counter read out by the agent each
  * interval. A full map is counted (NW_FLOW_MAP_FULL, NW_CONNECT_MAP_FULL, NW_TROUBLE_MAP_FULL),
@@ -37,6 +37,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h> /* bpf_core_field_exists only: a compile-time relocation, no helper */
 
 #include "nodewatch_bpf.h"
 #include "nodewatch_common.bpf.h"
@@ -110,17 +111,15 @@ struct nw_counted_socket {
   /* The egress flow key: for TCP the connection's peer, for UDP the one remote address whose
    * packets are counted here. */
   struct nw_flow_key key;
-  /* How much has been folded into `flows` already. TCP: of the tcp_sock's bytes_acked, segs_out
-   * (32-bit, wraps), bytes_received, segs_in (32-bit, wraps); UDP: of `counted`. */
-  __u64 folded[NW_SOCKET_COUNTERS];
-  /* UDP only: IP bytes and packets to and from key.remote, added per packet. */
+  /* Wire bytes and segments to and from key.remote, added per packet (packet_wire_bytes()). */
   __u64 counted[NW_SOCKET_COUNTERS];
-  __u32 ip_header; /* TCP: 20 or 40 */
+  /* How much of `counted` has been folded into `flows` already. */
+  __u64 folded[NW_SOCKET_COUNTERS];
   /* Folded for the last time: later packets are counted per packet. Set with an atomic exchange
    * (a full barrier) before that fold reads the counters. */
   __u32 closed;
   __u8 kind; /* enum nw_socket_kind */
-  __u8 pad[7];
+  __u8 pad[3];
 };
 
 struct {
@@ -181,10 +180,44 @@ static __always_inline void add_trouble(struct nw_flow_key *key, __u64 retransmi
   if (slow_connects) __sync_fetch_and_add(&value->slow_connects, slow_connects);
 }
 
-/* The egress flow of a TCP connection counted from its socket, for its trouble counters; false if
- * it is not one. */
+/* On the packet path: a TCP connection's egress flow key built from its socket the way the
+ * cgroup_skb programs key its packets (the socket's cgroup, its peer; an IPv4 peer of an IPv6
+ * socket as IPv4), if `flows` has that flow, i.e. the socket is in the counted cgroup and its
+ * packets were counted. Direct BTF reads (lockdown-safe); false on kernels whose sock_cgroup_data
+ * has no cgroup pointer (before 5.15): there the node totals remain. */
+static __always_inline bool tcp_packet_flow(const struct sock *sk, struct nw_flow_key *key) {
+  if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) return false;
+  const struct cgroup *cgroup = sk->sk_cgrp_data.cgroup;
+  if (!cgroup) return false;
+  __builtin_memset(key, 0, sizeof(*key));
+  key->cgroup_id = cgroup->kn->id;
+  key->direction = NW_EGRESS;
+  const __u16 family = sk->__sk_common.skc_family;
+  if (family == NW_AF_INET) {
+    __u32 remote = sk->__sk_common.skc_daddr;
+    __builtin_memcpy(key->remote, &remote, 4);
+    key->family = 4;
+  } else if (family == NW_AF_INET6 && bpf_core_field_exists(sk->__sk_common.skc_v6_daddr)) {
+    __u32 remote[4];
+    for (int i = 0; i < 4; i++) remote[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+    if (remote[0] == 0 && remote[1] == 0 && remote[2] == bpf_htonl(0xffff)) {
+      __builtin_memcpy(key->remote, &remote[3], 4);
+      key->family = 4;
+    } else {
+      __builtin_memcpy(key->remote, remote, 16);
+      key->family = 6;
+    }
+  } else {
+    return false;
+  }
+  return bpf_map_lookup_elem(&flows, key) != 0;
+}
+
+/* The egress flow of a TCP connection of the counted cgroup, for its trouble counters (on either
+ * path, so that both report the same per-pod trouble); false if it is not one. */
 static __always_inline bool tcp_socket_flow(const struct sock *sk, struct nw_flow_key *key) {
-  if (!tcp_from_sockets || !sk) return false;
+  if (!sk) return false;
+  if (!tcp_from_sockets) return tcp_packet_flow(sk, key);
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, (struct sock *)sk, 0, 0);
   if (!state) return false;
   *key = state->key;
@@ -195,93 +228,68 @@ static __always_inline bool tcp_socket_flow(const struct sock *sk, struct nw_flo
 /* Takes the part of a socket counter not folded yet: `folded` only moves forward, and two folds of
  * the same socket at once (the iterator and the close) each take a disjoint part. The counters are
  * cumulative, so what a fold leaves (a lost race) is taken by the next one. */
-static __always_inline __u64 take_unfolded(__u64 *folded, __u64 now, bool wraps32) {
+static __always_inline __u64 take_unfolded(__u64 *folded, __u64 now) {
   for (int attempt = 0; attempt < 4; attempt++) {
     __u64 before = *(volatile __u64 *)folded;
-    __u64 delta = wraps32 ? (__u32)((__u32)now - (__u32)before) : now - before;
-    if (delta == 0 || (wraps32 ? (__s32)delta < 0 : (__s64)delta < 0)) return 0;
+    __u64 delta = now - before;
+    if (delta == 0 || (__s64)delta < 0) return 0;
     if (__sync_val_compare_and_swap(folded, before, now) == before) return delta;
   }
   return 0;
 }
 
-static __always_inline void fold_tcp_socket(struct sock *sk, struct nw_counted_socket *state) {
-  struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-  if (!tp) return;
-  const __u64 header = state->ip_header + tp->tcp_header_len;
-  struct nw_flow_key key = state->key;
-  __u64 segs = take_unfolded(&state->folded[NW_OUT_PACKETS], tp->segs_out, true);
-  __u64 payload = take_unfolded(&state->folded[NW_OUT_BYTES], tp->bytes_acked, false);
-  if (segs || payload) {
-    key.direction = NW_EGRESS;
-    add_to_flow(&key, payload + segs * header, segs);
-  }
-  segs = take_unfolded(&state->folded[NW_IN_PACKETS], tp->segs_in, true);
-  payload = take_unfolded(&state->folded[NW_IN_BYTES], tp->bytes_received, false);
-  if (segs || payload) {
-    key.direction = NW_INGRESS;
-    add_to_flow(&key, payload + segs * header, segs);
-  }
-}
-
-static __always_inline void fold_udp_socket(struct nw_counted_socket *state) {
+/* Moves what a socket's entry counted since the last fold into `flows` (TCP and UDP alike). */
+static __always_inline void fold_socket(struct nw_counted_socket *state) {
   struct nw_flow_key key = state->key;
   volatile __u64 *counted = state->counted;
-  __u64 packets = take_unfolded(&state->folded[NW_OUT_PACKETS], counted[NW_OUT_PACKETS], false);
-  __u64 bytes = take_unfolded(&state->folded[NW_OUT_BYTES], counted[NW_OUT_BYTES], false);
+  __u64 packets = take_unfolded(&state->folded[NW_OUT_PACKETS], counted[NW_OUT_PACKETS]);
+  __u64 bytes = take_unfolded(&state->folded[NW_OUT_BYTES], counted[NW_OUT_BYTES]);
   if (packets || bytes) {
     key.direction = NW_EGRESS;
     add_to_flow(&key, bytes, packets);
   }
-  packets = take_unfolded(&state->folded[NW_IN_PACKETS], counted[NW_IN_PACKETS], false);
-  bytes = take_unfolded(&state->folded[NW_IN_BYTES], counted[NW_IN_BYTES], false);
+  packets = take_unfolded(&state->folded[NW_IN_PACKETS], counted[NW_IN_PACKETS]);
+  bytes = take_unfolded(&state->folded[NW_IN_BYTES], counted[NW_IN_BYTES]);
   if (packets || bytes) {
     key.direction = NW_INGRESS;
     add_to_flow(&key, bytes, packets);
   }
 }
 
-/* Gives a TCP connection a storage entry, from its current counters, so that this packet and the
- * following ones are counted from the socket; false if it cannot be (listeners: SYNs; closed
- * sockets: a reset after close; no memory), and the packet is counted per packet. */
-static __always_inline bool start_counting_tcp(struct __sk_buff *skb, struct bpf_sock *sk,
-                                               __u8 direction) {
-  if (sk->state == NW_TCP_CLOSE || sk->state == NW_TCP_LISTEN) return false;
-  struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
-  if (!tp) return false;
-  struct nw_counted_socket fresh = {.kind = NW_SOCKET_TCP};
-  fresh.key.cgroup_id = bpf_skb_cgroup_id(skb);
-  if (sk->family == NW_AF_INET) {
-    __u32 remote = sk->dst_ip4;
-    __builtin_memcpy(fresh.key.remote, &remote, 4);
-    fresh.key.family = 4;
-    fresh.ip_header = 20;
-  } else if (sk->family == NW_AF_INET6) {
-    __u32 remote[4] = {sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3]};
-    if (remote[0] == 0 && remote[1] == 0 && remote[2] == bpf_htonl(0xffff)) {
-      /* An IPv4 peer of an IPv6 socket: keyed and sized as IPv4, as its packets are. */
-      __builtin_memcpy(fresh.key.remote, &remote[3], 4);
-      fresh.key.family = 4;
-      fresh.ip_header = 20;
-    } else {
-      __builtin_memcpy(fresh.key.remote, remote, 16);
-      fresh.key.family = 6;
-      fresh.ip_header = 40;
-    }
+/* The header bytes each further segment of a GSO/GRO packet carries on the wire: the IP header
+ * (IPv4 with its options; IPv6's fixed 40) and the TCP header with its options (data offset) or
+ * UDP's 8 (UDP_SEGMENT). Read with bpf_skb_load_bytes: only super-packets come here, and they carry
+ * many segments, so the helper call is paid once for all of them. 0 if unreadable or another
+ * protocol (then only the IP bytes handed down are counted). */
+static __always_inline __u32 segment_header_bytes(struct __sk_buff *skb) {
+  __u32 ip_header = 0;
+  __u8 protocol = 0;
+  if (skb->protocol == bpf_htons(NW_ETH_P_IP)) {
+    __u8 first[10];
+    if (bpf_skb_load_bytes(skb, 0, first, sizeof(first))) return 0;
+    ip_header = (first[0] & 0xf) * 4;
+    protocol = first[9];
+  } else if (skb->protocol == bpf_htons(NW_ETH_P_IPV6)) {
+    __u8 first[7];
+    if (bpf_skb_load_bytes(skb, 0, first, sizeof(first))) return 0;
+    ip_header = 40;
+    protocol = first[6];
   } else {
-    return false;
+    return 0;
   }
-  /* Counted from here on. An egress segment is already in segs_out (TCP counts it before handing
-   * it to IP), an ingress one not yet in segs_in (counted after this filter): take the egress one
-   * out of the baseline so the fold counts this packet either way. Payload is counted when
-   * acknowledged (sent) or received in order, so this packet's is not in the baseline. */
-  fresh.folded[NW_OUT_BYTES] = tp->bytes_acked;
-  fresh.folded[NW_IN_BYTES] = tp->bytes_received;
-  fresh.folded[NW_IN_PACKETS] = tp->segs_in;
-  __u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-  fresh.folded[NW_OUT_PACKETS] =
-      direction == NW_EGRESS ? (__u32)(tp->segs_out - segs) : tp->segs_out;
-  return bpf_sk_storage_get(&counted_sockets, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE) != 0;
+  if (protocol == NW_IPPROTO_UDP) return ip_header + 8;
+  if (protocol != NW_IPPROTO_TCP || ip_header < 20 || ip_header > 60) return 0;
+  __u8 data_offset = 0;
+  if (bpf_skb_load_bytes(skb, ip_header + 12, &data_offset, 1)) return 0;
+  return ip_header + (data_offset >> 4) * 4;
+}
+
+/* What a counted byte is, on every path (see the top of this file): the packet's IP bytes, plus
+ * the headers of each segment after the first of a GSO/GRO packet. */
+static __always_inline __u64 packet_wire_bytes(struct __sk_buff *skb, __u32 segments) {
+  __u64 bytes = skb->len;
+  if (segments > 1) bytes += (__u64)(segments - 1) * segment_header_bytes(skb);
+  return bytes;
 }
 
 static __always_inline bool same_remote(const struct nw_flow_key *a, const struct nw_flow_key *b) {
@@ -300,19 +308,26 @@ static __always_inline void add_to_socket(struct nw_counted_socket *counted, __u
 
 static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   if (calibrate_empty) return;
+  const __u32 segments = skb->gso_segs > 1 ? skb->gso_segs : 1;
   struct bpf_sock *sk = skb->sk;
   struct nw_counted_socket *counted = 0;
   struct bpf_sock *uncounted_udp = 0; /* a UDP socket without an entry yet */
+  struct bpf_sock *uncounted_tcp = 0; /* a TCP connection without an entry yet */
   if ((tcp_from_sockets || udp_from_sockets) && sk) {
-    /* The common case, one helper call: a TCP connection counted from its socket is done. */
+    /* The common case, one helper call: a TCP connection counted from its socket. */
     counted = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
     if (counted && counted->kind == NW_SOCKET_TCP) {
-      if (!counted->closed) return;
+      if (!counted->closed) {
+        add_to_socket(counted, direction, packet_wire_bytes(skb, segments), segments);
+        return;
+      }
       counted = 0;
     } else if (!counted) {
       struct bpf_sock *full = bpf_sk_fullsock(sk);
       if (full && full->protocol == NW_IPPROTO_TCP) {
-        if (tcp_from_sockets && start_counting_tcp(skb, full, direction)) return;
+        /* Not listeners (their SYNs) nor closed sockets (a reset after close): per packet. */
+        if (tcp_from_sockets && full->state != NW_TCP_CLOSE && full->state != NW_TCP_LISTEN)
+          uncounted_tcp = full;
       } else if (full && full->protocol == NW_IPPROTO_UDP && udp_from_sockets) {
         uncounted_udp = full;
       }
@@ -349,16 +364,29 @@ static __always_inline void count_flow(struct __sk_buff *skb, __u8 direction) {
   } else {
     return;
   }
-  const __u64 bytes = skb->len, packets = skb->gso_segs > 1 ? skb->gso_segs : 1;
+  const __u64 bytes = packet_wire_bytes(skb, segments);
   if (counted && !counted->closed && same_remote(&counted->key, &key)) {
     /* A UDP socket's entry: its remote address is counted there. */
-    add_to_socket(counted, direction, bytes, packets);
+    add_to_socket(counted, direction, bytes, segments);
     return;
   }
   key.cgroup_id = bpf_skb_cgroup_id(skb);
-  const __u64 before = add_to_flow(&key, bytes, packets);
+  if (uncounted_tcp) {
+    /* The connection's first packet seen: its socket gets an entry keyed by the packet's flow
+     * (an IPv4 peer of an IPv6 socket is keyed as IPv4, as its packets are), and this packet and
+     * the following ones are counted there. Without memory for it, per packet. */
+    struct nw_counted_socket fresh = {.kind = NW_SOCKET_TCP, .key = key};
+    fresh.key.direction = NW_EGRESS;
+    struct nw_counted_socket *state =
+        bpf_sk_storage_get(&counted_sockets, uncounted_tcp, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+    if (state) {
+      add_to_socket(state, direction, bytes, segments);
+      return;
+    }
+  }
+  const __u64 before = add_to_flow(&key, bytes, segments);
   if (uncounted_udp &&
-      (before >> NW_UDP_PROMOTE_SHIFT) != ((before + packets) >> NW_UDP_PROMOTE_SHIFT)) {
+      (before >> NW_UDP_PROMOTE_SHIFT) != ((before + segments) >> NW_UDP_PROMOTE_SHIFT)) {
     /* This packet took its flow's count on this CPU past a multiple of 2^NW_UDP_PROMOTE_SHIFT: its
      * socket gets an entry, and its later packets of this remote address are counted there. A busy
      * socket is soon picked; a short-lived one (a DNS lookup's) rarely pays for an entry (~1.7 us
@@ -460,7 +488,7 @@ int BPF_PROG(nw_fold_tcp_state, struct sock *sk, int oldstate, int newstate) {
     struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
     if (state) {
       __sync_lock_test_and_set(&state->closed, 1);
-      fold_tcp_socket(sk, state);
+      fold_socket(state);
     }
   }
   on_tcp_state(sk, oldstate, newstate);
@@ -477,7 +505,7 @@ int nw_fold_udp_release(struct bpf_sock *ctx) {
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, ctx, 0, 0);
   if (state && state->kind == NW_SOCKET_UDP) {
     __sync_lock_test_and_set(&state->closed, 1);
-    fold_udp_socket(state);
+    fold_socket(state);
   }
   return 1;
 }
@@ -490,10 +518,7 @@ int nw_fold_sockets(struct bpf_iter__bpf_sk_storage_map *ctx) {
   if (!sk) return 0;
   struct nw_counted_socket *state = bpf_sk_storage_get(&counted_sockets, sk, 0, 0);
   if (!state) return 0;
-  if (state->kind == NW_SOCKET_TCP)
-    fold_tcp_socket(sk, state);
-  else
-    fold_udp_socket(state);
+  fold_socket(state);
   return 0;
 }
 

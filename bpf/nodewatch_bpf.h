@@ -22,16 +22,17 @@ struct nw_flow_key {
   __u8 pad[6];
 };
 
-/* Per CPU. bytes: IP bytes; packets: wire segments (max(1, gso_segs)). */
+/* Per CPU. bytes: wire bytes (IP packets as they cross the wire, each GSO segment with its own
+ * headers; bpf/net.bpf.c, packet_wire_bytes()); packets: wire segments (max(1, gso_segs)). */
 struct nw_flow_value {
   __u64 bytes;
   __u64 packets;
 };
 
 /* Not per CPU (rare events: a per-CPU value would multiply the flows map's memory by the CPUs for
- * them), in `tcp_trouble`, keyed by the egress flow key of TCP connections counted from their
- * sockets: segments retransmitted, active opens that failed, resets sent or received on the
- * connection, active opens that took NW_SLOW_CONNECT_US or longer. */
+ * them), in `tcp_trouble`, keyed by the egress flow key of TCP connections of the counted cgroup:
+ * segments retransmitted, active opens that failed, resets sent or received on the connection,
+ * active opens that took NW_SLOW_CONNECT_US or longer. */
 #define NW_SLOW_CONNECT_US 500000
 struct nw_tcp_trouble {
   __u64 retransmits;

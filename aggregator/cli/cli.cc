@@ -279,6 +279,30 @@ std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int
   return Table(rows);
 }
 
+std::string NodeDetails(const nodewatch::v1::NodeSummary& node, int64_t now_ms) {
+  const auto& info = node.info();
+  std::string out = NodesTable({node}, now_ms);
+  absl::StrAppend(&out, "\nKernel: ", OrDash(info.kernel_release()), " (",
+                  OrDash(info.architecture()), "), OS: ", OrDash(info.os_image()), "\n");
+  if (info.counting_paths().empty()) {
+    absl::StrAppend(&out, "Counting paths: - (the agent did not report them)\n");
+    return out;
+  }
+  std::vector<std::vector<std::string>> rows = {{"SIGNAL", "COUNTED", "WHY"}};
+  for (const auto& p : info.counting_paths()) {
+    rows.push_back({p.signal(), p.path(), OrDash(p.reason())});
+  }
+  absl::StrAppend(&out, "\n", Table(rows));
+  std::vector<std::string> missing;
+  for (const auto& f : info.kernel_features()) {
+    if (!f.available()) missing.push_back(absl::StrCat("  ", f.name(), ": ", f.reason(), "\n"));
+  }
+  absl::StrAppend(&out, "\nKernel features: ", info.kernel_features_size() - missing.size(), " of ",
+                  info.kernel_features_size(), " available",
+                  missing.empty() ? "\n" : "; missing:\n", absl::StrJoin(missing, ""));
+  return out;
+}
+
 std::string HistoryTable(const std::vector<Record>& records) {
   std::vector<std::vector<std::string>> rows = {{"TIME", "SEQ", "KIND", "DETAILS"}};
   for (const auto& r : records) {
@@ -384,7 +408,9 @@ std::string AlertsTable(const nodewatch::v1::ListAlertsResponse& response, int64
 std::string ToJson(const google::protobuf::Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
+  // One JSON style across nodewatch (the HTTP API prints the same): lowerCamelCase names, as
+  // kubectl, and zero values printed so a script sees every field.
+  options.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   return out;
 }

@@ -19,12 +19,16 @@ std::string SummarizeRecord(const nodewatch::v1::Record& r);
 absl::StatusOr<nodewatch::v1::RecordKind> ParseKind(const std::string& name);
 
 std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int64_t now_ms);
+// `nodewatch node NAME`: the node's row, its kernel and how its agent counts (each signal's
+// path, and the kernel features it lacks with the kernel's reason).
+std::string NodeDetails(const nodewatch::v1::NodeSummary& node, int64_t now_ms);
 std::string HistoryTable(const std::vector<nodewatch::v1::Record>& records);
 // Interruption timeline with each notice's drain outcome.
 std::string InterruptionsTable(const nodewatch::v1::ListInterruptionsResponse& response);
 // Today, month to date and forecast by group; data transfer by class; spot savings; nodes.
 std::string CostSummary(const nodewatch::v1::CostReport& report);
 std::string AlertsTable(const nodewatch::v1::ListAlertsResponse& response, int64_t now_ms);
+// lowerCamelCase JSON with zero values printed, the style of the HTTP API.
 std::string ToJson(const google::protobuf::Message& message);
 
 }  // namespace nodewatch::cli

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     auto s = stub->GetNode(ctx.get(), request, &response);
     if (!s.ok()) return FailRpc(s);
     std::cout << (json ? nodewatch::cli::ToJson(response) + "\n"
-                       : nodewatch::cli::NodesTable({response}, now));
+                       : nodewatch::cli::NodeDetails(response, now));
     return 0;
   }
   if (command == "history") {

@@ -17,10 +17,14 @@ namespace nodewatch::agent {
 absl::StatusOr<std::unique_ptr<BpfBlockIoProgram>> BpfBlockIoProgram::Load(
     const BlockIoProgramOptions& options) {
   RouteLibbpfLogs();
-  const BpfFeatures features = ProbeBpfFeatures();
-  if (!features.tracing) {
-    return absl::UnavailableError(absl::StrCat("this kernel cannot run tp_btf programs (",
-                                               features.Describe(), "): no block I/O latency"));
+  const KernelFeatures probed =
+      options.features != nullptr ? KernelFeatures{} : ProbeKernelFeatures();
+  const CountingPlan plan =
+      PlanCounting(options.features != nullptr ? *options.features : probed,
+                   {.network = false, .tcp = false, .sockets = false, .block_io = true});
+  if (plan.block_io.path == "off") {
+    return absl::UnavailableError(absl::StrCat("this kernel cannot run the block I/O program (",
+                                               plan.block_io.why, "): no block I/O latency"));
   }
   if (ReadKernelBtf({"block_rq_complete"}).tracepoint_args.at("block_rq_complete") < 0) {
     return absl::UnavailableError("this kernel has no tracepoint block_rq_complete: no block I/O");

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "agent/collectors/disk/block_io_counters.h"
+#include "agent/collectors/ebpf/kernel_features.h"
 
 struct nw_disk_bpf;
 struct bpf_link;
@@ -24,6 +25,8 @@ struct BlockIoProgramOptions {
   uint32_t skip_minor = 0;
   // Benchmarks only: a program that counts nothing (what the hook and bpf_stats cost alone).
   bool calibrate_empty = false;
+  // The kernel's features (ProbeKernelFeatures()); null: probed by Load.
+  const KernelFeatures* features = nullptr;
 };
 
 class BpfBlockIoProgram final : public BlockIoSource {

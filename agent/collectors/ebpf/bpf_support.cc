@@ -50,25 +50,6 @@ void RouteLibbpfLogs() {
   std::call_once(once, [] { libbpf_set_print(LibbpfPrint); });
 }
 
-std::string BpfFeatures::Describe() const {
-  return absl::StrCat("cgroup_skb=", cgroup_skb ? "yes" : "no", " tp_btf=", tracing ? "yes" : "no",
-                      " kernel_btf=", kernel_btf ? "yes" : "no");
-}
-
-BpfFeatures ProbeBpfFeatures() {
-  RouteLibbpfLogs();
-  BpfFeatures f;
-  f.cgroup_skb = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SKB, nullptr) == 1;
-  struct stat st {};
-  f.kernel_btf = stat("/sys/kernel/btf/vmlinux", &st) == 0;
-  // tp_btf programs are BTF-typed raw tracepoints: they need kernel BTF and raw tracepoint
-  // support. (libbpf's own TRACING probe needs an attach target and fails on kernels that do run
-  // tp_btf; whatever this misses, the real load reports and the caller switches off.)
-  f.tracing =
-      f.kernel_btf && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 1;
-  return f;
-}
-
 KernelBtfFacts ReadKernelBtf(const std::vector<std::string>& tracepoints,
                              const std::vector<std::string>& structs) {
   KernelBtfFacts facts;

@@ -1,4 +1,4 @@
-// What the eBPF collectors share: libbpf's log routed to spdlog, kernel feature probes, run-time
+// What the eBPF collectors share: libbpf's log routed to spdlog, kernel BTF facts, run-time
 // statistics of loaded programs (bpf_stats), per-CPU value sizes, and the cgroup v2 mount.
 #pragma once
 
@@ -17,16 +17,6 @@ namespace nodewatch::agent {
 // Routes libbpf's messages to the "agent.bpf" logger (warnings and above; verifier logs at debug).
 // Idempotent.
 void RouteLibbpfLogs();
-
-// Whether the kernel can load programs of the given kinds, probed with tiny programs before the
-// real ones so that a missing feature switches off only what needs it.
-struct BpfFeatures {
-  bool cgroup_skb = false;  // BPF_PROG_TYPE_CGROUP_SKB
-  bool tracing = false;     // BTF-typed tracepoints (tp_btf): needs kernel BTF
-  bool kernel_btf = false;  // /sys/kernel/btf/vmlinux
-  std::string Describe() const;
-};
-BpfFeatures ProbeBpfFeatures();
 
 // What the running kernel's BTF says about the names asked for: for each tracepoint (e.g.
 // "tcp_retransmit_skb") how many arguments it passes (excluding its own context pointer), -1 if

@@ -31,12 +31,22 @@ nodewatch::v1::NodeInfo HeartbeatCollector::node_info() const {
   return node_info_;
 }
 
+void HeartbeatCollector::SetKernelCounting(const nodewatch::v1::NodeInfo& counting) {
+  std::lock_guard<std::mutex> lock(mu_);
+  counting_.Clear();
+  *counting_.mutable_kernel_features() = counting.kernel_features();
+  *counting_.mutable_counting_paths() = counting.counting_paths();
+  *node_info_.mutable_kernel_features() = counting_.kernel_features();
+  *node_info_.mutable_counting_paths() = counting_.counting_paths();
+}
+
 absl::Status HeartbeatCollector::CollectOnce() {
   std::vector<Record> records;
   const int64_t now = clock_.NowUnixMs();
   nodewatch::v1::NodeInfo info = probe_.ReadNodeInfo();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    info.MergeFrom(counting_);
     if (!have_node_info_ || !google::protobuf::util::MessageDifferencer::Equals(info, node_info_)) {
       have_node_info_ = true;
       node_info_ = info;

@@ -27,6 +27,9 @@ class HeartbeatCollector {
   void Stop() { thread_.Stop(); }
   // NodeInfo as last read; used for Hello.
   nodewatch::v1::NodeInfo node_info() const;
+  // The kernel features and counting paths of the eBPF collectors (NodeInfo fields 12 and 13),
+  // added to every NodeInfo from now on; a change is sent as a NodeInfo record.
+  void SetKernelCounting(const nodewatch::v1::NodeInfo& counting);
 
  private:
   Spool& spool_;
@@ -36,6 +39,7 @@ class HeartbeatCollector {
   mutable std::mutex mu_;
   bool have_node_info_ = false;
   nodewatch::v1::NodeInfo node_info_;
+  nodewatch::v1::NodeInfo counting_;  // kernel_features and counting_paths only
   PeriodicThread thread_;  // last: stopped before the members it uses go
 };
 

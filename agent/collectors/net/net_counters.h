@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "agent/collectors/ebpf/bpf_support.h"
+#include "agent/collectors/ebpf/kernel_features.h"
 
 namespace nodewatch::agent {
 
@@ -81,6 +82,10 @@ class NetCounterSource {
   // Programs (loaded or switched off) and maps, for the agent's /metrics.
   virtual std::vector<ProgramStats> Programs() const = 0;
   virtual std::vector<MapStats> Maps() const = 0;
+  // How TCP and UDP bytes and TCP events are counted now (tcp_bytes, udp_bytes, tcp_events), with
+  // why where a path is not the preferred one: what the kernel accepted, which may be less than
+  // the probe planned.
+  virtual std::vector<SignalPath> Paths() const = 0;
 };
 
 }  // namespace nodewatch::agent

@@ -58,11 +58,15 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     const NetProgramOptions& options) {
   RouteLibbpfLogs();
   auto log = GetLogger("agent.bpf");
-  const BpfFeatures features = ProbeBpfFeatures();
-  if (!features.cgroup_skb) {
-    return absl::UnavailableError(
-        absl::StrCat("this kernel cannot run cgroup_skb programs (", features.Describe(),
-                     "): no network counters; needs CONFIG_CGROUP_BPF and CAP_BPF/CAP_NET_ADMIN"));
+  const KernelFeatures probed =
+      options.features != nullptr ? KernelFeatures{} : ProbeKernelFeatures();
+  const KernelFeatures& features = options.features != nullptr ? *options.features : probed;
+  const CountingPlan plan = PlanCounting(
+      features, {.network = true, .tcp = options.tcp, .sockets = options.sockets, .block_io = false});
+  if (plan.tcp_bytes.path == "off") {
+    return absl::UnavailableError(absl::StrCat(
+        "this kernel cannot run the network counters (", plan.tcp_bytes.why,
+        "): no network counters; needs CONFIG_CGROUP_BPF and CAP_BPF/CAP_NET_ADMIN"));
   }
   std::unique_ptr<BpfNetProgram> self(new BpfNetProgram(options));
   self->cgroup_fd_ = open(options.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -70,26 +74,14 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
     return absl::NotFoundError(absl::StrCat("cannot open cgroup ", options.cgroup_path, ": ",
                                             Errno(errno), " (--bpf-cgroup)"));
   }
-  std::string tcp_off;  // why the TCP programs are off, if they are
-  if (!options.tcp) {
-    tcp_off = "switched off (--bpf-tcp=false)";
-  } else if (!features.tracing) {
-    tcp_off = absl::StrCat("kernel cannot run tp_btf programs (", features.Describe(), ")");
-  }
-  std::string sockets_off;  // why every packet is counted per packet, if it is
-  if (!options.sockets) {
-    sockets_off = "switched off (every packet counted per packet)";
-  } else if (!features.tracing) {
-    sockets_off = absl::StrCat("kernel cannot run tracing programs (", features.Describe(), ")");
-  }
+  // Why the TCP programs are off, and why TCP / UDP are counted per packet, if they are: known
+  // from the probe before any attempt, so that a refusal is never blamed on parts not loaded.
+  const std::string tcp_off = plan.tcp_events.path == "off" ? plan.tcp_events.why : "";
+  const std::string tcp_sockets_off = plan.tcp_bytes.path == "socket" ? "" : plan.tcp_bytes.why;
+  const std::string udp_sockets_off = plan.udp_bytes.path == "socket" ? "" : plan.udp_bytes.why;
   // Read once for every attempt below.
   self->btf_ = ReadKernelBtf(
-      {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"},
-      {"bpf_iter__bpf_sk_storage_map"});
-  // Known before any attempt, so that a refusal is never blamed on folds that were not loaded.
-  if (sockets_off.empty() && !self->btf_.has_struct.at("bpf_iter__bpf_sk_storage_map")) {
-    sockets_off = "kernel cannot iterate socket storage (needs 5.9+)";
-  }
+      {"tcp_retransmit_skb", "inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset"});
   // A refusal switches parts off and tries again, the part most likely to blame first: the socket
   // folds (compare-and-exchange, 5.12+), then the TCP programs with the folds back on (lockdown,
   // an old kernel), then both; the byte counters alone are the last attempt. Parts already off
@@ -106,14 +98,19 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
   for (const Parts attempt :
        {Parts{.tcp = true, .sockets = true}, Parts{.tcp = true, .sockets = false},
         Parts{.tcp = false, .sockets = true}, Parts{.tcp = false, .sockets = false}}) {
-    std::string tcp_why = tcp_off, sockets_why = sockets_off;
+    std::string tcp_why = tcp_off, tcp_sockets_why = tcp_sockets_off,
+                udp_sockets_why = udp_sockets_off;
     if (!attempt.tcp && tcp_why.empty()) {
       tcp_why = absl::StrCat("kernel refused the TCP programs: ", tcp_refusal);
     }
-    if (!attempt.sockets && sockets_why.empty()) {
-      sockets_why = absl::StrCat("the kernel refused the socket folds: ", sockets_refusal);
+    if (!attempt.sockets) {
+      const std::string refused_folds =
+          absl::StrCat("the kernel refused the socket folds: ", sockets_refusal);
+      if (tcp_sockets_why.empty()) tcp_sockets_why = refused_folds;
+      if (udp_sockets_why.empty()) udp_sockets_why = refused_folds;
     }
-    const Parts parts{.tcp = tcp_why.empty(), .sockets = sockets_why.empty()};
+    const Parts parts{.tcp = tcp_why.empty(),
+                      .sockets = tcp_sockets_why.empty() || udp_sockets_why.empty()};
     if (std::find(tried.begin(), tried.end(), parts) != tried.end()) continue;
     tried.push_back(parts);
     if (!refused.ok()) {
@@ -122,7 +119,7 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
                     parts.tcp ? "the TCP programs" : "no TCP programs",
                     parts.sockets ? " and the socket folds" : ", every packet counted per packet"));
     }
-    absl::Status status = self->OpenAndLoad(tcp_why, sockets_why);
+    absl::Status status = self->OpenAndLoad(tcp_why, tcp_sockets_why, udp_sockets_why);
     if (status.ok()) status = self->AttachAll();
     if (status.ok()) {
       loaded = true;
@@ -139,20 +136,13 @@ absl::StatusOr<std::unique_ptr<BpfNetProgram>> BpfNetProgram::Load(
                                 parts.sockets ? "on" : "off", "): ", status.message());
   }
   if (!loaded) return refused;
-  const auto on = [&](const char* name) {
-    for (const auto& p : self->programs_) {
-      if (p.name == name) return p.loaded;
-    }
-    return false;
-  };
-  log->info(
-      "network counters on cgroup {} ({} flow entries); TCP tracepoints {}; TCP counted {}; UDP "
-      "counted {}",
-      options.cgroup_path, options.flow_entries,
-      on("nw_tcp_state") || on("nw_fold_tcp_state") ? "on" : "off",
-      on("nw_fold_tcp_state") ? "from its sockets" : "per packet",
-      on("nw_fold_udp_release") ? "from its sockets (one remote address each)" : "per packet");
+  log->info("network counters on cgroup {} ({} flow entries): {}", options.cgroup_path,
+            options.flow_entries, DescribePaths(self->Paths()));
   return self;
+}
+
+std::vector<SignalPath> BpfNetProgram::Paths() const {
+  return {tcp_bytes_, udp_bytes_, tcp_events_};
 }
 
 absl::Status BpfNetProgram::AttachAll() {
@@ -228,7 +218,8 @@ absl::Status BpfNetProgram::FoldLiveSockets() {
 }
 
 absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off,
-                                        const std::string& sockets_off) {
+                                        const std::string& tcp_sockets_off,
+                                        const std::string& udp_sockets_off) {
   auto log = GetLogger("agent.bpf");
   if (skel_ != nullptr) nw_net_bpf__destroy(skel_);
   programs_.clear();
@@ -242,33 +233,41 @@ absl::Status BpfNetProgram::OpenAndLoad(const std::string& tcp_off,
   const std::map<std::string, int>& args = btf_.tracepoint_args;
   skel_->rodata->retransmit_has_err = args.at("tcp_retransmit_skb") >= 3;
   skel_->rodata->calibrate_empty = options_.calibrate_empty;
-  // Counting from sockets needs the iterator over socket storage (Load checks for it) and the
-  // folds at close: inet_sock_set_state for TCP, cgroup/sock_release for UDP. Without them every
-  // packet is counted per packet.
-  std::string tcp_sockets_off = sockets_off.empty() ? tcp_off : sockets_off;
-  if (tcp_sockets_off.empty() && args.at("inet_sock_set_state") < 0) {
-    tcp_sockets_off = "kernel has no tracepoint inet_sock_set_state";
+  // Counting from sockets needs the iterator over socket storage and the folds at close:
+  // inet_sock_set_state (one of the TCP programs) for TCP, cgroup/sock_release for UDP. Without
+  // them every packet is counted per packet: the same bytes, through the flows map.
+  std::string tcp_why = tcp_sockets_off.empty() ? tcp_off : tcp_sockets_off;
+  if (tcp_why.empty() && args.at("inet_sock_set_state") < 0) {
+    tcp_why = "kernel has no tracepoint inet_sock_set_state";
   }
-  skel_->rodata->tcp_from_sockets = tcp_sockets_off.empty();
-  skel_->rodata->udp_from_sockets = sockets_off.empty();
-  if (!tcp_sockets_off.empty()) {
-    log->info("TCP connections counted per packet: {}", tcp_sockets_off);
-  }
-  if (!sockets_off.empty()) log->info("UDP sockets counted per packet: {}", sockets_off);
+  const bool tcp_from_sockets = tcp_why.empty();
+  const bool udp_from_sockets = udp_sockets_off.empty();
+  skel_->rodata->tcp_from_sockets = tcp_from_sockets;
+  skel_->rodata->udp_from_sockets = udp_from_sockets;
+  tcp_bytes_ = {"tcp_bytes", tcp_from_sockets ? "socket" : "packet", tcp_why};
+  udp_bytes_ = {"udp_bytes", udp_from_sockets ? "socket" : "packet", udp_sockets_off};
+  tcp_events_ = {"tcp_events", tcp_off.empty() ? "tp_btf" : "off", tcp_off};
   // The folds come first: they attach before the counting programs hand sockets to them. When
   // TCP is counted from its sockets, nw_fold_tcp_state is loaded instead of nw_tcp_state: the
   // same work plus the close fold, one run per state change instead of two.
-  const bool tcp_from_sockets = tcp_sockets_off.empty();
   if (tcp_from_sockets) {
     programs_.push_back({.name = "nw_fold_tcp_state", .attach = "tp_btf/inet_sock_set_state"});
   }
   bpf_program__set_autoload(skel_->progs.nw_fold_tcp_state, tcp_from_sockets);
+  const std::string iterator_off =
+      tcp_from_sockets || udp_from_sockets
+          ? ""
+          : (tcp_why == udp_sockets_off ? tcp_why : absl::StrCat("TCP: ", tcp_why, "; UDP: ",
+                                                                 udp_sockets_off));
+  programs_.push_back({.name = "nw_fold_udp_release",
+                       .attach = "cgroup/sock_release",
+                       .why_off = udp_sockets_off});
   programs_.push_back(
-      {.name = "nw_fold_udp_release", .attach = "cgroup/sock_release", .why_off = sockets_off});
-  programs_.push_back(
-      {.name = "nw_fold_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = sockets_off});
-  if (!sockets_off.empty()) {
-    bpf_program__set_autoload(skel_->progs.nw_fold_udp_release, false);
+      {.name = "nw_fold_sockets", .attach = "iter/bpf_sk_storage_map", .why_off = iterator_off});
+  bpf_program__set_autoload(skel_->progs.nw_fold_udp_release, udp_from_sockets);
+  bpf_program__set_autoload(skel_->progs.nw_fold_sockets, iterator_off.empty());
+  if (iterator_off.empty() && !options_.fold_live_sockets) {
+    programs_.back().why_off = "switched off (tests: live sockets folded at close only)";
     bpf_program__set_autoload(skel_->progs.nw_fold_sockets, false);
   }
 

@@ -1,7 +1,9 @@
 // BpfNetProgram: bpf/net.bpf.c loaded into the kernel (RAII: destroying it detaches and unloads
 // everything). cgroup_skb counters attach to one cgroup v2 directory and see every socket in it
-// and below; the TCP tracepoints are node-wide. Features the kernel lacks are probed first and
-// switched off with a log line (and ProgramStats::why_off); the rest keeps working.
+// and below; the TCP tracepoints are node-wide. The paths come from PlanCounting() over the
+// kernel's probed features: what the kernel cannot run is switched off before loading, with a log
+// line (and ProgramStats::why_off, Paths()); the rest keeps working. Every path counts the same
+// bytes (bpf/net.bpf.c, packet_wire_bytes()).
 #pragma once
 
 #include <memory>
@@ -19,9 +21,14 @@ struct NetProgramOptions {
   uint32_t flow_entries = 16384;  // flows map size: distinct (cgroup, remote, direction)
   bool tcp = true;                // load the TCP tracepoint programs
   // Count TCP connections and UDP sockets from their socket storage where the kernel can (false:
-  // every packet through the flows hash; benchmarks compare the two).
+  // every packet through the flows hash, the "packet" path; tests and benchmarks force it).
   bool sockets = true;
+  // The kernel's features (ProbeKernelFeatures()); null: probed by Load.
+  const KernelFeatures* features = nullptr;
   bool calibrate_empty = false;  // benchmarks only: cgroup_skb programs that count nothing
+  // Tests only: the socket path without its iterator (live sockets' counts reach the flows map
+  // only when they close), so that kernels that refuse the iterator still check the rest of it.
+  bool fold_live_sockets = true;
 };
 
 class BpfNetProgram final : public NetCounterSource {
@@ -39,13 +46,15 @@ class BpfNetProgram final : public NetCounterSource {
   uint64_t FlowCapacity() const override { return options_.flow_entries; }
   std::vector<ProgramStats> Programs() const override;
   std::vector<MapStats> Maps() const override;
+  std::vector<SignalPath> Paths() const override;
 
  private:
   explicit BpfNetProgram(NetProgramOptions options) : options_(std::move(options)) {}
   // (Re)opens the object and loads it; the TCP programs stay off when `tcp_off` says why, the
   // socket folds (TCP and UDP counted from their sockets) when `sockets_off` does (the TCP one
-  // also when `tcp_off` does).
-  absl::Status OpenAndLoad(const std::string& tcp_off, const std::string& sockets_off);
+  // also when `tcp_off` does, the UDP one when `udp_off` does).
+  absl::Status OpenAndLoad(const std::string& tcp_off, const std::string& sockets_off,
+                           const std::string& udp_off);
   // Attaches every program not switched off, the folds first; on a failure that cannot be
   // switched off alone, detaches everything and says why: FailedPrecondition for a cgroup_skb
   // program (the cgroup), Unavailable for a fold (retried with every packet counted per packet).
@@ -62,6 +71,8 @@ class BpfNetProgram final : public NetCounterSource {
   KernelBtfFacts btf_;  // the tracepoints and iterator this object needs, read once in Load
   bpf_link* fold_link_ = nullptr;       // iter/bpf_sk_storage_map, when counting from sockets
   std::vector<ProgramStats> programs_;  // names, attach points, why_off
+  SignalPath tcp_bytes_{"tcp_bytes", "packet", ""}, udp_bytes_{"udp_bytes", "packet", ""};
+  SignalPath tcp_events_{"tcp_events", "off", ""};
   bool lookup_and_delete_ = true;       // false once the kernel refused it for hashes (< 5.14)
 };
 

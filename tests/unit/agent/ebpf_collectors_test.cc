@@ -164,8 +164,10 @@ class FakeNetSource final : public NetCounterSource {
   uint64_t FlowCapacity() const override { return 16; }
   std::vector<ProgramStats> Programs() const override { return {}; }
   std::vector<MapStats> Maps() const override { return {}; }
+  std::vector<SignalPath> Paths() const override { return paths; }
 
   std::map<FlowKey, FlowTotals> flows;
+  std::vector<SignalPath> paths;
   TcpTotals tcp;
   uint64_t late_bytes = 0;
   bool fail = false;

@@ -53,6 +53,37 @@ TEST(Cli, NodesTableAndJson) {
   EXPECT_THAT(ToJson(s), HasSubstr("\"name\":\"worker-1\""));
 }
 
+TEST(Cli, NodeDetailsSayHowTheNodeCounts) {
+  nodewatch::v1::NodeSummary s;
+  s.set_name("worker-2");
+  s.mutable_info()->set_kernel_release("6.18.44-fc-v1300");
+  EXPECT_THAT(NodeDetails(s, 0), HasSubstr("Counting paths: - (the agent did not report them)"));
+  auto* iterator = s.mutable_info()->add_kernel_features();
+  iterator->set_name("socket_storage_iterator");
+  iterator->set_reason("kernel refuses bpf_iter programs: Operation not permitted");
+  auto* btf = s.mutable_info()->add_kernel_features();
+  btf->set_name("tp_btf");
+  btf->set_available(true);
+  auto* tcp = s.mutable_info()->add_counting_paths();
+  tcp->set_signal("tcp_bytes");
+  tcp->set_path("packet");
+  tcp->set_reason("socket_storage_iterator: kernel refuses bpf_iter programs");
+  auto* disk = s.mutable_info()->add_counting_paths();
+  disk->set_signal("block_io");
+  disk->set_path("tp_btf");
+  const std::string details = NodeDetails(s, 0);
+  EXPECT_THAT(details, HasSubstr("worker-2"));
+  EXPECT_THAT(details, HasSubstr("Kernel: 6.18.44-fc-v1300"));
+  EXPECT_THAT(details, HasSubstr("tcp_bytes"));
+  EXPECT_THAT(details, HasSubstr("packet"));
+  EXPECT_THAT(details, HasSubstr("block_io"));
+  EXPECT_THAT(details, HasSubstr("1 of 2 available; missing:\n  socket_storage_iterator: kernel "
+                                 "refuses bpf_iter programs: Operation not permitted"));
+  // -o json: lowerCamelCase, as every JSON of nodewatch.
+  EXPECT_THAT(ToJson(s), HasSubstr("\"countingPaths\":[{\"signal\":\"tcp_bytes\",\"path\":\"packet\""));
+  EXPECT_THAT(ToJson(s), HasSubstr("\"kernelFeatures\""));
+}
+
 TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   nodewatch::v1::Record r;
   r.set_time_unix_ms(1'700'000'000'000);
