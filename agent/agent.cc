@@ -41,7 +41,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentConfig& config,
                                                .segment_bytes = config.spool_segment_bytes}));
   agent->cloud_ = std::make_unique<CloudCollector>(*agent->spool_, *agent->provider_, clock,
                                                    agent->cloud_counters_,
-                                                   config.spool_dir + "/notices.ledger");
+                                                   config.spool_dir + "/notices.ledger",
+                                                   agent->boot_id_);
   RETURN_IF_ERROR(agent->cloud_->Load());
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (config.insecure) {

@@ -95,6 +95,8 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Start(const AggregatorCo
                        const nodewatch::v1::InterruptionNotice& notice) {
             remediator->OnNotice(node, notice);
           });
+      agg->engine_->SetBootListener(
+          [remediator](const IngestEngine::NodeBoot& boot) { remediator->OnBoot(boot); });
     }
   }
   RETURN_IF_ERROR(agg->engine_->Start());

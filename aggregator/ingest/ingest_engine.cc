@@ -202,6 +202,15 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyHello(Touched& touched, const Item& 
         ->warn("node {}: agent holds seqs up to {} but {} are stored; its spool went back",
                item.node, hello.highest_seq(), s.acked_seq());
   }
+  if (!s.boot_id().empty() && !hello.boot_id().empty() && s.boot_id() != hello.boot_id()) {
+    boots_.push_back({.node = item.node,
+                      .boot_id = hello.boot_id(),
+                      .instance_id = hello.node_info().instance_id(),
+                      .previous_boot_id = s.boot_id(),
+                      .previous_instance_id = s.info().instance_id(),
+                      .previous_last_seen_unix_ms = s.last_seen_unix_ms(),
+                      .unix_ms = clock_.NowUnixMs()});
+  }
   s.set_spool_id(hello.spool_id());
   *s.mutable_info() = hello.node_info();
   s.set_boot_id(hello.boot_id());
@@ -301,6 +310,7 @@ bool IngestEngine::RememberNotice(NodeEntry& entry, const nodewatch::v1::Interru
 void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
   Touched touched;
   WriteSet writes;
+  boots_.clear();  // a failed commit's boots are found again when the agent says Hello again
   std::vector<absl::StatusOr<uint64_t>> results;
   results.reserve(group.size());
   for (const auto& item : group) {
@@ -335,12 +345,29 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
                  n.provider(), nodewatch::v1::InterruptionKind_Name(n.kind()), n.event_id(),
                  nodewatch::v1::NoticeState_Name(n.state()), r.record->seq());
       if (notice_listener_ && r.record->seq() <= kMaxSeq) {
-        notice_listener_(node, entry.stored.info(), n);
+        // Older agents leave the notice's life out: it is the node's current one.
+        nodewatch::v1::InterruptionNotice told = n;
+        if (told.boot_id().empty()) told.set_boot_id(entry.stored.boot_id());
+        if (told.instance_id().empty()) told.set_instance_id(entry.stored.info().instance_id());
+        notice_listener_(node, entry.stored.info(), told);
       }
     }
     if (!writes.counters.empty()) {
       for (RecordTap* tap : taps_) tap->CountersCommitted(writes.counters);
     }
+    if (boot_listener_) {
+      for (const NodeBoot& boot : boots_) {
+        GetLogger("agg.ingest")
+            ->info("node {}: new boot {} (was {}){}", boot.node, boot.boot_id,
+                   boot.previous_boot_id,
+                   boot.instance_id != boot.previous_instance_id
+                       ? absl::StrCat(", instance ", boot.instance_id, " (was ",
+                                      boot.previous_instance_id, ")")
+                       : "");
+        boot_listener_(boot);
+      }
+    }
+    boots_.clear();
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {
       ids_[entry.stored.id()] = name;

@@ -84,6 +84,20 @@ class IngestEngine {
       std::function<void(const std::string& node, const nodewatch::v1::NodeInfo& info,
                          const nodewatch::v1::InterruptionNotice& notice)>;
   void SetNoticeListener(NoticeListener listener) { notice_listener_ = std::move(listener); }
+  // A node's agent said Hello from another boot than the stored one: the node restarted, came
+  // back from a stop, or is a new instance under the same name. Runs on the writer thread once
+  // the Hello is committed. Must not block. Set before Start().
+  struct NodeBoot {
+    std::string node;
+    std::string boot_id;
+    std::string instance_id;
+    std::string previous_boot_id;
+    std::string previous_instance_id;
+    int64_t previous_last_seen_unix_ms = 0;  // the old life's last message
+    int64_t unix_ms = 0;                     // the new life's Hello
+  };
+  using BootListener = std::function<void(const NodeBoot& boot)>;
+  void SetBootListener(BootListener listener) { boot_listener_ = std::move(listener); }
   // Add before Start(); not owned, must outlive the engine's writer. Taps run in the order added.
   void AddRecordTap(RecordTap* tap) { taps_.push_back(tap); }
 
@@ -143,6 +157,8 @@ class IngestEngine {
   const IngestOptions options_;
   IngestCounters counters_;
   NoticeListener notice_listener_;
+  BootListener boot_listener_;
+  std::vector<NodeBoot> boots_;  // writer thread only: this group's new boots, told after commit
   std::vector<RecordTap*> taps_;
 
   mutable std::mutex mu_;  // guards nodes_, ids_, connected_

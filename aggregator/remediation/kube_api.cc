@@ -177,6 +177,40 @@ absl::StatusOr<bool> KubeApi::SetLabel(const std::string& node, const std::strin
   });
 }
 
+absl::StatusOr<bool> KubeApi::SetNodeCondition(const std::string& node, const std::string& type,
+                                               const std::string& status,
+                                               const std::string& reason,
+                                               const std::string& message, int64_t now_unix_ms) {
+  return GuardJson("condition " + type + " on " + node, [&]() -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(json current, GetNode(node));
+    std::string transition = KubeTime(now_unix_ms);
+    bool changed = true;
+    if (current.contains("status") && current["status"].contains("conditions") &&
+        current["status"]["conditions"].is_array()) {
+      for (const json& c : current["status"]["conditions"]) {
+        if (!c.is_object() || c.value("type", "") != type) continue;
+        if (c.value("status", "") == status) {
+          transition = c.value("lastTransitionTime", transition);
+          changed = c.value("reason", "") != reason || c.value("message", "") != message;
+        }
+      }
+    }
+    json condition = {{"type", type},
+                      {"status", status},
+                      {"reason", reason},
+                      {"message", message},
+                      {"lastHeartbeatTime", KubeTime(now_unix_ms)},
+                      {"lastTransitionTime", transition}};
+    json patch = {{"status", {{"conditions", json::array({condition})}}}};
+    ASSIGN_OR_RETURN(KubeResponse r, client_.Do({.method = "PATCH",
+                                                 .path = NodePath(node) + "/status",
+                                                 .content_type = kSmp,
+                                                 .body = patch.dump()}));
+    if (!r.ok()) return KubeError("condition " + type + " on " + node, r);
+    return changed;
+  });
+}
+
 absl::StatusOr<std::vector<json>> KubeApi::ListPodsOnNode(const std::string& node) {
   return GuardJson("list pods on " + node, [&]() -> absl::StatusOr<std::vector<json>> {
     std::vector<json> pods;

@@ -60,6 +60,14 @@ class KubeApi {
   absl::StatusOr<bool> SetLabel(const std::string& node, const std::string& key,
                                 const std::optional<std::string>& value);
 
+  // Sets a node condition of `type` (the node-problem-detector convention: other writers'
+  // conditions are kept, since status.conditions merges by type in a strategic-merge PATCH of
+  // nodes/{name}/status). lastTransitionTime moves only when the status changes. Returns whether
+  // it changed anything but the heartbeat time.
+  absl::StatusOr<bool> SetNodeCondition(const std::string& node, const std::string& type,
+                                        const std::string& status, const std::string& reason,
+                                        const std::string& message, int64_t now_unix_ms);
+
   // Every pod bound to the node (fieldSelector spec.nodeName, pages of 500).
   absl::StatusOr<std::vector<nlohmann::json>> ListPodsOnNode(const std::string& node);
   absl::StatusOr<bool> DaemonSetExists(const std::string& ns, const std::string& name);

@@ -1,6 +1,7 @@
 #include "aggregator/remediation/remediator.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
@@ -48,6 +49,42 @@ std::string JournalKey(const std::string& node, const InterruptionNotice& n) {
 }
 
 std::string Seconds(int64_t ms) { return absl::StrCat(ms / 1000, ".", (ms % 1000) / 100, "s"); }
+
+// "2h05m", "3m12s", "41s": how long a node was away.
+std::string Duration(int64_t ms) {
+  const int64_t s = std::max<int64_t>(0, ms / 1000);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrCat(s, "s");
+}
+
+constexpr char kConditionType[] = "InterruptionNotice";
+
+// The condition's reason while a notice is active: the kind, CamelCase; scheduled kinds say so.
+std::string ConditionReason(InterruptionKind kind) {
+  switch (kind) {
+    case nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE: return "SpotTerminate";
+    case nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP: return "SpotStop";
+    case nodewatch::v1::INTERRUPTION_KIND_SPOT_HIBERNATE: return "SpotHibernate";
+    case nodewatch::v1::INTERRUPTION_KIND_REBALANCE: return "RebalanceRecommendation";
+    case nodewatch::v1::INTERRUPTION_KIND_SCHEDULED_MAINTENANCE: return "ScheduledMaintenance";
+    case nodewatch::v1::INTERRUPTION_KIND_TERMINATE: return "Terminate";
+    case nodewatch::v1::INTERRUPTION_KIND_REBOOT: return "ScheduledReboot";
+    case nodewatch::v1::INTERRUPTION_KIND_REDEPLOY: return "ScheduledRedeploy";
+    case nodewatch::v1::INTERRUPTION_KIND_FREEZE: return "ScheduledFreeze";
+    default: return "Interruption";
+  }
+}
+
+bool Final(const DrainJournalEntry& j) {
+  return j.phase() == "undone" || j.phase() == "expired" || j.phase() == "returned";
+}
+
+// Whether the entry still holds anything on the Node (or may be about to).
+bool Holds(const DrainJournalEntry& j) {
+  return j.cordoned() || j.tainted() || j.labelled() || j.condition_set() ||
+         j.phase() == "acting";
+}
 
 }  // namespace
 
@@ -200,6 +237,72 @@ void Remediator::OnNotice(const std::string& node, const InterruptionNotice& not
   cv_.notify_all();
 }
 
+void Remediator::OnBoot(const IngestEngine::NodeBoot& boot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  boots_.push_back(boot);
+  cv_.notify_all();
+}
+
+void Remediator::ReturnEntries(const IngestEngine::NodeBoot& boot) {
+  auto log = GetLogger("agg.remediation");
+  for (auto& [key, entry] : entries_) {
+    auto& j = entry.journal;
+    if (j.node() != boot.node || !j.return_reason().empty() || Final(j)) continue;
+    if (!j.notice().boot_id().empty() && j.notice().boot_id() == boot.boot_id) continue;
+    const std::string& was = !j.notice().instance_id().empty() ? j.notice().instance_id()
+                                                                : boot.previous_instance_id;
+    const bool replaced = !boot.instance_id.empty() && !was.empty() && boot.instance_id != was;
+    if (j.phase() == "pending") {
+      // A scheduled event outlives a reboot of its instance, not the instance.
+      if (!replaced) continue;
+      j.set_phase("done");
+      j.set_outcome(absl::StrCat("replaced by instance ", boot.instance_id,
+                                 " before its action was due"));
+      Journal(entry);
+      continue;
+    }
+    if (!Holds(j)) continue;  // recorded only, node unknown, dry run: nothing to give back
+    j.set_return_reason(replaced ? "replaced" : "returned");
+    j.set_returned_unix_ms(boot.unix_ms);
+    j.set_returned_boot_id(boot.boot_id);
+    j.set_returned_instance_id(boot.instance_id);
+    if (boot.previous_last_seen_unix_ms > 0) {
+      j.set_downtime_ms(std::max<int64_t>(0, boot.unix_ms - boot.previous_last_seen_unix_ms));
+    }
+    entry.cancel->store(true);  // a drain of the old life still running stops
+    Journal(entry);
+    log->info("node {}: back with boot {}{} after {}; giving back what {} {} took", boot.node,
+              boot.boot_id, replaced ? absl::StrCat(" on a new instance ", boot.instance_id) : "",
+              Duration(j.downtime_ms()), j.notice().provider(), j.notice().event_id());
+  }
+}
+
+bool Remediator::OthersHold(const std::string& key, const std::string& node,
+                            const std::function<bool(const DrainJournalEntry&)>& held) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [other_key, e] : entries_) {
+    const auto& o = e.journal;
+    if (other_key != key && o.node() == node && !o.canceled() && o.return_reason().empty() &&
+        (o.phase() == "acting" || o.phase() == "done") && held(o)) {
+      return true;  // e.g. a spot notice after a canceled maintenance
+    }
+  }
+  return false;
+}
+
+absl::Status Remediator::SetCondition(const DrainJournalEntry& j, bool active,
+                                      const std::string& reason, const std::string& message) {
+  if (config_.dry_run) return absl::FailedPreconditionError("dry run");
+  auto set = deps_.api->SetNodeCondition(j.node(), kConditionType, active ? "True" : "False",
+                                         reason, message, deps_.clock->NowUnixMs());
+  if (!set.ok() && !absl::IsNotFound(set.status())) {
+    ++counters_.api_errors;
+    GetLogger("agg.remediation")
+        ->warn("node {}: condition {}={}: {}", j.node(), kConditionType, active, set.status());
+  }
+  return set.status();
+}
+
 void Remediator::Journal(Entry& entry) {
   entry.journal.set_updated_unix_ms(deps_.clock->NowUnixMs());
   if (auto s = deps_.store->PutState(entry.key, entry.journal.SerializeAsString()); !s.ok()) {
@@ -231,10 +334,21 @@ void Remediator::SchedulerLoop() {
         continue;
       }
       if (notice.state() == nodewatch::v1::NOTICE_STATE_COMPLETED) {
-        if (it != entries_.end() && it->second.journal.phase() == "pending") {
-          it->second.journal.set_phase("done");
-          it->second.journal.set_outcome("the event completed before its action was due");
+        if (it == entries_.end()) continue;
+        auto& j = it->second.journal;
+        if (j.phase() == "pending") {
+          j.set_phase("done");
+          j.set_outcome("the event completed before its action was due");
           Journal(it->second);
+        } else if (j.return_reason().empty() && !Final(j) && Holds(j)) {
+          // The event is over and the node is still (or again) there: give it back.
+          j.set_return_reason("completed");
+          j.set_returned_unix_ms(now);
+          j.set_returned_instance_id(j.notice().instance_id());
+          it->second.cancel->store(true);
+          Journal(it->second);
+          log->info("node {}: {} event {} completed; giving back what it took", node,
+                    notice.provider(), notice.event_id());
         }
         continue;
       }
@@ -259,22 +373,36 @@ void Remediator::SchedulerLoop() {
       j.set_act_at_unix_ms(IsScheduled(notice.kind()) && notice.not_before_unix_ms() > 0
                                ? notice.not_before_unix_ms() - config_.maintenance_lead_ms
                                : now);
+      const auto current = deps_.engine->GetNode(node);
       if (PolicyFor(notice.kind()) == "none") {
         j.set_phase("done");
         j.set_outcome("policy none: recorded only");
+      } else if (current && !notice.boot_id().empty() && !current->boot_id().empty() &&
+                 current->boot_id() != notice.boot_id()) {
+        // Delivered late (the agent was cut off): the node it warned about has come back.
+        j.set_phase("done");
+        j.set_outcome(absl::StrCat("the notice came from an earlier boot (", notice.boot_id(),
+                                   "); the node is already back with boot ",
+                                   current->boot_id()));
       } else {
         j.set_phase("pending");
       }
       entries_[key] = std::move(entry);
       unsaved.push_back(key);
     }
+    while (!boots_.empty()) {
+      ReturnEntries(boots_.front());
+      boots_.pop_front();
+    }
     PruneJournal(now);
     if (MayAct()) {
       for (auto& [key, entry] : entries_) {
         if (entry.running) continue;
         auto& j = entry.journal;
-        const bool acted = j.cordoned() || j.tainted() || j.labelled();
-        if (j.canceled() && j.phase() != "undone") {
+        const bool acted = j.cordoned() || j.tainted() || j.labelled() || j.condition_set();
+        if (!j.return_reason().empty()) {
+          if (j.phase() != "returned") Launch(entry, /*undo=*/true);  // the node is back
+        } else if (j.canceled() && j.phase() != "undone") {
           if (acted) {
             Launch(entry, /*undo=*/true);
           } else {
@@ -283,15 +411,8 @@ void Remediator::SchedulerLoop() {
             Journal(entry);
           }
         } else if (j.phase() == "pending" && now >= j.act_at_unix_ms()) {
-          const int64_t deadline = DrainDeadline(j.notice());
-          if (deadline > 0 && now >= deadline) {
-            j.set_phase("expired");
-            j.set_outcome("deadline passed before any replica could act");
-            ++counters_.expired;
-            Journal(entry);
-            Step(j, "failed", j.outcome());
-            continue;
-          }
+          // Also past its deadline (a hibernation starts at once; every replica was down): the
+          // node is still marked so nothing new lands on it, and Act skips the drain.
           Launch(entry, /*undo=*/false);
         } else if (j.phase() == "acting") {
           Launch(entry, /*undo=*/false);  // resumed: a restart or a new leader
@@ -318,8 +439,7 @@ void Remediator::PruneJournal(int64_t now) {
   constexpr int64_t kKeepMs = 48 * 3600 * 1000LL;
   for (auto it = entries_.begin(); it != entries_.end();) {
     const auto& j = it->second.journal;
-    const bool final = j.phase() == "undone" || j.phase() == "expired" ||
-                       (j.phase() == "done" && j.clear_at_unix_ms() == 0);
+    const bool final = Final(j) || (j.phase() == "done" && j.clear_at_unix_ms() == 0);
     if (final && !it->second.running && !workers_.count(it->first) &&
         now - j.updated_unix_ms() > kKeepMs) {
       if (auto s = deps_.store->DeleteState(it->first); !s.ok()) {
@@ -358,13 +478,20 @@ void Remediator::Launch(Entry& entry, bool undo) {
   });
 }
 
-// Writes a worker's copy back, keeping a cancellation that arrived meanwhile.
+// Writes a worker's copy back, keeping a cancellation or a return that arrived meanwhile.
 void Remediator::Finish(const std::string& key, const DrainJournalEntry& journal) {
   std::lock_guard<std::mutex> lock(mu_);
   Entry& entry = entries_[key];
-  const bool canceled = entry.journal.canceled();
+  const DrainJournalEntry decided = std::move(entry.journal);
   entry.journal = journal;
-  if (canceled) entry.journal.set_canceled(true);
+  if (decided.canceled()) entry.journal.set_canceled(true);
+  if (!decided.return_reason().empty() && journal.return_reason().empty()) {
+    entry.journal.set_return_reason(decided.return_reason());
+    entry.journal.set_returned_unix_ms(decided.returned_unix_ms());
+    entry.journal.set_returned_boot_id(decided.returned_boot_id());
+    entry.journal.set_returned_instance_id(decided.returned_instance_id());
+    entry.journal.set_downtime_ms(decided.downtime_ms());
+  }
   Journal(entry);
 }
 
@@ -393,8 +520,12 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   const std::string left =
       deadline > 0 ? Seconds(deadline - deps_.clock->NowUnixMs()) + " before the deadline"
                    : "no deadline";
-  const std::string plan = policy == "drain"          ? "cordon, taint and drain"
-                           : policy == "cordon"       ? "cordon and taint"
+  // Past the deadline (a hibernation has no warning): mark the node, do not drain it; its pods
+  // resume where they are if it comes back.
+  const bool late = deadline > 0 && deps_.clock->NowUnixMs() >= deadline;
+  const std::string plan = policy == "drain" && late ? "cordon and taint (too late to drain)"
+                           : policy == "drain"       ? "cordon, taint and drain"
+                           : policy == "cordon"      ? "cordon and taint"
                            : config_.rebalance_cordon ? "taint PreferNoSchedule and cordon"
                                                       : "taint PreferNoSchedule";
   if (!resumed) {
@@ -483,6 +614,17 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   Event(j, uid, "Normal", hard ? "Cordoned" : "Tainted",
         absl::StrCat(hard ? "cordoned and tainted " : "tainted ", config_.taint_key, "=", kind, ":",
                      effect));
+  // Best effort: a refused condition (an older chart without nodes/status) must not hold up the
+  // drain; the log and nodewatch_remediation_api_errors_total say so.
+  if (!j.condition_set() &&
+      SetCondition(j, true, ConditionReason(n.kind()),
+                   absl::StrCat(n.provider(), " ", kind, " notice ", n.event_id(),
+                                deadline > 0 ? absl::StrCat(": the node goes at ", KubeTime(deadline))
+                                             : ": no deadline given"))
+          .ok()) {
+    j.set_condition_set(true);
+    Finish(key, j);
+  }
   if (!hard) {
     j.set_clear_at_unix_ms(deps_.clock->NowUnixMs() + config_.rebalance_ttl_ms);
     j.set_phase("done");
@@ -490,7 +632,11 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     Finish(key, j);
     return;
   }
-  if (policy == "drain") {
+  if (policy == "drain" && late) {
+    if (!resumed) ++counters_.expired;
+    j.set_outcome("the deadline had passed when remediation acted: cordoned and tainted, not drained");
+    Step(j, "drain-skipped", j.outcome());
+  } else if (policy == "drain") {
     Step(j, "drain-started", left);
     const int64_t started = deps_.clock->NowUnixMs();
     auto report = drainer_.Drain(node,
@@ -548,55 +694,120 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
   auto log = GetLogger("agg.remediation");
   const std::string& node = j.node();
   const std::string kind = KindSlug(j.notice().kind());
-  std::vector<std::string> done;
-  bool others_hold_cordon = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [other_key, e] : entries_) {
-      if (other_key != key && e.journal.node() == node && e.journal.cordoned() &&
-          !e.journal.canceled() && (e.journal.phase() == "acting" || e.journal.phase() == "done")) {
-        others_hold_cordon = true;  // e.g. a spot notice after a canceled maintenance
-      }
-    }
-  }
+  const std::string& returned = j.return_reason();  // "returned", "replaced", "completed" or ""
+  const bool cleared = returned.empty() && !j.canceled();  // a rebalance taint's TTL passed
+  const bool hard = PolicyFor(j.notice().kind()) != "taint";
+  // What other active entries of this node hold stays (a spot notice after a canceled
+  // maintenance, a new notice of the node's new life).
+  const bool others_cordon = OthersHold(key, node, [](const auto& o) { return o.cordoned(); });
+  const bool others_taint = OthersHold(key, node, [&](const DrainJournalEntry& o) {
+    return o.tainted() && (PolicyFor(o.notice().kind()) != "taint") == hard;
+  });
+  const bool others_label = OthersHold(key, node, [](const auto& o) { return o.labelled(); });
+  const bool others_condition =
+      OthersHold(key, node, [](const auto& o) { return o.condition_set(); });
   if (!MayAct()) return;
-  // A failed step leaves the entry as it is; the scheduler runs the undo again (NotFound: the
-  // node is gone, nothing left to undo there).
+  std::vector<std::string> done;
+  bool node_deleted = false;
+  // A failed step leaves the entry as it is; the scheduler runs the undo again. NotFound: the
+  // Node is gone, nothing is left to give back.
   auto undone = [&](const absl::StatusOr<bool>& result) {
-    if (result.ok() || absl::IsNotFound(result.status())) return true;
+    if (result.ok()) return true;
+    if (absl::IsNotFound(result.status())) {
+      node_deleted = true;
+      return true;
+    }
     ++counters_.api_errors;
     log->warn("node {}: undo: {}", node, result.status());
     std::this_thread::sleep_for(std::chrono::seconds(1));
     return false;
   };
-  if (j.tainted()) {
-    const std::string effect =
-        PolicyFor(j.notice().kind()) == "taint" ? "PreferNoSchedule" : "NoSchedule";
-    if (!undone(deps_.api->RemoveTaint(node, config_.taint_key, effect))) return;
+  if (j.tainted() && !others_taint) {
+    if (!undone(deps_.api->RemoveTaint(node, config_.taint_key,
+                                       hard ? "NoSchedule" : "PreferNoSchedule"))) {
+      return;
+    }
     j.set_tainted(false);
-    done.push_back("removed the taint");
+    if (!node_deleted) done.push_back("removed the taint");
   }
-  if (j.labelled()) {
+  if (j.labelled() && !others_label && !node_deleted) {
     if (!undone(deps_.api->SetLabel(node, kExcludeLbLabel, std::nullopt))) return;
     j.set_labelled(false);
-    done.push_back("removed the load-balancer exclusion");
+    if (!node_deleted) done.push_back("removed the load-balancer exclusion");
   }
-  if (j.cordoned() && !others_hold_cordon) {
+  if (j.cordoned() && !others_cordon && !node_deleted) {
     if (!undone(deps_.api->SetUnschedulable(node, false))) return;
     j.set_cordoned(false);
-    done.push_back("uncordoned");
+    if (!node_deleted) done.push_back("uncordoned");
+  } else if (!j.cordoned() && hard && !node_deleted && j.phase() != "pending") {
+    done.push_back("left the cordon as it was (nodewatch did not set it)");
+  } else if (j.cordoned() && others_cordon) {
+    done.push_back("kept the cordon (another notice holds it)");
   }
-  const bool cleared = !j.canceled();
-  j.set_phase(cleared ? "done" : "undone");
+  if (j.condition_set() && !others_condition && !node_deleted) {
+    const std::string reason = !returned.empty() ? "Returned" : cleared ? "Cleared" : "Canceled";
+    const std::string why = !returned.empty() ? absl::StrCat("the node is back (", returned, ")")
+                            : cleared         ? "the rebalance recommendation's TTL passed"
+                                              : "the notice was canceled";
+    const absl::Status set = SetCondition(
+        j, false, reason,
+        absl::StrCat(j.notice().provider(), " ", kind, " notice ", j.notice().event_id(), ": ",
+                     why));
+    if (set.ok()) {
+      j.set_condition_set(false);
+      done.push_back(absl::StrCat(kConditionType, "=False (", reason, ")"));
+    } else if (absl::IsNotFound(set)) {
+      node_deleted = true;
+    } else if (absl::IsUnavailable(set)) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      return;  // the API server is unreachable: the scheduler runs the undo again
+    } else {
+      // Refused (RBAC, a webhook): the rest is given back all the same; the step says what is left.
+      done.push_back(absl::StrCat(kConditionType, " could not be set False: ", set.message()));
+    }
+  }
   j.set_clear_at_unix_ms(0);
-  std::string message = absl::StrCat(cleared ? "rebalance TTL passed: " : "notice canceled: ",
-                                     done.empty() ? "nothing to undo" : absl::StrJoin(done, ", "));
+  std::string action, message, event_reason;
+  if (!returned.empty()) {
+    const std::string& was = j.notice().instance_id();
+    const std::string& now_instance = j.returned_instance_id();
+    std::string life =
+        returned == "replaced"
+            ? absl::StrCat("a new instance ", now_instance, " under the name (was ", was, ")")
+        : returned == "completed"
+            ? absl::StrCat(j.notice().provider(), " reports the event completed")
+            : absl::StrCat("the same instance", was.empty() ? "" : " " + was, ", new boot");
+    if (returned != "completed" && j.downtime_ms() > 0) {
+      absl::StrAppend(&life, ", after ", Duration(j.downtime_ms()), " away");
+    }
+    j.set_phase("returned");
+    if (node_deleted) {
+      action = "node-deleted";
+      event_reason = "";
+      message = absl::StrCat("back (", life,
+                             ") but the Node object is gone (deleted while the node was away): "
+                             "nothing to give back");
+      ++counters_.nodes_deleted;
+    } else {
+      action = returned == "replaced" ? "replaced" : "returned";
+      event_reason = returned == "replaced" ? "NodeReplaced" : "NodeReturned";
+      message = absl::StrCat("back: ", life, "; ",
+                             done.empty() ? "nothing to give back" : absl::StrJoin(done, ", "));
+      ++(returned == "replaced" ? counters_.replaced : counters_.returned);
+    }
+  } else {
+    j.set_phase(cleared ? "done" : "undone");
+    action = cleared ? "cleared" : "undone";
+    event_reason = cleared ? "InterruptionCleared" : "InterruptionCanceled";
+    message = absl::StrCat(cleared ? "rebalance TTL passed: " : "notice canceled: ",
+                           done.empty() ? "nothing to undo" : absl::StrJoin(done, ", "));
+    if (!cleared) ++counters_.undone;
+  }
   j.set_outcome(message);
-  if (!cleared) ++counters_.undone;
-  Step(j, cleared ? "cleared" : "undone", message);
-  Event(j, "", "Normal", cleared ? "InterruptionCleared" : "InterruptionCanceled", message);
-  Notify(j, cleared ? "cleared" : "undone", message);
-  log->info("node {}: {} {} {}", node, kind, j.notice().event_id(), message);
+  Step(j, action, message);
+  if (!event_reason.empty()) Event(j, "", "Normal", event_reason, message);
+  Notify(j, action, message);
+  log->info("node {}: {} {} {}: {}", node, kind, j.notice().event_id(), action, message);
   Finish(key, j);
 }
 
@@ -613,6 +824,11 @@ void Remediator::Step(const DrainJournalEntry& j, const std::string& action,
   step->set_deadline_unix_ms(DrainDeadline(j.notice()));
   step->set_dry_run(config_.dry_run);
   step->set_actor(identity_);
+  if (action == "returned" || action == "replaced" || action == "node-deleted") {
+    step->set_downtime_ms(j.downtime_ms());
+    step->set_instance_id(j.notice().instance_id());
+    step->set_new_instance_id(j.returned_instance_id());
+  }
   if (report != nullptr) {
     step->set_pods_evicted(static_cast<uint32_t>(report->evicted));
     step->set_pods_force_deleted(static_cast<uint32_t>(report->force_deleted));
@@ -680,7 +896,19 @@ void Remediator::CollectMetrics(MetricFamilies& f) const {
   f.Counter("nodewatch_remediation_api_errors_total",
             "Kubernetes API errors during remediation (retried).", d(c.api_errors));
   f.Counter("nodewatch_remediation_expired_total",
-            "Notices whose deadline passed before any replica could act.", d(c.expired));
+            "Notices whose deadline had passed when remediation acted (hibernation, or every "
+            "replica down): the node is marked, not drained.",
+            d(c.expired));
+  const char* returns_help =
+      "Notices whose node came back and was given back what nodewatch took, by how: returned "
+      "(the same instance), replaced (a new instance under the name), node-deleted (the Node "
+      "object was gone).";
+  f.Counter("nodewatch_remediation_returns_total", returns_help, d(c.returned),
+            {{"how", "returned"}});
+  f.Counter("nodewatch_remediation_returns_total", returns_help, d(c.replaced),
+            {{"how", "replaced"}});
+  f.Counter("nodewatch_remediation_returns_total", returns_help, d(c.nodes_deleted),
+            {{"how", "node-deleted"}});
   f.Counter("nodewatch_remediation_acknowledgements_total",
             "Azure scheduled events approved after the drain.", d(c.acknowledgements));
   if (webhook_) {

@@ -8,6 +8,15 @@
 //   taint  : PreferNoSchedule taint (and a cordon if configured), cleared after a TTL (rebalance).
 //   cordon : cordon and NoSchedule taint, no drain.
 //   none   : only record the notice.
+// While an entry holds the node, the Node carries the condition InterruptionNotice=True (reason
+// the kind, message the deadline), as node-problem-detector conditions are read by autoscalers
+// and dashboards.
+// A node that comes back is given back what nodewatch took: a Hello from another boot than the
+// notice's (a stopped or rebooted instance started again, or a new instance under the same
+// name: "replaced"), or the cloud event completing, ends every entry of the old life with a
+// "returned" (or "replaced") step: taint and load-balancer label removed, the cordon lifted if
+// nodewatch set it and no other active notice holds it, the condition False (Returned). A node
+// an operator cordoned stays cordoned. A Node deleted meanwhile ends the entry as node-deleted.
 // A canceled notice undoes exactly what its entry did. Each step is written to the node's
 // history (RemediationStep records), raised as a Kubernetes Event on the Node, and the start and
 // end go to the webhook. On Azure, the end of the drain sends the agent the command to approve
@@ -82,8 +91,11 @@ struct RemediationCounters {
   std::atomic<uint64_t> undone{0};
   std::atomic<uint64_t> unknown_nodes{0};
   std::atomic<uint64_t> api_errors{0};
-  std::atomic<uint64_t> expired{0};  // deadline passed before any replica could act
+  std::atomic<uint64_t> expired{0};  // deadline passed when acting: marked, not drained
   std::atomic<uint64_t> acknowledgements{0};
+  std::atomic<uint64_t> returned{0};      // given back after the node came back
+  std::atomic<uint64_t> replaced{0};      // given back on a new instance under the same name
+  std::atomic<uint64_t> nodes_deleted{0};  // the Node was gone when the node came back
 };
 
 class Remediator {
@@ -108,6 +120,8 @@ class Remediator {
   void Stop();
   // IngestEngine's notice listener: queues the notice; never blocks.
   void OnNotice(const std::string& node, const nodewatch::v1::InterruptionNotice& notice);
+  // IngestEngine's boot listener: the node is back (or replaced); queues it; never blocks.
+  void OnBoot(const IngestEngine::NodeBoot& boot);
 
   bool IsLeader() const;
   const RemediationCounters& counters() const { return counters_; }
@@ -142,8 +156,18 @@ class Remediator {
   const std::string& PolicyFor(nodewatch::v1::InterruptionKind kind) const;
   void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
            std::shared_ptr<std::atomic<bool>> cancel);
-  // Removes what the entry did: after a cancellation, or when a rebalance taint's TTL passed.
+  // Removes what the entry did: after a cancellation, when a rebalance taint's TTL passed, or
+  // when the node came back (journal.return_reason()).
   void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
+  // Marks the entries of `boot.node`'s earlier life as returning (mu_ held).
+  void ReturnEntries(const IngestEngine::NodeBoot& boot);
+  // Whether an active entry of the node other than `key` (not canceled, not returning) holds
+  // what `held` says it did (mu_ held or not: takes it).
+  bool OthersHold(const std::string& key, const std::string& node,
+                  const std::function<bool(const nodewatch::internal::DrainJournalEntry&)>& held);
+  // Sets the InterruptionNotice Node condition; failures are logged and counted.
+  absl::Status SetCondition(const nodewatch::internal::DrainJournalEntry& journal, bool active,
+                    const std::string& reason, const std::string& message);
   void Finish(const std::string& key, const nodewatch::internal::DrainJournalEntry& journal);
   void Step(const nodewatch::internal::DrainJournalEntry& journal, const std::string& action,
             const std::string& message, const DrainReport* report = nullptr);
@@ -167,6 +191,7 @@ class Remediator {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<std::string, nodewatch::v1::InterruptionNotice>> inbox_;
+  std::deque<IngestEngine::NodeBoot> boots_;
   std::map<std::string, Entry> entries_;  // by journal key
   std::map<std::string, std::thread> workers_;
   std::vector<std::thread> finished_workers_;

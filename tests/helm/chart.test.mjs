@@ -33,6 +33,7 @@ const AGGREGATOR_DEFAULT_LEASE = 'nodewatch-aggregator';
 // Contract (docs/operations.md "Remediation"): the ClusterRole grants exactly these, nothing more.
 const CLUSTER_RULES = [
   ['', 'nodes', ['get', 'list', 'watch', 'patch', 'update']],
+  ['', 'nodes/status', ['patch']],
   ['', 'pods', ['get', 'list', 'watch', 'delete']],
   ['', 'pods/eviction', ['create']],
   ['apps', 'daemonsets', ['get']],

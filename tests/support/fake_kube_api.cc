@@ -1808,6 +1808,11 @@ void FakeKubeApi::AddNode(json node) {
   state_->ScheduleLifecycle(name);  // a node seeded cordoned gets its taint like a real one
 }
 
+void FakeKubeApi::RemoveNode(const std::string& name) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->nodes.erase(name);
+}
+
 void FakeKubeApi::AddPod(json pod) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->Stamp(&pod);

@@ -124,6 +124,8 @@ class FakeKubeApi {
   static nlohmann::json MakePod(const std::string& ns, const std::string& name,
                                 const std::string& node, const PodSpec& spec);
   void AddNode(nlohmann::json node);
+  // The cloud controller deleting the Node object (its instance is gone): later calls get 404.
+  void RemoveNode(const std::string& name);
   void AddPod(nlohmann::json pod);
   void AddDaemonSet(const std::string& ns, const std::string& name);
   void AddPdb(const Pdb& pdb);  // replaces a PDB with the same namespace and name

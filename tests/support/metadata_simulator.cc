@@ -184,6 +184,7 @@ MetadataSimulator::Reply MetadataSimulator::Aws(const std::string& method, const
       {"local-hostname", "ip-10-0-1-23.ec2.internal"}};
   if (path.rfind(md, 0) != 0) return {404, "Not Found", {}};
   std::string key = path.substr(md.size());
+  if (key == "instance-id" && !aws_instance_id_.empty()) return {200, aws_instance_id_, {}};
   if (auto f = kFacts.find(key); f != kFacts.end()) return {200, f->second, {}};
   if (key == "spot/instance-action") {
     if (aws_spot_action_.empty() || now < aws_spot_visible_ms_) return {404, "Not Found", {}};
@@ -453,6 +454,11 @@ void MetadataSimulator::RemoveAzureEvent(const std::string& id) {
 std::vector<std::string> MetadataSimulator::AzureStartRequests() {
   std::lock_guard<std::mutex> lock(mu_);
   return azure_start_requests_;
+}
+
+void MetadataSimulator::SetAwsInstanceId(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  aws_instance_id_ = id;
 }
 
 void MetadataSimulator::Clear() {

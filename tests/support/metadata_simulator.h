@@ -50,6 +50,8 @@ class MetadataSimulator {
                             const std::string& state, int64_t not_before_ms,
                             int64_t not_after_ms /* 0: omit NotAfter */);
   void SetAwsTokenMaxTtl(int seconds);  // tokens expire sooner than asked
+  // The instance id served from now on (a replacement instance under the same node name).
+  void SetAwsInstanceId(const std::string& id);
   void ExpireAwsTokens();               // every token issued so far now answers 401
   // GCP.
   void SetGcpPreempted(bool preempted);
@@ -106,6 +108,7 @@ class MetadataSimulator {
     int64_t not_before, not_after;
   };
   std::map<std::string, AwsEvent> aws_events_;
+  std::string aws_instance_id_;  // "" : the default i-0a1b2c3d4e5f60718
   // GCP
   bool gcp_preempted_ = false;
   std::string gcp_maintenance_ = "NONE";

@@ -18,12 +18,14 @@ constexpr int64_t kCloudFactsRefreshMs = 600'000;
 }  // namespace
 
 CloudCollector::CloudCollector(Spool& spool, CloudProvider& provider, const Clock& clock,
-                               CloudCounters& counters, std::string ledger_path)
+                               CloudCounters& counters, std::string ledger_path,
+                               std::string boot_id)
     : spool_(spool),
       provider_(provider),
       clock_(clock),
       counters_(counters),
-      ledger_path_(std::move(ledger_path)) {}
+      ledger_path_(std::move(ledger_path)),
+      boot_id_(std::move(boot_id)) {}
 
 CloudCollector::~CloudCollector() { Stop(); }
 
@@ -73,6 +75,7 @@ void CloudCollector::OnNotice(InterruptionNotice notice) {
     ++counters_.duplicate_notices;
     return;
   }
+  if (notice.boot_id().empty()) notice.set_boot_id(boot_id_);
   nodewatch::v1::Record record;
   record.set_time_unix_ms(clock_.NowUnixMs());
   *record.mutable_interruption() = notice;

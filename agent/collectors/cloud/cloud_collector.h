@@ -21,9 +21,10 @@ namespace nodewatch::agent {
 
 class CloudCollector final : public NoticeSink {
  public:
-  // `ledger_path`: file of notices already spooled (created if missing).
+  // `ledger_path`: file of notices already spooled (created if missing). `boot_id`: this boot's,
+  // stamped on every notice so the aggregator knows which life of the node it concerns.
   CloudCollector(Spool& spool, CloudProvider& provider, const Clock& clock,
-                 CloudCounters& counters, std::string ledger_path);
+                 CloudCounters& counters, std::string ledger_path, std::string boot_id = "");
   ~CloudCollector() override;
 
   absl::Status Load();
@@ -40,6 +41,7 @@ class CloudCollector final : public NoticeSink {
   const Clock& clock_;
   CloudCounters& counters_;
   const std::string ledger_path_;
+  const std::string boot_id_;
   std::mutex mu_;
   std::set<std::string> seen_;
   bool started_ = false;

@@ -5,6 +5,7 @@
 #include <rocksdb/env.h>
 
 #include <future>
+#include <mutex>
 
 namespace nodewatch::aggregator {
 namespace {
@@ -79,6 +80,41 @@ class IngestEngineTest : public ::testing::Test {
 TEST_F(IngestEngineTest, HelloOfANewNodeAcksZero) {
   EXPECT_EQ(*Hello("a"), 0u);
   ASSERT_TRUE(engine_->GetNode("a").has_value());
+}
+
+TEST_F(IngestEngineTest, AHelloFromANewBootIsToldOnceWithBothLives) {
+  engine_.reset();
+  engine_ = std::make_unique<IngestEngine>(*store_, clock_);
+  std::vector<IngestEngine::NodeBoot> boots;
+  std::mutex mu;
+  engine_->SetBootListener([&](const IngestEngine::NodeBoot& b) {
+    std::lock_guard<std::mutex> lock(mu);
+    boots.push_back(b);
+  });
+  ASSERT_TRUE(engine_->Start().ok());
+  auto hello = [&](const std::string& boot, const std::string& instance) {
+    nodewatch::v1::Hello h;
+    h.set_spool_id("s1");
+    h.set_boot_id(boot);
+    h.mutable_node_info()->set_instance_id(instance);
+    std::promise<absl::StatusOr<uint64_t>> done;
+    engine_->SubmitHello("a", h, [&](absl::StatusOr<uint64_t> r) { done.set_value(r); });
+    ASSERT_TRUE(done.get_future().get().ok());
+  };
+  hello("boot-1", "i-1");  // first sight of the node: not a return
+  const int64_t last_seen = clock_.NowUnixMs();
+  hello("boot-1", "i-1");  // a reconnect of the same boot: not a return
+  clock_.Advance(90'000);
+  hello("boot-2", "i-2");
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(boots.size(), 1u);
+  EXPECT_EQ(boots[0].node, "a");
+  EXPECT_EQ(boots[0].boot_id, "boot-2");
+  EXPECT_EQ(boots[0].previous_boot_id, "boot-1");
+  EXPECT_EQ(boots[0].instance_id, "i-2");
+  EXPECT_EQ(boots[0].previous_instance_id, "i-1");
+  EXPECT_EQ(boots[0].unix_ms - boots[0].previous_last_seen_unix_ms, 90'000);
+  EXPECT_EQ(boots[0].previous_last_seen_unix_ms, last_seen);
 }
 
 TEST_F(IngestEngineTest, BatchBeforeHelloIsRefused) {

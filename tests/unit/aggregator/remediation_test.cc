@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -470,10 +471,13 @@ class RemediatorTest : public KubeTest {
     engine_ = std::make_unique<IngestEngine>(*store_, SystemClock::Get());
     ASSERT_TRUE(engine_->Start().ok());
   }
-  void Hello(const std::string& node) {
+  void Hello(const std::string& node, const std::string& boot_id = "",
+             const std::string& instance_id = "") {
     std::promise<absl::StatusOr<uint64_t>> done;
     nodewatch::v1::Hello hello;
     hello.set_spool_id("s1");
+    hello.set_boot_id(boot_id);
+    hello.mutable_node_info()->set_instance_id(instance_id);
     engine_->SubmitHello(node, hello, [&](absl::StatusOr<uint64_t> r) { done.set_value(r); });
     ASSERT_TRUE(done.get_future().get().ok());
   }
@@ -671,6 +675,219 @@ TEST_F(RemediatorTest, ARestartResumesTheDrainFromTheJournal) {
   }
   EXPECT_EQ(cordons, 1);  // the resumed run found the steps done and did not repeat them
   EXPECT_EQ(labels, 1);
+}
+
+// A node's life ends with a new boot: what the agent's Hello tells the remediator.
+IngestEngine::NodeBoot Boot(const std::string& node, const std::string& boot,
+                            const std::string& instance, const std::string& previous_boot,
+                            const std::string& previous_instance, int64_t away_ms) {
+  const int64_t now = NowMs();
+  return {.node = node,
+          .boot_id = boot,
+          .instance_id = instance,
+          .previous_boot_id = previous_boot,
+          .previous_instance_id = previous_instance,
+          .previous_last_seen_unix_ms = now - away_ms,
+          .unix_ms = now};
+}
+
+std::optional<json> Condition(const json& node, const std::string& type) {
+  if (!node.contains("status") || !node["status"].contains("conditions")) return std::nullopt;
+  for (const auto& c : node["status"]["conditions"]) {
+    if (c.value("type", "") == type) return c;
+  }
+  return std::nullopt;
+}
+
+bool HasLabel(const json& node, const std::string& key) {
+  return node["metadata"].contains("labels") && node["metadata"]["labels"].contains(key);
+}
+
+constexpr char kLbLabel[] = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+nodewatch::v1::RemediationStep StepOf(const std::vector<nodewatch::v1::RemediationStep>& steps,
+                                      const std::string& action) {
+  for (const auto& s : steps) {
+    if (s.action() == action) return s;
+  }
+  return {};
+}
+
+TEST_F(RemediatorTest, AStoppedNodeThatComesBackIsGivenBackExactlyWhatNodewatchTook) {
+  json seeded = FakeKubeApi::MakeNode("n1");
+  seeded["spec"]["taints"] = json::array({{{"key", "team.io/gpu"}, {"effect", "NoSchedule"}}});
+  seeded["status"]["conditions"] =
+      json::array({{{"type", "Ready"}, {"status", "True"}, {"reason", "KubeletReady"}}});
+  api_->AddNode(seeded);
+  api_->AddPod(FakeKubeApi::MakePod("default", "web", "n1", {.owner_kind = "ReplicaSet"}));
+  Hello("n1", "boot-1", "i-0aaa");
+  StartRemediator({});
+  auto notice =
+      Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP, "spot-stop-1", NowMs() + 20'000);
+  notice.set_boot_id("boot-1");
+  notice.set_instance_id("i-0aaa");
+  remediator_->OnNotice("n1", notice);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  json away = api_->GetNode("n1").value();
+  EXPECT_TRUE(away["spec"].value("unschedulable", false));
+  auto active = Condition(away, "InterruptionNotice");
+  ASSERT_TRUE(active.has_value()) << away.dump();
+  EXPECT_EQ((*active)["status"], "True");
+  EXPECT_EQ((*active)["reason"], "SpotStop");
+  EXPECT_THAT((*active)["message"].get<std::string>(), HasSubstr("the node goes at "));
+  ASSERT_TRUE(Condition(away, "Ready").has_value()) << "someone else's condition was lost";
+
+  // The same boot saying Hello again (a network blip) is not a return.
+  remediator_->OnBoot(Boot("n1", "boot-1", "i-0aaa", "boot-1", "i-0aaa", 1'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_FALSE(HasStep("n1", "returned"));
+
+  remediator_->OnBoot(Boot("n1", "boot-2", "i-0aaa", "boot-1", "i-0aaa", 95'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "returned"); }, 5'000));
+  json back = api_->GetNode("n1").value();
+  EXPECT_FALSE(back["spec"].value("unschedulable", false));
+  EXPECT_FALSE(HasTaint(back, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_TRUE(HasTaint(back, "team.io/gpu", "NoSchedule"));
+  EXPECT_FALSE(HasLabel(back, kLbLabel));
+  auto over = Condition(back, "InterruptionNotice");
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ((*over)["status"], "False");
+  EXPECT_EQ((*over)["reason"], "Returned");
+  EXPECT_EQ(Condition(back, "Ready").value()["status"], "True");
+  const auto returned = StepOf(Steps("n1"), "returned");
+  EXPECT_EQ(returned.downtime_ms() / 1000, 95);
+  EXPECT_EQ(returned.instance_id(), "i-0aaa");
+  EXPECT_EQ(returned.new_instance_id(), "i-0aaa");
+  EXPECT_THAT(returned.message(), HasSubstr("the same instance i-0aaa, new boot, after 1m35s away"));
+  EXPECT_THAT(returned.message(), HasSubstr("uncordoned"));
+  EXPECT_EQ(remediator_->counters().returned.load(), 1u);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& e : api_->Events()) {
+          if (e.value("reason", "") == "NodeReturned") return true;
+        }
+        return false;
+      },
+      5'000));
+  // A second Hello of the new life changes nothing more.
+  const size_t steps = Steps("n1").size();
+  remediator_->OnBoot(Boot("n1", "boot-2", "i-0aaa", "boot-2", "i-0aaa", 0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(Steps("n1").size(), steps);
+}
+
+TEST_F(RemediatorTest, ANodeAnOperatorCordonedStaysCordonedWhenItReturns) {
+  json seeded = FakeKubeApi::MakeNode("n1");
+  seeded["spec"]["unschedulable"] = true;  // cordoned by an operator before the notice
+  api_->AddNode(seeded);
+  Hello("n1", "boot-1", "i-1");
+  StartRemediator({});
+  auto notice = Notice("gcp", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "preempted-1",
+                       NowMs() + 20'000);
+  notice.set_boot_id("boot-1");
+  remediator_->OnNotice("n1", notice);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  remediator_->OnBoot(Boot("n1", "boot-2", "i-1", "boot-1", "i-1", 30'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "returned"); }, 5'000));
+  json back = api_->GetNode("n1").value();
+  EXPECT_TRUE(back["spec"].value("unschedulable", false));
+  EXPECT_FALSE(HasTaint(back, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_THAT(StepOf(Steps("n1"), "returned").message(),
+              HasSubstr("left the cordon as it was (nodewatch did not set it)"));
+}
+
+TEST_F(RemediatorTest, ANewInstanceUnderTheSameNameIsAReplacement) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  Hello("n1", "boot-1", "i-old");
+  StartRemediator({});
+  auto notice = Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "spot-term-1",
+                       NowMs() + 20'000);
+  notice.set_boot_id("boot-1");
+  notice.set_instance_id("i-old");
+  remediator_->OnNotice("n1", notice);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  remediator_->OnBoot(Boot("n1", "boot-9", "i-new", "boot-1", "i-old", 300'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "replaced"); }, 5'000));
+  json node = api_->GetNode("n1").value();
+  EXPECT_FALSE(node["spec"].value("unschedulable", false));
+  EXPECT_FALSE(HasTaint(node, "nodewatch.io/interruption", "NoSchedule"));
+  EXPECT_EQ(Condition(node, "InterruptionNotice").value()["status"], "False");
+  const auto replaced = StepOf(Steps("n1"), "replaced");
+  EXPECT_EQ(replaced.instance_id(), "i-old");
+  EXPECT_EQ(replaced.new_instance_id(), "i-new");
+  EXPECT_THAT(replaced.message(), HasSubstr("a new instance i-new under the name (was i-old)"));
+  EXPECT_EQ(remediator_->counters().replaced.load(), 1u);
+}
+
+TEST_F(RemediatorTest, ANodeDeletedWhileAwayEndsTheEntryOnce) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  Hello("n1", "boot-1", "i-1");
+  StartRemediator({});
+  auto notice =
+      Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP, "spot-stop-2", NowMs() + 20'000);
+  notice.set_boot_id("boot-1");
+  remediator_->OnNotice("n1", notice);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  api_->RemoveNode("n1");
+  remediator_->OnBoot(Boot("n1", "boot-2", "i-1", "boot-1", "i-1", 10'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "node-deleted"); }, 5'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int ended = 0;
+  for (const auto& step : Steps("n1")) ended += step.action() == "node-deleted";
+  EXPECT_EQ(ended, 1);
+  EXPECT_EQ(remediator_->counters().nodes_deleted.load(), 1u);
+  EXPECT_EQ(remediator_->counters().api_errors.load(), 0u);
+}
+
+TEST_F(RemediatorTest, ACompletedMaintenanceGivesTheNodeBack) {
+  AddNodeWithPods("n1", 1);
+  Hello("n1", "boot-1", "i-1");
+  StartRemediator({});
+  auto n = Notice("aws", nodewatch::v1::INTERRUPTION_KIND_REBOOT, "instance-event-7",
+                  NowMs() + 60'000);
+  n.set_boot_id("boot-1");
+  remediator_->OnNotice("n1", n);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 10'000));
+  EXPECT_EQ(Condition(api_->GetNode("n1").value(), "InterruptionNotice").value()["reason"],
+            "ScheduledReboot");
+  n.set_state(nodewatch::v1::NOTICE_STATE_COMPLETED);
+  remediator_->OnNotice("n1", n);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "returned"); }, 5'000));
+  json node = api_->GetNode("n1").value();
+  EXPECT_FALSE(node["spec"].value("unschedulable", false));
+  EXPECT_EQ(Condition(node, "InterruptionNotice").value()["reason"], "Returned");
+  EXPECT_THAT(StepOf(Steps("n1"), "returned").message(), HasSubstr("aws reports the event completed"));
+}
+
+TEST_F(RemediatorTest, ARefusedConditionNeitherHoldsUpTheDrainNorTheReturn) {
+  AddNodeWithPods("n1", 2);
+  Hello("n1", "boot-1", "i-1");
+  // An older RBAC without nodes/status: every condition PATCH is forbidden.
+  api_->InjectFault({.method = "PATCH", .path_regex = "/status$", .status = 403, .count = 100});
+  StartRemediator({});
+  auto n = Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP, "spot-stop-4", NowMs() + 20'000);
+  n.set_boot_id("boot-1");
+  remediator_->OnNotice("n1", n);
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  EXPECT_FALSE(Condition(api_->GetNode("n1").value(), "InterruptionNotice").has_value());
+  EXPECT_GE(remediator_->counters().api_errors.load(), 1u);
+  remediator_->OnBoot(Boot("n1", "boot-2", "i-1", "boot-1", "i-1", 5'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "returned"); }, 5'000));
+  EXPECT_FALSE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
+}
+
+TEST_F(RemediatorTest, ANoticeFromAnEarlierBootIsNotActedOn) {
+  api_->AddNode(FakeKubeApi::MakeNode("n1"));
+  Hello("n1", "boot-1", "i-1");
+  Hello("n1", "boot-2", "i-1");  // the node is back already
+  StartRemediator({});
+  auto late =
+      Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP, "spot-stop-3", NowMs() + 20'000);
+  late.set_boot_id("boot-1");  // spooled in the old life, delivered in the new one
+  remediator_->OnNotice("n1", late);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_FALSE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
+  EXPECT_EQ(api_->CountRequests("PATCH", ""), 0);
 }
 
 }  // namespace
