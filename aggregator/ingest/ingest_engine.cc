@@ -367,7 +367,6 @@ void IngestEngine::CommitGroup(std::vector<std::unique_ptr<Item>>& group) {
         boot_listener_(boot);
       }
     }
-    boots_.clear();
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, entry] : touched) {
       ids_[entry.stored.id()] = name;

@@ -783,7 +783,6 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     j.set_phase("returned");
     if (node_deleted) {
       action = "node-deleted";
-      event_reason = "";
       message = absl::StrCat("back (", life,
                              ") but the Node object is gone (deleted while the node was away): "
                              "nothing to give back");

@@ -158,4 +158,22 @@ class Cluster {
   std::map<std::string, std::unique_ptr<Subprocess>> agents_;
 };
 
+// The remediation steps in a node's history, oldest first.
+inline std::vector<nodewatch::v1::Record> Steps(Cluster& c, const std::string& node) {
+  std::vector<nodewatch::v1::Record> steps;
+  for (const auto& r : c.History(node)) {
+    if (r.has_remediation()) steps.push_back(r);
+  }
+  return steps;
+}
+
+// The first step with `action`, if the node's history has one.
+inline std::optional<nodewatch::v1::Record> Step(Cluster& c, const std::string& node,
+                                                 const std::string& action) {
+  for (const auto& r : Steps(c, node)) {
+    if (r.remediation().action() == action) return r;
+  }
+  return std::nullopt;
+}
+
 }  // namespace nodewatch::testing

@@ -43,22 +43,6 @@ std::vector<std::string> RemediationArgs(const FakeKubeApi& api,
   return args;
 }
 
-std::vector<nodewatch::v1::Record> Steps(Cluster& c, const std::string& node) {
-  std::vector<nodewatch::v1::Record> steps;
-  for (const auto& r : c.History(node)) {
-    if (r.has_remediation()) steps.push_back(r);
-  }
-  return steps;
-}
-
-std::optional<nodewatch::v1::Record> Step(Cluster& c, const std::string& node,
-                                          const std::string& action) {
-  for (const auto& r : Steps(c, node)) {
-    if (r.remediation().action() == action) return r;
-  }
-  return std::nullopt;
-}
-
 bool HasTaint(const json& node, const std::string& key, const std::string& effect) {
   if (!node["spec"].contains("taints")) return false;
   for (const auto& t : node["spec"]["taints"]) {

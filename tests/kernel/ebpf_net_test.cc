@@ -139,6 +139,23 @@ int SendTcp(const std::string& address, int port, uint64_t bytes) {
   return 0;
 }
 
+// A connected UDP socket that sends `exchanges` datagrams of `size` bytes and waits for each echo
+// (UdpEcho), then closes: 0, or 2 (connect), 3 (send), 4 (no echo within a second).
+int ExchangeUdp(const std::string& address, int port, int exchanges, size_t size) {
+  const SocketAddress to(address, port);
+  int fd = socket(to.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  timeval second{.tv_sec = 1, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+  int status = connect(fd, to.get(), to.length) != 0 ? 2 : 0;
+  std::vector<char> payload(size, 'e');
+  for (int i = 0; i < exchanges && status == 0; ++i) {
+    if (send(fd, payload.data(), payload.size(), 0) != static_cast<ssize_t>(size)) status = 3;
+    else if (recv(fd, payload.data(), payload.size(), 0) != static_cast<ssize_t>(size)) status = 4;
+  }
+  close(fd);
+  return status;
+}
+
 int SendUdp(const std::string& address, int port, int datagrams, size_t size) {
   const SocketAddress sa(address, port);
   int fd = socket(sa.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -912,21 +929,7 @@ TEST_P(EbpfNetTest, Ipv6TrafficIsCountedLikeIpv4) {
   UdpEcho echo(net6.b(), 5320, "::");
   nft_before = nft_counters();
   ASSERT_EQ(RunChild(pod_cgroup_, net6.a(),
-                     [&] {
-                       if (!PinToOneCpu()) return 1;
-                       const SocketAddress to(b, 5320);
-                       int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-                       timeval second{.tv_sec = 1, .tv_usec = 0};
-                       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
-                       if (connect(fd, to.get(), to.length) != 0) return 2;
-                       std::vector<char> payload(200, 'e');
-                       for (int i = 0; i < 1000; ++i) {
-                         if (send(fd, payload.data(), payload.size(), 0) != 200) return 3;
-                         if (recv(fd, payload.data(), payload.size(), 0) != 200) return 4;
-                       }
-                       close(fd);
-                       return 0;
-                     }),
+                     [&] { return PinToOneCpu() ? ExchangeUdp(b, 5320, 1000, 200) : 1; }),
             0);
   nft_after = nft_counters();
   const auto udp_egress = counted(true), udp_ingress = counted(false);
@@ -1314,19 +1317,7 @@ TEST_P(EbpfClosedSocketTest, ClosedConnectionsAndSocketsAreCountedExactly) {
   before = NetCounters(net_.a());
   ASSERT_EQ(RunChild(pod_cgroup_, net_.a(),
                      [&] {
-                       if (!PinToOneCpu()) return 1;
-                       const SocketAddress to(net_.address_b(), 5313);
-                       int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-                       timeval second{.tv_sec = 1, .tv_usec = 0};
-                       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
-                       if (connect(fd, to.get(), to.length) != 0) return 2;
-                       std::vector<char> payload(200, 'e');
-                       for (int i = 0; i < 1000; ++i) {
-                         if (send(fd, payload.data(), payload.size(), 0) != 200) return 3;
-                         if (recv(fd, payload.data(), payload.size(), 0) != 200) return 4;
-                       }
-                       close(fd);
-                       return 0;
+                       return PinToOneCpu() ? ExchangeUdp(net_.address_b(), 5313, 1000, 200) : 1;
                      }),
             0);
   after = NetCounters(net_.a());

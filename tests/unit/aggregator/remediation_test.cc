@@ -888,6 +888,13 @@ TEST_F(RemediatorTest, ANoticeFromAnEarlierBootIsNotActedOn) {
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   EXPECT_FALSE(api_->GetNode("n1").value()["spec"].value("unschedulable", false));
   EXPECT_EQ(api_->CountRequests("PATCH", ""), 0);
+  // The same notice seen in the node's current life is acted on: the remediator was running.
+  auto now = Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP, "spot-stop-5",
+                    NowMs() + 20'000);
+  now.set_boot_id("boot-2");
+  remediator_->OnNotice("n1", now);
+  ASSERT_TRUE(WaitFor(
+      [&] { return api_->GetNode("n1").value()["spec"].value("unschedulable", false); }, 5'000));
 }
 
 }  // namespace
