@@ -279,9 +279,47 @@ std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int
   return Table(rows);
 }
 
+namespace {
+
+// "12m", "3h05m", "2d04h": how long a life lasted or a node was away.
+std::string Span(int64_t ms) {
+  const int64_t m = std::max<int64_t>(0, ms) / 60'000;
+  if (m < 60) return absl::StrCat(m, "m");
+  if (m < 48 * 60) return absl::StrFormat("%dh%02dm", m / 60, m % 60);
+  return absl::StrFormat("%dd%02dh", m / 1440, m / 60 % 24);
+}
+
+// One line per life: its instance, boot, type and lifecycle, when it began and was last heard
+// from, how it ended and how long the node was away before the next life.
+std::string LivesTable(const nodewatch::v1::NodeSummary& node) {
+  std::vector<std::vector<std::string>> rows = {
+      {"LIFE", "INSTANCE", "BOOT", "TYPE", "LIFECYCLE", "FROM", "TO", "ENDED", "AWAY"}};
+  const auto& lives = node.lives();
+  for (int i = 0; i < lives.size(); ++i) {
+    const auto& l = lives[i];
+    const bool current = i + 1 == lives.size();
+    std::string ended = l.ended();
+    if (current) {
+      ended = node.connected() ? "running" : l.noticed_end().empty()
+                                                 ? "away"
+                                                 : absl::StrCat("away (", l.noticed_end(), ")");
+    }
+    rows.push_back({absl::StrCat(i + 1), OrDash(l.instance_id()), OrDash(l.boot_id().substr(0, 8)),
+                    OrDash(l.instance_type()), Lifecycle(l.lifecycle()),
+                    FormatTime(l.start_unix_ms()),
+                    current && node.connected() ? "-" : FormatTime(l.last_seen_unix_ms()), ended,
+                    current ? "-"
+                            : Span(lives[i + 1].start_unix_ms() - l.last_seen_unix_ms())});
+  }
+  return Table(rows);
+}
+
+}  // namespace
+
 std::string NodeDetails(const nodewatch::v1::NodeSummary& node, int64_t now_ms) {
   const auto& info = node.info();
   std::string out = NodesTable({node}, now_ms);
+  if (node.lives_size() > 0) absl::StrAppend(&out, "\nLives:\n", LivesTable(node));
   absl::StrAppend(&out, "\nKernel: ", OrDash(info.kernel_release()), " (",
                   OrDash(info.architecture()), "), OS: ", OrDash(info.os_image()), "\n");
   if (info.counting_paths().empty()) {
@@ -378,15 +416,31 @@ std::string CostSummary(const nodewatch::v1::CostReport& r) {
     absl::StrAppend(&out, "\n", Table(ns));
   }
   if (r.nodes_size() > 0) {
-    std::vector<std::vector<std::string>> nodes = {{"NODE", "REGION", "INSTANCE-TYPE", "LIFECYCLE",
-                                                    "RUNNING", "PER-HOUR", "MONTH",
-                                                    "TRANSFER-MONTH"}};
+    std::vector<std::vector<std::string>> nodes = {
+        {"NODE", "REGION", "INSTANCE-TYPE", "LIFECYCLE", "RUNNING", "PER-HOUR", "LIVES",
+         "STOPPED-H", "MONTH", "TRANSFER-MONTH"}};
     for (const auto& n : r.nodes()) {
       nodes.push_back({n.node(), OrDash(n.region()), OrDash(n.instance_type()), n.lifecycle(),
                        n.running() ? "yes" : "no", n.priced() ? Usd(n.hourly_usd()) : "unpriced",
+                       absl::StrCat(n.lives()), absl::StrFormat("%.1f", n.stopped_hours_month()),
                        Usd(n.month_to_date_usd()), Usd(n.transfer_usd_month())});
     }
     absl::StrAppend(&out, "\n", Table(nodes));
+  }
+  if (r.lives_size() > 0) {
+    std::vector<std::vector<std::string>> lives = {
+        {"NODE", "INSTANCE", "INSTANCE-TYPE", "LIFECYCLE", "FROM", "TO", "ENDED", "HOURS", "COST",
+         "STOPPED-H", "DISKS-WHILE-STOPPED"}};
+    for (const auto& l : r.lives()) {
+      lives.push_back({l.node(), OrDash(l.instance_id()), OrDash(l.instance_type()), l.lifecycle(),
+                       FormatTime(l.start_unix_ms()),
+                       l.end_unix_ms() == 0 ? "running" : FormatTime(l.end_unix_ms()),
+                       OrDash(l.ended()), absl::StrFormat("%.1f", l.hours_month()),
+                       l.priced() ? Usd(l.usd_month()) : "unpriced",
+                       absl::StrFormat("%.1f", l.stopped_hours_month()),
+                       Usd(l.storage_usd_month())});
+    }
+    absl::StrAppend(&out, "\nLives this month:\n", Table(lives));
   }
   return out;
 }

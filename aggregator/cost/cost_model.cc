@@ -35,16 +35,89 @@ double OverlapHours(int64_t a_start, int64_t a_end, int64_t b_start, int64_t b_e
   return end > start ? static_cast<double>(end - start) / kHourMs : 0.0;
 }
 
-struct NodeFacts {
+// One life of a node, as billed: its instance hours [start, end) at its own type's price, then
+// the time it spent stopped [stopped_start, stopped_end) at its disks' storage price.
+struct LifeFacts {
   const NodeSummary* node;
-  bool running;
-  int64_t start;
-  int64_t end;
-  std::optional<double> hourly;       // its price, by lifecycle
+  nodewatch::v1::NodeLife life;
+  nodewatch::v1::NodeInfo info;  // the node's, with the life's type, lifecycle and zone
+  bool current = false;
+  bool running = false;  // the current life, and the node is up
+  bool stopped_now = false;  // the current life, away after a stop notice
+  int64_t start = 0;
+  int64_t end = 0;
+  int64_t stopped_start = 0;
+  int64_t stopped_end = 0;
+  std::optional<double> hourly;       // its instance price, by lifecycle
   std::optional<InstancePrice> list;  // the table row
-  double hours_month;
-  double hours_today;
+  double storage_hourly = 0;          // its persistent disks, USD per hour
+  double hours_month = 0;
+  double hours_today = 0;
+  double stopped_hours_month = 0;
+  double stopped_hours_today = 0;
+  double usd_month() const { return hourly.value_or(0) * hours_month + storage_usd_month(); }
+  double storage_usd_month() const { return storage_hourly * stopped_hours_month; }
+  bool billed_this_month() const { return running || hours_month > 0 || stopped_hours_month > 0; }
 };
+
+constexpr double kHoursPerMonth = 730.0;  // how clouds turn a GB-month into an hourly rate
+
+// Splits a node into its billed lives. A life ends its instance hours where the node was last
+// heard from, except across a reboot (the instance is billed through it); a stop is billed as
+// storage until the next life (or until now while the node is still away after a stop notice).
+std::vector<LifeFacts> LivesOf(const NodeSummary& n, const CostInputs& in,
+                               const PriceTable& prices) {
+  std::vector<nodewatch::v1::NodeLife> lives(n.lives().begin(), n.lives().end());
+  if (lives.empty()) {  // from an aggregator that did not keep lives: one life
+    nodewatch::v1::NodeLife life;
+    life.set_instance_id(n.info().instance_id());
+    life.set_instance_type(n.info().instance_type());
+    life.set_lifecycle(n.info().lifecycle());
+    life.set_zone(n.info().zone());
+    life.set_persistent_disk_bytes(n.info().persistent_disk_bytes());
+    life.set_start_unix_ms(n.first_seen_unix_ms());
+    life.set_last_seen_unix_ms(n.last_seen_unix_ms());
+    lives.push_back(life);
+  }
+  const bool node_running =
+      n.connected() || in.now_ms - n.last_seen_unix_ms() <= in.running_grace_ms;
+  std::vector<LifeFacts> out;
+  out.reserve(lives.size());
+  for (size_t i = 0; i < lives.size(); ++i) {
+    LifeFacts f{.node = &n, .life = lives[i], .info = n.info()};
+    f.info.set_instance_type(lives[i].instance_type());
+    f.info.set_lifecycle(lives[i].lifecycle());
+    if (!lives[i].zone().empty()) f.info.set_zone(lives[i].zone());
+    f.current = i + 1 == lives.size();
+    const auto& life = lives[i];
+    f.start = life.start_unix_ms();
+    const int64_t last_seen = std::max(life.last_seen_unix_ms(), f.start);
+    if (!f.current) {
+      const int64_t next_start = std::max(lives[i + 1].start_unix_ms(), last_seen);
+      const bool billed_through = life.ended() == "rebooted" || life.ended() == "restarted";
+      f.end = billed_through ? next_start : last_seen;
+      if (life.ended() == "stopped") {
+        f.stopped_start = last_seen;
+        f.stopped_end = next_start;
+      }
+    } else {
+      f.running = node_running;
+      f.stopped_now = !node_running && life.noticed_end() == "stop";
+      f.end = f.running ? in.now_ms : std::max(n.last_seen_unix_ms(), last_seen);
+      if (f.stopped_now) {
+        f.stopped_start = f.end;
+        f.stopped_end = in.now_ms;
+      }
+    }
+    f.list = prices.Instance(f.info.provider(), f.info.region(), f.info.instance_type());
+    f.hourly = prices.HourlyPrice(f.info);
+    f.storage_hourly = static_cast<double>(life.persistent_disk_bytes()) / kBytesPerGb *
+                       prices.StoragePerGbMonth(f.info.provider(), f.info.region()).value_or(0) /
+                       kHoursPerMonth;
+    out.push_back(std::move(f));
+  }
+  return out;
+}
 
 int64_t MonthStart(int64_t unix_ms, int month_offset) {
   time_t seconds = static_cast<time_t>(unix_ms / 1000);
@@ -57,20 +130,23 @@ int64_t MonthStart(int64_t unix_ms, int month_offset) {
   return static_cast<int64_t>(timegm(&start)) * 1000;
 }
 
-void AddSpot(const std::vector<NodeFacts>& facts, const std::vector<InterruptionEvent>& events,
+void AddSpot(const std::vector<LifeFacts>& facts, const std::vector<InterruptionEvent>& events,
              const CostInputs& in, int64_t month_start, CostReport* report) {
   auto* spot = report->mutable_spot();
-  std::map<std::string, const NodeFacts*> by_name;
-  for (const auto& f : facts) by_name[f.node->name()] = &f;
+  std::map<std::string, std::vector<const LifeFacts*>> by_name;  // each node's lives, oldest first
+  for (const auto& f : facts) by_name[f.node->name()].push_back(&f);
+  double spot_hours = 0;
   for (const auto& f : facts) {
-    if (f.node->info().lifecycle() != nodewatch::v1::LIFECYCLE_SPOT || !f.list) continue;
+    if (f.info.lifecycle() != nodewatch::v1::LIFECYCLE_SPOT) continue;
+    spot_hours += f.hours_month;
+    if (!f.list) continue;
     spot->set_spot_usd_month(spot->spot_usd_month() + *f.hourly * f.hours_month);
     spot->set_on_demand_equivalent_usd(spot->on_demand_equivalent_usd() +
                                        f.list->on_demand * f.hours_month);
   }
   spot->set_gross_savings_usd(spot->on_demand_equivalent_usd() - spot->spot_usd_month());
-  // Match each spot reclaim of the month (oldest first) with the first unmatched on-demand node
-  // of the same provider and region that appeared within the window after it.
+  // Match each spot reclaim of the month (oldest first) with the first unmatched on-demand life
+  // of the same provider and region that began within the window after it.
   std::vector<const InterruptionEvent*> reclaims;
   std::set<std::pair<std::string, std::string>> seen;  // (provider, event id): once per event
   for (const auto& e : events) {
@@ -81,31 +157,31 @@ void AddSpot(const std::vector<NodeFacts>& facts, const std::vector<Interruption
   std::sort(reclaims.begin(), reclaims.end(),
             [](const auto* a, const auto* b) { return a->time_ms < b->time_ms; });
   spot->set_interruptions_month(static_cast<uint32_t>(reclaims.size()));
-  std::set<const NodeFacts*> used;
-  double spot_hours = 0;
-  for (const auto& f : facts) {
-    if (f.node->info().lifecycle() == nodewatch::v1::LIFECYCLE_SPOT) spot_hours += f.hours_month;
-  }
+  std::set<const LifeFacts*> used;
   for (const auto* e : reclaims) {
-    auto victim = by_name.find(e->node);
-    if (victim == by_name.end() ||
-        victim->second->node->info().lifecycle() != nodewatch::v1::LIFECYCLE_SPOT) {
-      continue;  // only a reclaimed spot node has a fallback
+    auto lives = by_name.find(e->node);
+    if (lives == by_name.end()) continue;
+    // The life the reclaim ended: the last one begun before it.
+    const LifeFacts* victim = nullptr;
+    for (const LifeFacts* f : lives->second) {
+      if (f->start <= e->time_ms) victim = f;
     }
-    const auto& vinfo = victim->second->node->info();
-    const NodeFacts* best = nullptr;
+    if (victim == nullptr || victim->info.lifecycle() != nodewatch::v1::LIFECYCLE_SPOT) {
+      continue;  // only a reclaimed spot life has a fallback
+    }
+    const LifeFacts* best = nullptr;
     for (const auto& f : facts) {
-      const auto& info = f.node->info();
-      if (info.lifecycle() != nodewatch::v1::LIFECYCLE_ON_DEMAND || used.count(&f) > 0 ||
-          info.provider() != vinfo.provider() || info.region() != vinfo.region() ||
-          f.start < e->time_ms || f.start > e->time_ms + in.fallback_window_ms) {
+      if (f.info.lifecycle() != nodewatch::v1::LIFECYCLE_ON_DEMAND || used.count(&f) > 0 ||
+          f.info.provider() != victim->info.provider() ||
+          f.info.region() != victim->info.region() || f.start < e->time_ms ||
+          f.start > e->time_ms + in.fallback_window_ms) {
         continue;
       }
       if (best == nullptr || f.start < best->start) best = &f;
     }
     if (best == nullptr || !best->hourly) continue;
     used.insert(best);
-    const double victim_rate = victim->second->hourly.value_or(0);
+    const double victim_rate = victim->hourly.value_or(0);
     spot->set_fallback_node_hours(spot->fallback_node_hours() + best->hours_month);
     spot->set_fallback_extra_usd(spot->fallback_extra_usd() +
                                  std::max(0.0, *best->hourly - victim_rate) * best->hours_month);
@@ -153,27 +229,32 @@ CostReport ComputeCost(const CostInputs& in) {
   report.set_monthly_budget_usd(in.monthly_budget_usd);
   report.set_price_table(prices.origin());
 
-  std::vector<NodeFacts> facts;
+  std::vector<LifeFacts> facts;
   facts.reserve(in.nodes.size());
   for (const auto& n : in.nodes) {
-    NodeFacts f{.node = &n};
-    f.running = n.connected() || in.now_ms - n.last_seen_unix_ms() <= in.running_grace_ms;
-    f.start = n.first_seen_unix_ms();
-    f.end = f.running ? in.now_ms : std::max(n.last_seen_unix_ms(), f.start);
-    f.list = prices.Instance(n.info().provider(), n.info().region(), n.info().instance_type());
-    f.hourly = prices.HourlyPrice(n.info());
-    f.hours_month = OverlapHours(f.start, f.end, month_start, in.now_ms);
-    f.hours_today = OverlapHours(f.start, f.end, day_start, in.now_ms);
-    facts.push_back(f);
+    for (LifeFacts& f : LivesOf(n, in, prices)) {
+      f.hours_month = OverlapHours(f.start, f.end, month_start, in.now_ms);
+      f.hours_today = OverlapHours(f.start, f.end, day_start, in.now_ms);
+      f.stopped_hours_month = OverlapHours(f.stopped_start, f.stopped_end, month_start, in.now_ms);
+      f.stopped_hours_today = OverlapHours(f.stopped_start, f.stopped_end, day_start, in.now_ms);
+      facts.push_back(std::move(f));
+    }
   }
 
   using GroupKey = std::tuple<std::string, std::string, std::string>;  // provider, region, life
   std::map<GroupKey, nodewatch::v1::CostGroup> groups;
   for (const auto& f : facts) {
-    const auto& info = f.node->info();
-    auto& g = groups[{info.provider(), info.region(), LifecycleName(info.lifecycle())}];
+    if (!f.billed_this_month()) continue;
+    auto& g = groups[{f.info.provider(), f.info.region(), LifecycleName(f.info.lifecycle())}];
     g.set_node_hours_month(g.node_hours_month() + f.hours_month);
+    g.set_stopped_hours_month(g.stopped_hours_month() + f.stopped_hours_month);
     if (f.running) g.set_nodes_running(g.nodes_running() + 1);
+    // A stopped node's disks are billed by the hour and go on until it comes back.
+    const double storage_today = f.storage_hourly * f.stopped_hours_today;
+    g.set_storage_usd_month(g.storage_usd_month() + f.storage_usd_month());
+    g.set_today_usd(g.today_usd() + storage_today);
+    g.set_month_to_date_usd(g.month_to_date_usd() + f.storage_usd_month());
+    if (f.stopped_now) g.set_hourly_usd(g.hourly_usd() + f.storage_hourly);
     if (!f.hourly) {
       if (f.running || f.hours_month > 0) g.set_unpriced_nodes(g.unpriced_nodes() + 1);
       continue;
@@ -251,21 +332,43 @@ CostReport ComputeCost(const CostInputs& in) {
   AddSpot(facts, in.interruptions, in, month_start, &report);
 
   if (in.include_nodes) {
+    std::map<std::string, std::vector<const LifeFacts*>> by_node;  // name order, lives in order
     for (const auto& f : facts) {
-      if (!f.running && f.hours_month == 0) continue;
-      const auto& info = f.node->info();
+      if (f.billed_this_month()) by_node[f.node->name()].push_back(&f);
+    }
+    for (const auto& [name, lives] : by_node) {
+      const LifeFacts& now = *lives.back();
       auto* n = report.add_nodes();
-      n->set_node(f.node->name());
-      n->set_region(info.region());
-      n->set_instance_type(info.instance_type());
-      n->set_lifecycle(LifecycleName(info.lifecycle()));
-      n->set_running(f.running);
-      n->set_priced(f.hourly.has_value());
-      n->set_hourly_usd(f.running ? f.hourly.value_or(0) : 0);
-      n->set_month_to_date_usd(f.hourly.value_or(0) * f.hours_month);
-      if (auto it = in.transfer_month.by_node.find(f.node->name());
-          it != in.transfer_month.by_node.end()) {
-        n->set_transfer_usd_month(TransferUsd(it->second, prices.Transfer(info.provider(), "*")));
+      n->set_node(name);
+      n->set_region(now.info.region());
+      n->set_instance_type(now.info.instance_type());
+      n->set_lifecycle(LifecycleName(now.info.lifecycle()));
+      n->set_running(now.running && now.current);
+      n->set_priced(now.hourly.has_value());
+      n->set_hourly_usd(now.running ? now.hourly.value_or(0)
+                                    : now.stopped_now ? now.storage_hourly : 0);
+      n->set_lives(static_cast<uint32_t>(lives.size()));
+      for (const LifeFacts* f : lives) {
+        n->set_month_to_date_usd(n->month_to_date_usd() + f->usd_month());
+        n->set_stopped_hours_month(n->stopped_hours_month() + f->stopped_hours_month);
+        n->set_storage_usd_month(n->storage_usd_month() + f->storage_usd_month());
+        auto* l = report.add_lives();
+        l->set_node(name);
+        l->set_instance_id(f->life.instance_id());
+        l->set_instance_type(f->info.instance_type());
+        l->set_lifecycle(LifecycleName(f->info.lifecycle()));
+        l->set_start_unix_ms(f->start);
+        l->set_end_unix_ms(f->running ? 0 : f->end);
+        l->set_ended(!f->current ? f->life.ended() : f->running ? "" : "away");
+        l->set_hours_month(f->hours_month);
+        l->set_usd_month(f->usd_month());
+        l->set_priced(f->hourly.has_value());
+        l->set_stopped_hours_month(f->stopped_hours_month);
+        l->set_storage_usd_month(f->storage_usd_month());
+      }
+      if (auto it = in.transfer_month.by_node.find(name); it != in.transfer_month.by_node.end()) {
+        n->set_transfer_usd_month(
+            TransferUsd(it->second, prices.Transfer(now.info.provider(), "*")));
       }
     }
   }

@@ -4,9 +4,16 @@
 // against hand-computed cases.
 //
 // Rules:
-// - A node costs its hourly price from first seen until last seen, or until now while running
-//   (connected, or heard from within `running_grace_ms`). Periods are UTC days and months.
-// - A spot node is priced at its spot price (on-demand when the table has none).
+// - A node is priced life by life (NodeSummary.lives: one instance, one boot), each at its own
+//   instance type and lifecycle, from the life's first Hello until it was last heard from, or
+//   until now while running (connected, or heard from within `running_grace_ms`). Periods are UTC
+//   days and months.
+// - Between two lives: a reboot (or a restart no notice announced) is billed as instance hours;
+//   a stop (a stop or hibernate notice, or a maintenance that stops) is not, but the instance's
+//   persistent disks are, at the table's storage price per GB-month (730 h); so is a node still
+//   away after a stop notice. A replacement bills nothing for the old instance after it was last
+//   heard from.
+// - A spot life is priced at its spot price (on-demand when the table has none).
 // - Forecast = month to date + (running nodes' hourly rate + the month's average transfer cost
 //   per hour) x hours left in the month.
 // - Spot savings: what spot node-hours would have cost on demand, minus what they cost. An

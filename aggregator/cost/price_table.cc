@@ -115,6 +115,23 @@ absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std:
     }
     table.transfer_[{*provider, region}] = price;
   }
+  const YAML::Node storage = root["storage"];
+  if (storage && !storage.IsSequence()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("price table ", origin, ": 'storage' must be a list"));
+  }
+  for (size_t i = 0; storage && i < storage.size(); ++i) {
+    const std::string where = absl::StrCat("price table ", origin, ": storage[", i, "]");
+    const YAML::Node e = storage[i];
+    if (!e.IsMap()) return absl::InvalidArgumentError(where + ": not a map");
+    auto provider = RequiredString(e, "provider", where);
+    if (!provider.ok()) return provider.status();
+    std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
+    if (!e["per_gb_month"]) return absl::InvalidArgumentError(where + ": 'per_gb_month' is required");
+    auto p = Price(e, "per_gb_month", where);
+    if (!p.ok()) return p.status();
+    table.storage_[{*provider, region}] = *p;
+  }
   return table;
 }
 
@@ -151,6 +168,13 @@ TransferPrice PriceTable::Transfer(const std::string& provider, const std::strin
   if (auto it = transfer_.find({provider, region}); it != transfer_.end()) return it->second;
   if (auto it = transfer_.find({provider, "*"}); it != transfer_.end()) return it->second;
   return {};
+}
+
+std::optional<double> PriceTable::StoragePerGbMonth(const std::string& provider,
+                                                   const std::string& region) const {
+  if (auto it = storage_.find({provider, region}); it != storage_.end()) return it->second;
+  if (auto it = storage_.find({provider, "*"}); it != storage_.end()) return it->second;
+  return std::nullopt;
 }
 
 std::optional<double> PriceTable::HourlyPrice(const nodewatch::v1::NodeInfo& info) const {

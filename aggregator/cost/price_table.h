@@ -8,6 +8,8 @@
 //     - {provider: aws, region: "*", type: t3.medium, on_demand: 0.0416}   # any other region
 //   transfer:
 //     - {provider: aws, cross_zone: 0.01, cross_region: 0.02, internet: 0.09}  # per provider
+//   storage:
+//     - {provider: aws, region: "*", per_gb_month: 0.08}   # a stopped instance's disks
 //
 // Lookups prefer an exact region over "*". A spot node whose type has no spot price is priced at
 // on-demand (an upper bound) and counted as such. Immutable after Load, so any thread may read.
@@ -47,6 +49,10 @@ class PriceTable {
   std::optional<InstancePrice> Instance(const std::string& provider, const std::string& region,
                                         const std::string& type) const;
   TransferPrice Transfer(const std::string& provider, const std::string& region) const;
+  // USD per GB-month (10^9 bytes, 730 hours) of the persistent disks a stopped instance keeps
+  // paying for; nullopt when the table has no storage row for the provider.
+  std::optional<double> StoragePerGbMonth(const std::string& provider,
+                                          const std::string& region) const;
   // USD per hour for a node; nullopt when its type is not in the table.
   std::optional<double> HourlyPrice(const nodewatch::v1::NodeInfo& info) const;
 
@@ -58,6 +64,7 @@ class PriceTable {
   using Key = std::tuple<std::string, std::string, std::string>;  // provider, region, type
   std::map<Key, InstancePrice> instances_;
   std::map<std::pair<std::string, std::string>, TransferPrice> transfer_;
+  std::map<std::pair<std::string, std::string>, double> storage_;  // provider, region
   std::string source_;
   std::string origin_;
 };

@@ -1,6 +1,7 @@
 #include "aggregator/ingest/ingest_engine.h"
 
 #include "absl/strings/str_cat.h"
+#include "aggregator/ingest/node_lives.h"
 #include "common/logging.h"
 
 namespace nodewatch::aggregator {
@@ -211,6 +212,7 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyHello(Touched& touched, const Item& 
                       .previous_last_seen_unix_ms = s.last_seen_unix_ms(),
                       .unix_ms = clock_.NowUnixMs()});
   }
+  ApplyHelloToLives(s, hello, clock_.NowUnixMs());  // before last_seen moves: the old life's end
   s.set_spool_id(hello.spool_id());
   *s.mutable_info() = hello.node_info();
   s.set_boot_id(hello.boot_id());
@@ -261,7 +263,10 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
       writes->records.push_back({s.id(), key_time, &r});
       for (RecordTap* tap : taps_) tap->Derive(item.node, s.info(), key_time, r, &writes->counters);
       s.set_records(s.records() + 1);
-      if (r.has_interruption()) s.set_interruptions(s.interruptions() + 1);
+      if (r.has_interruption()) {
+        s.set_interruptions(s.interruptions() + 1);
+        ApplyNoticeToLives(s, r.interruption());
+      }
     } else {
       ++counters_.duplicate_notices;  // its seq still counts as received
     }
@@ -274,6 +279,7 @@ absl::StatusOr<uint64_t> IngestEngine::ApplyBatch(Touched& touched, const Item& 
   }
   ApplyLowestHeld(*entry, batch.lowest_seq_held());
   s.set_last_seen_unix_ms(now);
+  TouchCurrentLife(s, now);
   return s.acked_seq();
 }
 
@@ -399,6 +405,7 @@ nodewatch::v1::NodeSummary IngestEngine::Summarize(const NodeEntry& entry) const
   out.set_boot_id(s.boot_id());
   out.set_agent_version(s.agent_version());
   out.set_interruptions(s.interruptions());
+  *out.mutable_lives() = LivesOf(s);
   return out;
 }
 

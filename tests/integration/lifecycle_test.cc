@@ -84,6 +84,8 @@ struct ReturnCase {
   std::string name;
   std::string cloud;
   std::vector<std::string> agent_args;
+  // The instance's settings, served before its agent starts.
+  std::function<void(MetadataSimulator&)> configure = [](MetadataSimulator&) {};
   std::function<void(MetadataSimulator&)> arm;
   std::string acted_step = "drained";  // the step that says the node was taken
   std::string condition_reason;        // InterruptionNotice's reason while the notice is active
@@ -102,6 +104,7 @@ TEST_P(NodeReturns, TheNodeEndsAsItWasAndTheHistoryTellsTheStory) {
   Cluster c("e2e-return-" + tc.name);
   MetadataSimulator sim({.cloud = tc.cloud});
   ASSERT_TRUE(sim.Start());
+  tc.configure(sim);
   FakeKubeApi api({.max_termination_ms = 1'000});
   ASSERT_TRUE(api.Start());
   json seeded = FakeKubeApi::MakeNode(node);
@@ -246,8 +249,9 @@ INSTANTIATE_TEST_SUITE_P(
         ReturnCase{.name = "gcp-spot-stop",
                    .cloud = "gcp",
                    .agent_args = {"--gcp-preemption-notice", "20s"},
+                   .configure = [](MetadataSimulator& s) { s.SetGcpTerminationAction("STOP"); },
                    .arm = [](MetadataSimulator& s) { s.SetGcpPreempted(true); },
-                   .condition_reason = "SpotTerminate",
+                   .condition_reason = "SpotStop",
                    .away = kNothing},
         ReturnCase{.name = "gcp-migration",
                    .cloud = "gcp",

@@ -229,6 +229,7 @@ std::string MetadataSimulator::GcpValue(const std::string& key) {
       {"instance/hostname", "gke-spot-pool-1.us-central1-a.c.example.internal"}};
   if (key == "instance/preempted") return gcp_preempted_ ? "TRUE" : "FALSE";
   if (key == "instance/maintenance-event") return gcp_maintenance_;
+  if (key == "instance/scheduling/instance-termination-action") return gcp_termination_action_;
   auto f = kFacts.find(key);
   return f == kFacts.end() ? "" : f->second;
 }
@@ -434,6 +435,11 @@ void MetadataSimulator::SetGcpMaintenance(const std::string& value) {
   gcp_maintenance_ = value;
   last_visible_ms_ = NowMs();
   Changed();
+}
+
+void MetadataSimulator::SetGcpTerminationAction(const std::string& action) {
+  std::lock_guard<std::mutex> lock(mu_);
+  gcp_termination_action_ = action;
 }
 
 void MetadataSimulator::AddAzureEvent(const std::string& id, const std::string& type,

@@ -55,7 +55,9 @@ class MetadataSimulator {
   void ExpireAwsTokens();               // every token issued so far now answers 401
   // GCP.
   void SetGcpPreempted(bool preempted);
-  void SetGcpMaintenance(const std::string& value);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
+  void SetGcpMaintenance(const std::string& value);
+  // instance/scheduling/instance-termination-action: "STOP", "DELETE", or "" (not served: 404).
+  void SetGcpTerminationAction(const std::string& action);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
   // Azure. resources: the VM names the event lists.
   void AddAzureEvent(const std::string& id, const std::string& type,
                      const std::vector<std::string>& resources, int64_t not_before_ms,
@@ -112,6 +114,7 @@ class MetadataSimulator {
   // GCP
   bool gcp_preempted_ = false;
   std::string gcp_maintenance_ = "NONE";
+  std::string gcp_termination_action_;  // "" : not served
   // Azure
   struct AzureEvent {
     std::string type, status;

@@ -145,6 +145,7 @@ nodewatch::v1::NodeInfo CloudHostProbe::ReadNodeInfo() {
   merged.set_kernel_release(info.kernel_release());
   merged.set_os_image(info.os_image());
   merged.set_architecture(info.architecture());
+  merged.set_persistent_disk_bytes(info.persistent_disk_bytes());
   std::set<std::string> have;
   for (const auto& a : merged.addresses()) have.insert(a.address());
   for (const auto& a : info.addresses()) {

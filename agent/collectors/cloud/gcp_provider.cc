@@ -57,6 +57,14 @@ class GcpProvider final : public ProviderBase {
     std::string model = text("instance/scheduling/provisioning-model");
     info.set_lifecycle(preemptible == "TRUE" || model == "SPOT" ? nodewatch::v1::LIFECYCLE_SPOT
                                                                 : nodewatch::v1::LIFECYCLE_ON_DEMAND);
+    // What a preemption does to this VM: STOP (the Spot default; the VM comes back with the same
+    // name and disks) or DELETE. Metadata servers that do not offer the key leave it unknown,
+    // and a preemption is then reported as a termination, the stronger of the two.
+    std::string action = text("instance/scheduling/instance-termination-action");
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      preemption_stops_ = action == "STOP";
+    }
     for (auto [type, key] :
          {std::pair{"InternalIP", "instance/network-interfaces/0/ip"},
           {"ExternalIP", "instance/network-interfaces/0/access-configs/0/external-ip"},
@@ -177,11 +185,18 @@ class GcpProvider final : public ProviderBase {
         return;
       }
       if (value != "TRUE") return Malformed("preempted value", value);
-      n.set_kind(nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE);
+      bool stops = false;
+      {
+        std::lock_guard<std::mutex> lock(state_mu_);
+        stops = preemption_stops_;
+      }
+      n.set_kind(stops ? nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP
+                       : nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE);
       n.set_event_id(Activate(key, "preempted"));
       n.set_deadline_unix_ms(clock_.NowUnixMs() + options_.gcp_preemption_notice_ms);
       n.set_state(nodewatch::v1::NOTICE_STATE_ACTIVE);
-      n.set_description("GCE preemption");
+      n.set_description(stops ? "GCE preemption (termination action STOP: the VM is stopped)"
+                              : "GCE preemption");
       sink.OnNotice(std::move(n));
       return;
     }
@@ -208,6 +223,7 @@ class GcpProvider final : public ProviderBase {
   }
 
   std::string instance_id_;
+  bool preemption_stops_ = false;  // instance-termination-action is STOP
   std::string preempted_etag_;
   std::string maintenance_etag_;
   std::mutex state_mu_;

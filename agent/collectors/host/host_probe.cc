@@ -7,11 +7,13 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
@@ -34,6 +36,31 @@ std::string OsImage() {
 
 }  // namespace
 
+uint64_t PersistentDiskBytes(const std::string& sys_block) {
+  std::error_code ec;
+  uint64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(sys_block, ec)) {
+    const std::string name = entry.path().filename().string();
+    bool stacked = false;
+    for (const char* prefix : {"loop", "ram", "zram", "dm-", "md", "sr", "nbd", "fd"}) {
+      stacked = stacked || absl::StartsWith(name, prefix);
+    }
+    if (stacked) continue;
+    auto model = ReadFileToString(entry.path().string() + "/device/model");
+    const std::string m = model.ok() ? std::string(absl::StripAsciiWhitespace(*model)) : "";
+    if (absl::StrContains(m, "Instance Storage") || m == "nvme_card" || m == "EphemeralDisk") {
+      continue;
+    }
+    auto sectors_text = ReadFileToString(entry.path().string() + "/size");
+    uint64_t sectors = 0;  // always 512-byte units, whatever the device's block size
+    if (sectors_text.ok() &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(*sectors_text), &sectors)) {
+      total += sectors * 512;
+    }
+  }
+  return total;
+}
+
 nodewatch::v1::NodeInfo HostProbeImpl::ReadNodeInfo() {
   nodewatch::v1::NodeInfo info;
   info.set_provider("none");
@@ -44,6 +71,7 @@ nodewatch::v1::NodeInfo HostProbeImpl::ReadNodeInfo() {
     info.set_architecture(uts.machine);
   }
   info.set_os_image(OsImage());
+  info.set_persistent_disk_bytes(PersistentDiskBytes(sys_block_));
   ifaddrs* addrs = nullptr;
   if (getifaddrs(&addrs) == 0) {
     std::set<std::pair<std::string, std::string>> seen;  // sorted: stable NodeInfo for diffing

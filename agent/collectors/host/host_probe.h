@@ -28,16 +28,24 @@ class HostProbe {
   virtual std::string BootId() = 0;
 };
 
+// Bytes of the block devices under `sys_block` ("/sys/block") that a cloud keeps while the
+// instance is stopped: every whole disk but loop, RAM, device-mapper, MD, optical and network
+// block devices (which stack on or are not disks) and the instance's own ephemeral storage (NVMe
+// models "Amazon EC2 NVMe Instance Storage", GCE local SSD "nvme_card" / "EphemeralDisk").
+uint64_t PersistentDiskBytes(const std::string& sys_block);
+
 // Reads the real host. `proc_root` is "/proc" or, in a container, the host's /proc mount.
 class HostProbeImpl final : public HostProbe {
  public:
-  explicit HostProbeImpl(std::string proc_root = "/proc") : proc_root_(std::move(proc_root)) {}
+  explicit HostProbeImpl(std::string proc_root = "/proc", std::string sys_block = "/sys/block")
+      : proc_root_(std::move(proc_root)), sys_block_(std::move(sys_block)) {}
   nodewatch::v1::NodeInfo ReadNodeInfo() override;
   HostStats ReadStats() override;
   std::string BootId() override;
 
  private:
   std::string proc_root_;
+  std::string sys_block_;
 };
 
 }  // namespace nodewatch::agent

@@ -184,6 +184,26 @@ TEST_F(CloudProviderTest, GcpHangingGetSeesPreemptionAtOnce) {
   provider->Stop();
 }
 
+// A Spot VM whose termination action is STOP comes back under the same name: its preemption is a
+// stop (drained, then given back); DELETE is a termination.
+TEST_F(CloudProviderTest, GcpPreemptionFollowsTheTerminationAction) {
+  for (const auto& [action, kind] :
+       {std::pair{"STOP", nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP},
+        std::pair{"DELETE", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE}}) {
+    SCOPED_TRACE(action);
+    StartSim("gcp");
+    sim_->SetGcpTerminationAction(action);
+    auto provider = Provider("gcp");
+    ASSERT_TRUE(provider->FetchNodeInfo().ok());
+    RecordingSink sink;
+    provider->Start(sink);
+    sim_->SetGcpPreempted(true);
+    ASSERT_TRUE(sink.WaitFor(1));
+    EXPECT_EQ(sink.notices()[0].kind(), kind);
+    provider->Stop();
+  }
+}
+
 TEST_F(CloudProviderTest, GcpSurvivesACutHangingGetAndReportsMaintenance) {
   StartSim("gcp");
   auto provider = Provider("gcp");

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include "agent/collectors/host/host_probe.h"
 #include "tests/support/fake_host_probe.h"
 #include "tests/support/process.h"
 
@@ -61,6 +63,27 @@ TEST_F(HeartbeatCollectorTest, NodeInfoIsSentAgainOnlyWhenItChanges) {
   EXPECT_EQ(records[3].node_info().zone(), "us-east-1a");
   EXPECT_EQ(records[4].heartbeat().agent_uptime_seconds(), 20u);
   EXPECT_EQ(collector.node_info().zone(), "us-east-1a");
+}
+
+// The disks a stopped instance keeps paying for: whole disks, not stacked devices, not the
+// instance's own ephemeral storage.
+TEST(PersistentDiskBytes, CountsDisksThatOutliveAStop) {
+  const std::string dir = testing::MakeTempDir("sys-block");
+  auto device = [&](const std::string& name, uint64_t sectors, const std::string& model) {
+    std::filesystem::create_directories(dir + "/" + name + "/device");
+    std::ofstream(dir + "/" + name + "/size") << sectors << "\n";
+    if (!model.empty()) std::ofstream(dir + "/" + name + "/device/model") << model << "  \n";
+  };
+  device("nvme0n1", 209'715'200, "Amazon Elastic Block Store");  // 100 GiB EBS root
+  device("nvme1n1", 20'971'520, "Amazon Elastic Block Store");   // 10 GiB EBS data
+  device("nvme2n1", 1'831'634'048, "Amazon EC2 NVMe Instance Storage");
+  device("vda", 1'000, "");
+  device("loop0", 5'000, "");
+  device("dm-0", 5'000, "");
+  device("zram0", 5'000, "");
+  EXPECT_EQ(PersistentDiskBytes(dir), (209'715'200ull + 20'971'520 + 1'000) * 512);
+  EXPECT_EQ(PersistentDiskBytes(dir + "/missing"), 0u);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -84,6 +84,50 @@ TEST(Cli, NodeDetailsSayHowTheNodeCounts) {
   EXPECT_THAT(ToJson(s), HasSubstr("\"kernelFeatures\""));
 }
 
+TEST(Cli, NodeDetailsListTheLives) {
+  nodewatch::v1::NodeSummary s;
+  s.set_name("worker-3");
+  s.set_connected(false);
+  auto life = [&](const std::string& instance, const std::string& boot, int64_t from, int64_t to,
+                  const std::string& ended, const std::string& noticed) {
+    auto* l = s.add_lives();
+    l->set_instance_id(instance);
+    l->set_boot_id(boot);
+    l->set_instance_type("m5.large");
+    l->set_lifecycle(nodewatch::v1::LIFECYCLE_SPOT);
+    l->set_start_unix_ms(from);
+    l->set_last_seen_unix_ms(to);
+    l->set_ended(ended);
+    l->set_noticed_end(noticed);
+  };
+  const int64_t t = 1'700'000'000'000;
+  life("i-0abc", "5e3f1a2b-1111", t, t + 3'600'000, "stopped", "stop");
+  life("i-0abc", "9c0d7e6f-2222", t + 3 * 3'600'000 + 300'000, t + 4 * 3'600'000, "", "stop");
+  const std::string details = NodeDetails(s, t + 5 * 3'600'000);
+  EXPECT_THAT(details, HasSubstr("Lives:"));
+  EXPECT_THAT(details, HasSubstr("5e3f1a2b"));
+  EXPECT_THAT(details, HasSubstr("stopped"));
+  EXPECT_THAT(details, HasSubstr("2h05m")) << details;  // away between the two lives
+  EXPECT_THAT(details, HasSubstr("away (stop)")) << details;
+
+  nodewatch::v1::CostReport report;
+  auto* l = report.add_lives();
+  l->set_node("worker-3");
+  l->set_instance_id("i-0abc");
+  l->set_instance_type("m5.large");
+  l->set_lifecycle("spot");
+  l->set_ended("stopped");
+  l->set_priced(true);
+  l->set_hours_month(1);
+  l->set_usd_month(0.0365);
+  l->set_stopped_hours_month(2.1);
+  l->set_storage_usd_month(0.02);
+  const std::string cost = CostSummary(report);
+  EXPECT_THAT(cost, HasSubstr("Lives this month:"));
+  EXPECT_THAT(cost, HasSubstr("$0.04"));
+  EXPECT_THAT(cost, HasSubstr("2.1"));
+}
+
 TEST(Cli, NetworkAndDiskSamplesReadAsSentences) {
   nodewatch::v1::Record r;
   r.set_time_unix_ms(1'700'000'000'000);

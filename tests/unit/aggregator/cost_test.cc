@@ -118,6 +118,23 @@ TEST(PriceTable, BadTablesAreRefusedWithTheEntryNamed) {
   auto regional = PriceTable::Parse(
       "instances: []\ntransfer:\n  - {provider: aws, region: us-east-1, internet: 0.09}\n", "f");
   EXPECT_THAT(regional.status().message(), HasSubstr("transfer prices are per provider"));
+  auto storage = PriceTable::Parse("instances: []\nstorage:\n  - {provider: aws}\n", "f");
+  EXPECT_THAT(storage.status().message(), HasSubstr("storage[0]: 'per_gb_month' is required"));
+}
+
+TEST(PriceTable, StoragePricesForStoppedInstances) {
+  auto t = PriceTable::Parse(R"(
+instances: []
+storage:
+  - {provider: aws, region: "*", per_gb_month: 0.08}
+  - {provider: aws, region: eu-west-1, per_gb_month: 0.088}
+)",
+                             "test");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_DOUBLE_EQ(*t->StoragePerGbMonth("aws", "us-east-1"), 0.08);
+  EXPECT_DOUBLE_EQ(*t->StoragePerGbMonth("aws", "eu-west-1"), 0.088);
+  EXPECT_FALSE(t->StoragePerGbMonth("digitalocean", "nyc1").has_value());
+  EXPECT_DOUBLE_EQ(*PriceTable::BuiltIn().StoragePerGbMonth("gcp", "us-central1"), 0.10);
 }
 
 TEST(TransferClassifier, ClassifiesByNodeAddressesOverridesAndRanges) {
@@ -288,6 +305,84 @@ TEST(CostModel, UnpricedNodesAreCountedNotGuessed) {
   ASSERT_EQ(r.groups_size(), 1);
   EXPECT_EQ(r.groups(0).unpriced_nodes(), 1u);
   EXPECT_DOUBLE_EQ(r.month_to_date_usd(), 0);
+}
+
+nodewatch::v1::NodeLife Life(const std::string& instance, const std::string& type, int64_t start,
+                             int64_t last_seen, const std::string& ended,
+                             const std::string& noticed_end = "") {
+  nodewatch::v1::NodeLife l;
+  l.set_instance_id(instance);
+  l.set_instance_type(type);
+  l.set_lifecycle(type == "t3.medium" ? nodewatch::v1::LIFECYCLE_ON_DEMAND
+                                      : nodewatch::v1::LIFECYCLE_SPOT);
+  l.set_start_unix_ms(start);
+  l.set_last_seen_unix_ms(last_seen);
+  l.set_ended(ended);
+  l.set_noticed_end(noticed_end);
+  l.set_persistent_disk_bytes(100'000'000'000);  // 100 GB of EBS
+  return l;
+}
+
+// Each life at its own price; a stop bills the disks, not the instance; a reboot bills through.
+TEST(CostModel, LivesArePricedByTheirOwnTypeAndStoppedTimeIsBilledAsStorage) {
+  CostInputs in;
+  in.now_ms = Utc(2026, 11, 10);
+  in.include_nodes = true;
+  const auto spot = nodewatch::v1::LIFECYCLE_SPOT;
+  const auto od = nodewatch::v1::LIFECYCLE_ON_DEMAND;
+  // Stopped 10:00-15:00, back as an m5.xlarge (its launch template changed) and running.
+  NodeSummary stopped = Node("s", "m5.xlarge", spot, Utc(2026, 11, 9), in.now_ms, true);
+  *stopped.add_lives() = Life("i-s", "m5.large", Utc(2026, 11, 9), Utc(2026, 11, 9, 10), "stopped",
+                              "stop");
+  *stopped.add_lives() = Life("i-s", "m5.xlarge", Utc(2026, 11, 9, 15), in.now_ms, "");
+  // Rebooted at 06:00, back at 06:10: the instance was billed all along.
+  NodeSummary rebooted = Node("r", "t3.medium", od, Utc(2026, 11, 9), in.now_ms, true);
+  *rebooted.add_lives() = Life("i-r", "t3.medium", Utc(2026, 11, 9), Utc(2026, 11, 9, 6),
+                               "rebooted", "reboot");
+  *rebooted.add_lives() = Life("i-r", "t3.medium", Utc(2026, 11, 9, 6, 10), in.now_ms, "");
+  // Stopped at 20:00 and not back yet: its disks are still billed, now and until it returns.
+  NodeSummary away = Node("a", "m5.large", spot, Utc(2026, 11, 9), Utc(2026, 11, 9, 20), false);
+  *away.add_lives() = Life("i-a", "m5.large", Utc(2026, 11, 9), Utc(2026, 11, 9, 20), "", "stop");
+  in.nodes = {stopped, rebooted, away};
+
+  auto r = ComputeCost(in);
+  const double disk_hour = 100 * 0.08 / 730;  // gp3, per hour
+  EXPECT_THAT(r.month_to_date_usd(),
+              DoubleNear(10 * 0.0365 + 9 * 0.0730 + 5 * disk_hour  // s
+                             + 24 * 0.0416                         // r, through its reboot
+                             + 20 * 0.0365 + 4 * disk_hour,        // a
+                         kCent));
+  EXPECT_THAT(r.hourly_usd(), DoubleNear(0.0730 + 0.0416 + disk_hour, kCent));
+  ASSERT_EQ(r.groups_size(), 2);
+  const auto& on_demand = r.groups(0);
+  const auto& spot_group = r.groups(1);
+  EXPECT_EQ(spot_group.lifecycle(), "spot");
+  EXPECT_EQ(spot_group.nodes_running(), 1u);
+  EXPECT_THAT(spot_group.node_hours_month(), DoubleNear(10 + 9 + 20, 1e-9));
+  EXPECT_THAT(spot_group.stopped_hours_month(), DoubleNear(5 + 4, 1e-9));
+  EXPECT_THAT(spot_group.storage_usd_month(), DoubleNear(9 * disk_hour, kCent));
+  EXPECT_THAT(on_demand.node_hours_month(), DoubleNear(24, 1e-9));
+  EXPECT_THAT(on_demand.stopped_hours_month(), DoubleNear(0, 1e-9));
+  // Spot savings count each life's own on-demand price.
+  EXPECT_THAT(r.spot().on_demand_equivalent_usd(), DoubleNear(10 * 0.096 + 9 * 0.192 + 20 * 0.096,
+                                                              kCent));
+
+  ASSERT_EQ(r.nodes_size(), 3);  // a, r, s
+  EXPECT_EQ(r.nodes(0).node(), "a");
+  EXPECT_FALSE(r.nodes(0).running());
+  EXPECT_THAT(r.nodes(0).hourly_usd(), DoubleNear(disk_hour, kCent));
+  EXPECT_EQ(r.nodes(2).lives(), 2u);
+  EXPECT_THAT(r.nodes(2).stopped_hours_month(), DoubleNear(5, 1e-9));
+  ASSERT_EQ(r.lives_size(), 5);
+  const auto& first = r.lives(3);  // s, life 1
+  EXPECT_EQ(first.node(), "s");
+  EXPECT_EQ(first.instance_type(), "m5.large");
+  EXPECT_EQ(first.ended(), "stopped");
+  EXPECT_THAT(first.hours_month(), DoubleNear(10, 1e-9));
+  EXPECT_THAT(first.usd_month(), DoubleNear(10 * 0.0365 + 5 * disk_hour, kCent));
+  EXPECT_EQ(r.lives(4).end_unix_ms(), 0) << "running";
+  EXPECT_EQ(r.lives(0).ended(), "away");
+  EXPECT_THAT(r.lives(0).stopped_hours_month(), DoubleNear(4, 1e-9));
 }
 
 // The ledger as the ingest engine's tap: rollups commit with the samples, duplicates are not

@@ -117,6 +117,52 @@ TEST_F(IngestEngineTest, AHelloFromANewBootIsToldOnceWithBothLives) {
   EXPECT_EQ(boots[0].previous_last_seen_unix_ms, last_seen);
 }
 
+// The node directory keeps each life (one instance, one boot) with what its notices said, in the
+// same commits as the Hellos and notices, across aggregator restarts.
+TEST_F(IngestEngineTest, LivesSplitOnBootAndInstanceAndSurviveARestart) {
+  auto hello = [&](const std::string& boot, const std::string& instance, const std::string& type) {
+    nodewatch::v1::Hello h;
+    h.set_spool_id("s1");
+    h.set_boot_id(boot);
+    h.mutable_node_info()->set_instance_id(instance);
+    h.mutable_node_info()->set_instance_type(type);
+    std::promise<absl::StatusOr<uint64_t>> done;
+    engine_->SubmitHello("a", h, [&](absl::StatusOr<uint64_t> r) { done.set_value(r); });
+    ASSERT_TRUE(done.get_future().get().ok());
+  };
+  const int64_t t0 = clock_.NowUnixMs();
+  hello("boot-1", "i-1", "m5.large");
+  RecordBatch b;
+  Record* r = b.add_records();
+  r->set_seq(1);
+  r->set_time_unix_ms(clock_.NowUnixMs());
+  r->mutable_interruption()->set_provider("aws");
+  r->mutable_interruption()->set_kind(nodewatch::v1::INTERRUPTION_KIND_SPOT_STOP);
+  r->mutable_interruption()->set_state(nodewatch::v1::NOTICE_STATE_ACTIVE);
+  r->mutable_interruption()->set_event_id("stop-1");
+  clock_.Advance(60'000);
+  std::promise<absl::StatusOr<uint64_t>> sent;
+  engine_->SubmitBatch("a", b, [&](absl::StatusOr<uint64_t> a) { sent.set_value(a); });
+  ASSERT_TRUE(sent.get_future().get().ok());
+  const int64_t stopped_at = clock_.NowUnixMs();
+  clock_.Advance(3'600'000);
+  hello("boot-2", "i-1", "m5.xlarge");
+  clock_.Advance(60'000);
+  hello("boot-3", "i-2", "m5.large");
+  Reopen();
+  auto node = engine_->GetNode("a");
+  ASSERT_TRUE(node.has_value());
+  ASSERT_EQ(node->lives_size(), 3);
+  EXPECT_EQ(node->lives(0).start_unix_ms(), t0);
+  EXPECT_EQ(node->lives(0).last_seen_unix_ms(), stopped_at);
+  EXPECT_EQ(node->lives(0).ended(), "stopped");
+  EXPECT_EQ(node->lives(1).start_unix_ms(), stopped_at + 3'600'000);
+  EXPECT_EQ(node->lives(1).instance_type(), "m5.xlarge");
+  EXPECT_EQ(node->lives(1).ended(), "replaced");
+  EXPECT_EQ(node->lives(2).instance_id(), "i-2");
+  EXPECT_EQ(node->lives(2).ended(), "");
+}
+
 TEST_F(IngestEngineTest, BatchBeforeHelloIsRefused) {
   EXPECT_EQ(Send("ghost", {1}).status().code(), absl::StatusCode::kFailedPrecondition);
 }
