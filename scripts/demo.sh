@@ -4,7 +4,9 @@
 # announces a spot interruption; the agent detects it within a second, fsyncs it to its spool, and
 # delivers it when the aggregator is back. The aggregator, holding the Lease, then cordons, taints and
 # drains the node through a (fake, local) Kubernetes API server before the 2-minute deadline. The
-# node's history, notice and remediation steps, is read back through the CLI.
+# instance is a persistent spot request that stops: it stops (the agent dies with it) and boots
+# again with a new boot id, and the aggregator gives the node back (uncordon, taint and label off).
+# The node's history, notice, remediation steps and lives, is read back through the CLI.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 BIN=$(cd "$BUILD_DIR/bin" && pwd)
@@ -76,11 +78,15 @@ say "Starting nodewatch-aggregator (RocksDB in $DEMO/aggregator/db; log $DEMO/ag
 start_aggregator
 wait_ready
 
+start_agent() {  # [proc-root]
+  "$BIN/nodewatch-agent" --node-name "$NODE" --aggregator "$INGEST" --spool-dir "$DEMO/spool" \
+    --interval 1s --cloud aws --metadata-endpoint "$SIM" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/node.crt" \
+    --tls-key "$DEMO/pki/node.key" ${1:+--proc-root "$1"} >>"$DEMO/agent.log" 2>&1 &
+  AGENT_PID=$!
+  pids+=("$AGENT_PID")
+}
 say "Starting nodewatch-agent for node $NODE (spool in $DEMO/spool; heartbeat every second)"
-"$BIN/nodewatch-agent" --node-name "$NODE" --aggregator "$INGEST" --spool-dir "$DEMO/spool" \
-  --interval 1s --cloud aws --metadata-endpoint "$SIM" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/node.crt" \
-  --tls-key "$DEMO/pki/node.key" >>"$DEMO/agent.log" 2>&1 &
-pids+=("$!")
+start_agent
 sleep 3
 
 say "nodewatch nodes"
@@ -89,8 +95,8 @@ cli nodes
 say "Killing the aggregator with SIGKILL: the agent keeps spooling to disk"
 { kill -9 "$AGG_PID"; wait "$AGG_PID"; } 2>/dev/null || true
 sleep 1
-say "The cloud announces a spot interruption (curl -X POST $SIM/_sim/aws/spot?action=terminate)"
-curl -sf -X POST "$SIM/_sim/aws/spot?action=terminate" >/dev/null
+say "The cloud announces a spot interruption; the request stops the instance (curl -X POST $SIM/_sim/aws/spot?action=stop)"
+curl -sf -X POST "$SIM/_sim/aws/spot?action=stop" >/dev/null
 sleep 2
 grep "interruption notice" "$DEMO/agent.log" || true
 ls -l "$DEMO/spool"
@@ -117,8 +123,35 @@ curl -sf "$KUBE/api/v1/pods?fieldSelector=spec.nodeName%3D$NODE" |
 echo "Node taints:"
 curl -sf "$KUBE/api/v1/nodes/$NODE" | python3 -c 'import json,sys; print("  ", json.load(sys.stdin)["spec"].get("taints"))'
 
-say "nodewatch history $NODE --kind interruption --kind remediation   (the timeline of the interruption)"
+say "The instance stops (the agent dies with it); the spot request is fulfilled again and it boots: same instance, new boot id"
+{ kill -9 "$AGENT_PID"; wait "$AGENT_PID"; } 2>/dev/null || true
+curl -sf -X POST "$SIM/_sim/clear" >/dev/null  # the instance-action is gone after the restart
+# The new boot's /proc: the host's, with another boot id (what --proc-root is for in tests).
+mkdir -p "$DEMO/proc/sys/kernel/random"
+for f in uptime loadavg meminfo diskstats net self; do ln -sfn "/proc/$f" "$DEMO/proc/$f"; done
+ln -sfn /proc/self "$DEMO/proc/1"
+python3 -c 'import uuid; print(uuid.uuid4())' >"$DEMO/proc/sys/kernel/random/boot_id"
+sleep 3
+start_agent "$DEMO/proc"
+for _ in $(seq 60); do
+  cli history "$NODE" --kind remediation 2>/dev/null | grep -qE 'returned|replaced' && break
+  sleep 0.5
+done
+echo "The node, given back (schedulable again; taints: the operator's only; the InterruptionNotice condition):"
+curl -sf "$KUBE/api/v1/nodes/$NODE" | python3 -c '
+import json, sys
+n = json.load(sys.stdin)
+print("   unschedulable:", n["spec"].get("unschedulable", False))
+print("   taints:", n["spec"].get("taints"))
+for c in n["status"].get("conditions", []):
+    if c["type"] == "InterruptionNotice":
+        print("   condition:", c["type"], c["status"], c["reason"], "-", c.get("message", ""))'
+
+say "nodewatch history $NODE --kind interruption --kind remediation   (the timeline: notice, drain, return)"
 cli history "$NODE" --kind interruption --kind remediation
+
+say "nodewatch node $NODE   (its lives: the stop ended the first, the restart began the second)"
+cli node "$NODE"
 
 say "nodewatch history $NODE --since 10m   (no gap in seq: nothing was lost while the aggregator was down)"
 cli history "$NODE" --since 10m

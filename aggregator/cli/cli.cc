@@ -281,9 +281,10 @@ std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int
 
 namespace {
 
-// "12m", "3h05m", "2d04h": how long a life lasted or a node was away.
+// "42s", "12m", "3h05m", "2d04h": how long a node was away.
 std::string Span(int64_t ms) {
-  const int64_t m = std::max<int64_t>(0, ms) / 60'000;
+  if (ms < 60'000) return absl::StrCat(std::max<int64_t>(0, ms) / 1000, "s");
+  const int64_t m = ms / 60'000;
   if (m < 60) return absl::StrCat(m, "m");
   if (m < 48 * 60) return absl::StrFormat("%dh%02dm", m / 60, m % 60);
   return absl::StrFormat("%dd%02dh", m / 1440, m / 60 % 24);

@@ -94,6 +94,8 @@ struct ReturnCase {
   bool reboot = true;  // the node boots again; false: it never went down (live migration)
   std::string ending = "returned";
   bool operator_cordoned = false;
+  // How the node directory says the first life ended ("": it did not, one life).
+  std::string life_ended = "stopped";
 };
 
 class NodeReturns : public ::testing::TestWithParam<ReturnCase> {};
@@ -166,6 +168,17 @@ TEST_P(NodeReturns, TheNodeEndsAsItWasAndTheHistoryTellsTheStory) {
   const std::vector<std::string> story = {"planned", "cordoned", "tainted", tc.acted_step,
                                           tc.ending};
   EXPECT_THAT(actions, ::testing::IsSupersetOf(story));
+
+  // The node directory has the lives, as `nodewatch node` and `nodewatch cost` show them.
+  auto summary = c.GetNode(node);
+  ASSERT_TRUE(summary.has_value());
+  ASSERT_EQ(summary->lives_size(), tc.life_ended.empty() ? 1 : 2);
+  if (!tc.life_ended.empty()) {
+    EXPECT_EQ(summary->lives(0).ended(), tc.life_ended);
+    EXPECT_EQ(summary->lives(1).ended(), "");
+    EXPECT_NE(summary->lives(0).boot_id(), summary->lives(1).boot_id());
+    EXPECT_GT(summary->lives(1).start_unix_ms(), summary->lives(0).last_seen_unix_ms());
+  }
   if (tc.ending == "node-deleted") {
     EXPECT_FALSE(api.GetNode(node).has_value());
     // One ending, no error loop: read the history again after a while.
@@ -214,6 +227,17 @@ TEST_P(NodeReturns, TheNodeEndsAsItWasAndTheHistoryTellsTheStory) {
   std::printf("nodewatch history %s --kind remediation:\n%s", node.c_str(), cli.log().c_str());
   EXPECT_THAT(cli.log(), HasSubstr(tc.ending));
   EXPECT_THAT(cli.log(), HasSubstr("back: "));
+  Subprocess lives(BinaryPath("nodewatch"),
+                   {"--server", c.query_address(), "--tls-ca", c.pki().ca_file(), "--tls-cert",
+                    c.operator_cert().cert, "--tls-key", c.operator_cert().key, "node", node},
+                   c.dir() + "/node.out");
+  lives.Start();
+  Cluster::WaitFor([&] { return !lives.running(); }, 10'000);
+  std::printf("nodewatch node %s:\n%s", node.c_str(), lives.log().c_str());
+  EXPECT_THAT(lives.log(), HasSubstr("Lives:"));
+  if (!tc.life_ended.empty()) {
+    EXPECT_THAT(lives.log(), HasSubstr(tc.life_ended));
+  }
   sim.Stop();
 }
 
@@ -245,7 +269,8 @@ INSTANTIATE_TEST_SUITE_P(
                        [](MetadataSimulator& s, FakeKubeApi&) {
                          s.SetAwsScheduledEvent("instance-event-0d59937288b749b32",
                                                 "system-reboot", "completed", NowMs() - 60'000, 0);
-                       }},
+                       },
+                   .life_ended = "rebooted"},
         ReturnCase{.name = "gcp-spot-stop",
                    .cloud = "gcp",
                    .agent_args = {"--gcp-preemption-notice", "20s"},
@@ -262,7 +287,8 @@ INSTANTIATE_TEST_SUITE_P(
                    .condition_reason = "ScheduledMaintenance",
                    .away = [](MetadataSimulator& s,
                               FakeKubeApi&) { s.SetGcpMaintenance("NONE"); },
-                   .reboot = false},
+                   .reboot = false,
+                   .life_ended = ""},
         ReturnCase{.name = "azure-reboot",
                    .cloud = "azure",
                    .arm =
@@ -271,7 +297,8 @@ INSTANTIATE_TEST_SUITE_P(
                        },
                    .condition_reason = "ScheduledReboot",
                    .away = [](MetadataSimulator& s,
-                              FakeKubeApi&) { s.RemoveAzureEvent("e2e-reboot"); }},
+                              FakeKubeApi&) { s.RemoveAzureEvent("e2e-reboot"); },
+                   .life_ended = "rebooted"},
         ReturnCase{.name = "aws-operator-cordoned",
                    .cloud = "aws",
                    .arm = [](MetadataSimulator& s) { s.ArmAwsSpot("stop", 0, kWindowMs); },
@@ -287,7 +314,8 @@ INSTANTIATE_TEST_SUITE_P(
                          s.Clear();
                          s.SetAwsInstanceId("i-0feedfacecafe0001");
                        },
-                   .ending = "replaced"},
+                   .ending = "replaced",
+                   .life_ended = "replaced"},
         ReturnCase{.name = "aws-node-deleted",
                    .cloud = "aws",
                    .arm = [](MetadataSimulator& s) { s.ArmAwsSpot("stop", 0, kWindowMs); },
