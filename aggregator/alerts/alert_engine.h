@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "aggregator/remediation/webhook.h"
+#include "aggregator/notify/webhook.h"
 #include "aggregator/store/store.h"
 #include "nodewatch/internal/store.pb.h"
 

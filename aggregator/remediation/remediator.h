@@ -42,7 +42,7 @@
 #include "aggregator/remediation/drain.h"
 #include "aggregator/remediation/kube_api.h"
 #include "aggregator/remediation/leader.h"
-#include "aggregator/remediation/webhook.h"
+#include "aggregator/notify/webhook.h"
 #include "aggregator/store/store.h"
 #include "common/metrics_endpoint.h"
 #include "nodewatch/internal/store.pb.h"

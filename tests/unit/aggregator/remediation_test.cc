@@ -16,7 +16,7 @@
 #include "aggregator/remediation/kube_client.h"
 #include "aggregator/remediation/leader.h"
 #include "aggregator/remediation/remediator.h"
-#include "aggregator/remediation/webhook.h"
+#include "aggregator/notify/webhook.h"
 #include "aggregator/store/store.h"
 #include "common/file_util.h"
 #include "gmock/gmock.h"

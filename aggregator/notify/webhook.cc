@@ -1,4 +1,4 @@
-#include "aggregator/remediation/webhook.h"
+#include "aggregator/notify/webhook.h"
 
 #include <curl/curl.h>
 
