@@ -135,9 +135,10 @@ absl::StatusOr<DrainReport> Drainer::DrainUnguarded(const std::string& node, con
             pods.size(), report.skipped_daemonset, report.skipped_mirror,
             eviction_api ? "" : "; no Eviction API, deleting instead");
 
-  std::mutex mu;  // guards report.errors
+  std::mutex mu;  // guards report.errors and report.api_errors
   auto note_error = [&](const PodWork& p, const std::string& what) {
     std::lock_guard<std::mutex> lock(mu);
+    ++report.api_errors;
     if (report.errors.size() < 10) report.errors.push_back(p.Id() + ": " + what);
   };
   // Deletes with a grace that ends before the deadline's margin.

@@ -49,6 +49,7 @@ struct DrainReport {
   std::vector<std::string> remaining_pods;  // "ns/name"
   std::vector<std::string> planned_pods;    // dry-run: what would be evicted
   std::vector<std::string> errors;          // first API errors, for the Event and the history
+  int api_errors = 0;                       // every API error answered (retried or not)
   int64_t started_unix_ms = 0;
   int64_t finished_unix_ms = 0;
 };

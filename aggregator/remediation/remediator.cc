@@ -1,5 +1,7 @@
 #include "aggregator/remediation/remediator.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -395,7 +397,13 @@ void Remediator::SchedulerLoop() {
       boots_.pop_front();
     }
     PruneJournal(now);
-    if (MayAct()) {
+    const bool may_act = MayAct();
+    if (may_act != acting_term_) {
+      // A new term (the Lease won, or lost): what is acting now is resumed by whoever acts next.
+      for (auto& [key, entry] : entries_) entry.launched_this_term = false;
+      acting_term_ = may_act;
+    }
+    if (may_act) {
       for (auto& [key, entry] : entries_) {
         if (entry.running) continue;
         auto& j = entry.journal;
@@ -466,11 +474,13 @@ void Remediator::Launch(Entry& entry, bool undo) {
   DrainJournalEntry journal = entry.journal;
   std::string key = entry.key;
   auto cancel = entry.cancel;
-  workers_[key] = std::thread([this, key, journal, cancel, undo] {
+  const bool resumption = !undo && journal.phase() == "acting" && !entry.launched_this_term;
+  if (!undo) entry.launched_this_term = true;
+  workers_[key] = std::thread([this, key, journal, cancel, undo, resumption] {
     if (undo) {
       Undo(key, journal);  // a cancellation, or a rebalance whose TTL passed
     } else {
-      Act(key, journal, cancel);
+      Act(key, journal, cancel, resumption);
     }
     std::lock_guard<std::mutex> lock(mu_);
     entries_[key].running = false;
@@ -502,8 +512,40 @@ Remediator::Series& Remediator::SeriesFor(const std::string& provider, const std
   return *slot;
 }
 
+namespace {
+
+// True the first time `what` is asked for this entry (and remembers it in the journal).
+bool FirstTime(DrainJournalEntry& j, const std::string& what) {
+  if (std::find(j.recorded().begin(), j.recorded().end(), what) != j.recorded().end()) {
+    return false;
+  }
+  j.add_recorded(what);
+  return true;
+}
+
+bool Recorded(const DrainJournalEntry& j, const std::string& what) {
+  return std::find(j.recorded().begin(), j.recorded().end(), what) != j.recorded().end();
+}
+
+// What an earlier leader (or this replica before its restart) already did, for the "resumed" step.
+std::string AlreadyDone(const DrainJournalEntry& j) {
+  std::vector<std::string> done;
+  if (j.cordoned()) {
+    done.push_back("cordoned");
+  } else if (Recorded(j, "cordoned")) {
+    done.push_back("found unschedulable");
+  }
+  if (j.tainted()) done.push_back("tainted");
+  if (j.labelled()) done.push_back("excluded from load balancers");
+  if (j.condition_set()) done.push_back("InterruptionNotice=True");
+  if (Recorded(j, "drain-started")) done.push_back("drain started");
+  return done.empty() ? "nothing was done yet" : absl::StrCat("already ", absl::StrJoin(done, ", "));
+}
+
+}  // namespace
+
 void Remediator::Act(const std::string& key, DrainJournalEntry j,
-                     std::shared_ptr<std::atomic<bool>> cancel) {
+                     std::shared_ptr<std::atomic<bool>> cancel, bool resumption) {
   auto log = GetLogger("agg.remediation");
   const InterruptionNotice& n = j.notice();
   const std::string& node = j.node();
@@ -531,6 +573,8 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   if (!resumed) {
     Step(j, "planned", absl::StrCat(plan, " (", left, ")"));  // queued, not waited for
     Notify(j, "notice", absl::StrCat("will ", plan, " (", left, ")"));
+  } else if (resumption) {
+    Step(j, "resumed", absl::StrCat(identity_, " resumes (", left, "): ", AlreadyDone(j)));
   }
   // The cordon is the first request: no journal write or lookup waits in front of it.
   nlohmann::json node_obj;
@@ -576,7 +620,7 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
       log->info("node {}: cordoned {} ms after the notice arrived", node, took);
     }
     j.set_cordoned(j.cordoned() || *cordoned);
-    Step(j, "cordoned", *cordoned ? "" : "was already unschedulable");
+    if (FirstTime(j, "cordoned")) Step(j, "cordoned", *cordoned ? "" : "was already unschedulable");
   }
   if (config_.dry_run) {
     auto planned = drainer_.Drain(node, {.deadline_unix_ms = deadline, .dry_run = true}, *cancel,
@@ -604,16 +648,21 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
   auto tainted = deps_.api->PutTaint(node, {config_.taint_key, kind, effect});
   if (!tainted.ok()) return fail(tainted.status());
   j.set_tainted(j.tainted() || *tainted);
-  Step(j, "tainted", absl::StrCat(config_.taint_key, "=", kind, ":", effect));
+  if (FirstTime(j, "tainted")) {
+    Step(j, "tainted", absl::StrCat(config_.taint_key, "=", kind, ":", effect));
+  }
   if (hard && config_.exclude_from_load_balancers) {
     auto labelled = deps_.api->SetLabel(node, kExcludeLbLabel, std::string(kComponent));
     if (!labelled.ok()) return fail(labelled.status());
     j.set_labelled(j.labelled() || *labelled);
   }
+  const bool first_mark = FirstTime(j, "event:marked");
   Finish(key, j);
-  Event(j, uid, "Normal", hard ? "Cordoned" : "Tainted",
-        absl::StrCat(hard ? "cordoned and tainted " : "tainted ", config_.taint_key, "=", kind, ":",
-                     effect));
+  if (first_mark) {
+    Event(j, uid, "Normal", hard ? "Cordoned" : "Tainted",
+          absl::StrCat(hard ? "cordoned and tainted " : "tainted ", config_.taint_key, "=", kind,
+                       ":", effect));
+  }
   // Best effort: a refused condition (an older chart without nodes/status) must not hold up the
   // drain; the log and nodewatch_remediation_api_errors_total say so.
   if (!j.condition_set() &&
@@ -637,7 +686,10 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     j.set_outcome("the deadline had passed when remediation acted: cordoned and tainted, not drained");
     Step(j, "drain-skipped", j.outcome());
   } else if (policy == "drain") {
-    Step(j, "drain-started", left);
+    if (FirstTime(j, "drain-started")) {
+      Finish(key, j);  // journaled before it is told: a resumption never tells it twice
+      Step(j, "drain-started", left);
+    }
     const int64_t started = deps_.clock->NowUnixMs();
     auto report = drainer_.Drain(node,
                                  {.deadline_unix_ms = deadline,
@@ -665,7 +717,12 @@ void Remediator::Act(const std::string& key, DrainJournalEntry j,
     if (!report->remaining_pods.empty()) {
       absl::StrAppend(&summary, " (", absl::StrJoin(report->remaining_pods, ", "), ")");
     }
-    if (!report->errors.empty()) absl::StrAppend(&summary, "; ", report->errors.front());
+    if (report->complete && report->api_errors > 0) {
+      // Overcome on the way: counted, not quoted as if something were wrong.
+      absl::StrAppend(&summary, " (", report->api_errors, " API error(s) retried)");
+    } else if (!report->errors.empty()) {
+      absl::StrAppend(&summary, "; ", report->errors.front());
+    }
     log->info("node {}: {}", node, summary);
     Step(j, report->complete ? "drained" : "drain-incomplete", summary, &*report);
     Event(j, uid, report->complete ? "Normal" : "Warning",

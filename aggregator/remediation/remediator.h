@@ -134,6 +134,9 @@ class Remediator {
     nodewatch::internal::DrainJournalEntry journal;
     std::string key;
     bool running = false;
+    // Launched to act during this replica's current leadership: a relaunch after an API error
+    // retries quietly; the first launch of an "acting" entry in a term is a resumption.
+    bool launched_this_term = false;
     std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   };
   // Metrics per (provider, kind): at most 5 x 9 series.
@@ -154,8 +157,10 @@ class Remediator {
   void Launch(Entry& entry, bool undo);  // mu_ held
   void PruneJournal(int64_t now);        // mu_ held
   const std::string& PolicyFor(nodewatch::v1::InterruptionKind kind) const;
+  // `resumption`: the entry was acting under an earlier leader or before a restart; one
+  // "resumed" step says what was already done, and nothing done is recorded again.
   void Act(const std::string& key, nodewatch::internal::DrainJournalEntry journal,
-           std::shared_ptr<std::atomic<bool>> cancel);
+           std::shared_ptr<std::atomic<bool>> cancel, bool resumption);
   // Removes what the entry did: after a cancellation, when a rebalance taint's TTL passed, or
   // when the node came back (journal.return_reason()).
   void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
@@ -196,6 +201,7 @@ class Remediator {
   std::map<std::string, std::thread> workers_;
   std::vector<std::thread> finished_workers_;
   bool stop_ = false;
+  bool acting_term_ = false;  // scheduler thread: MayAct() at the last pass
   std::atomic<bool> stopping_{false};
   std::thread scheduler_;
 

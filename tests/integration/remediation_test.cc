@@ -180,6 +180,13 @@ TEST(RemediationFailover, AKilledAggregatorsDrainIsFinishedByTheNextLeader) {
   auto drained = *Step(c, node, "drained");
   EXPECT_LT(drained.time_unix_ms(), drained.remediation().deadline_unix_ms());
   EXPECT_THAT(c.aggregator().log(), HasSubstr("1 unfinished"));
+  // The next leader says once that it resumed, and records nothing the first one did again.
+  std::map<std::string, int> actions;
+  for (const auto& r : Steps(c, node)) ++actions[r.remediation().action()];
+  EXPECT_EQ(actions["resumed"], 1);
+  for (const char* once : {"planned", "cordoned", "tainted", "drain-started", "drained"}) {
+    EXPECT_EQ(actions[once], 1) << once;
+  }
   sim.Stop();
 }
 

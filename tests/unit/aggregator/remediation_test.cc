@@ -675,6 +675,54 @@ TEST_F(RemediatorTest, ARestartResumesTheDrainFromTheJournal) {
   }
   EXPECT_EQ(cordons, 1);  // the resumed run found the steps done and did not repeat them
   EXPECT_EQ(labels, 1);
+  // The history tells it once: one resumed step, saying what was already done, and no step of
+  // the first run recorded again.
+  std::map<std::string, int> actions;
+  std::string resumed;
+  for (const auto& step : Steps("n1")) {
+    ++actions[step.action()];
+    if (step.action() == "resumed") resumed = step.message();
+  }
+  EXPECT_EQ(actions["resumed"], 1);
+  for (const char* once : {"planned", "cordoned", "tainted", "drain-started", "drained"}) {
+    EXPECT_EQ(actions[once], 1) << once;
+  }
+  EXPECT_THAT(resumed, HasSubstr("already cordoned, tainted, excluded from load balancers"));
+  EXPECT_THAT(resumed, HasSubstr("drain started"));
+  int marked_events = 0;
+  for (const auto& e : api_->Events()) marked_events += e.value("reason", "") == "Cordoned";
+  EXPECT_EQ(marked_events, 1);
+}
+
+// An API error mid-drain is retried by the same leader: quietly, with no resumed step, and the
+// drained outcome counts what was overcome instead of quoting it.
+TEST_F(RemediatorTest, ARetryAfterAnApiErrorRepeatsNothingAndTheOutcomeDoesNotQuoteIt) {
+  AddNodeWithPods("n1", 3);
+  Hello("n1");
+  // The taint's read of the Node (after the cordon) fails once: the attempt ends there, and the
+  // scheduler relaunches it a second later.
+  api_->InjectFault({.method = "GET", .path_regex = "^/api/v1/nodes/n1$", .status = 500});
+  // And one eviction is answered 500 once, then retried by the drain.
+  api_->InjectFault({.method = "POST", .path_regex = "n1-web-1/eviction$", .status = 500});
+  StartRemediator({});
+  remediator_->OnNotice("n1", Notice("aws", nodewatch::v1::INTERRUPTION_KIND_SPOT_TERMINATE, "i-7",
+                                     NowMs() + 30'000));
+  ASSERT_TRUE(WaitFor([&] { return HasStep("n1", "drained"); }, 15'000));
+  std::map<std::string, int> actions;
+  for (const auto& step : Steps("n1")) ++actions[step.action()];
+  int refused = 0;
+  for (const auto& r : api_->Journal()) refused += r.method == "GET" && r.status == 500;
+  ASSERT_EQ(refused, 1) << "the fault was not hit: this test proves nothing";
+  EXPECT_EQ(actions["resumed"], 0);
+  EXPECT_EQ(actions["cordoned"], 1);
+  EXPECT_EQ(actions["tainted"], 1);
+  EXPECT_EQ(actions["drain-started"], 1);
+  std::string drained;
+  for (const auto& step : Steps("n1")) {
+    if (step.action() == "drained") drained = step.message();
+  }
+  EXPECT_THAT(drained, HasSubstr("(1 API error(s) retried)"));
+  EXPECT_THAT(drained, ::testing::Not(HasSubstr("InternalError")));
 }
 
 // A node's life ends with a new boot: what the agent's Hello tells the remediator.
