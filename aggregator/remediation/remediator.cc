@@ -514,17 +514,15 @@ Remediator::Series& Remediator::SeriesFor(const std::string& provider, const std
 
 namespace {
 
-// True the first time `what` is asked for this entry (and remembers it in the journal).
-bool FirstTime(DrainJournalEntry& j, const std::string& what) {
-  if (std::find(j.recorded().begin(), j.recorded().end(), what) != j.recorded().end()) {
-    return false;
-  }
-  j.add_recorded(what);
-  return true;
-}
-
 bool Recorded(const DrainJournalEntry& j, const std::string& what) {
   return std::find(j.recorded().begin(), j.recorded().end(), what) != j.recorded().end();
+}
+
+// True the first time `what` is asked for this entry (and remembers it in the journal).
+bool FirstTime(DrainJournalEntry& j, const std::string& what) {
+  if (Recorded(j, what)) return false;
+  j.add_recorded(what);
+  return true;
 }
 
 // What an earlier leader (or this replica before its restart) already did, for the "resumed" step.
