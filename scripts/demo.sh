@@ -59,6 +59,12 @@ cli() {
   "$BIN/nodewatch" --server "$QUERY" --tls-ca "$DEMO/pki/ca.crt" --tls-cert "$DEMO/pki/operator.crt" \
     --tls-key "$DEMO/pki/operator.key" "$@"
 }
+wait_for_step() {  # tries pattern: until the node's remediation history has a matching step
+  for _ in $(seq "$1"); do
+    cli history "$NODE" --kind remediation 2>/dev/null | grep -qE "$2" && return 0
+    sleep 0.5
+  done
+}
 wait_ready() { for _ in $(seq 50); do cli nodes >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "aggregator did not start:"; cat "$DEMO/aggregator.log"; exit 1; }
 
 say "Starting the cloud metadata simulator (AWS IMDSv2) on $SIM"
@@ -111,10 +117,7 @@ sleep 1
 cli nodes
 
 say "The aggregator (same --identity, so it takes its Lease back at once) cordons, taints and drains $NODE"
-for _ in $(seq 120); do
-  cli history "$NODE" --kind remediation 2>/dev/null | grep -qE 'drained|drain-incomplete' && break
-  sleep 0.5
-done
+wait_for_step 120 'drained|drain-incomplete'
 echo "Kubernetes API traffic from the aggregator (cordon, taint, label, evictions):"
 grep -E 'PATCH|POST .*eviction|DELETE' "$DEMO/kube-api.log" | head -30 || true
 echo "Pods left on $NODE (DaemonSet and mirror pods stay):"
@@ -133,10 +136,7 @@ ln -sfn /proc/self "$DEMO/proc/1"
 python3 -c 'import uuid; print(uuid.uuid4())' >"$DEMO/proc/sys/kernel/random/boot_id"
 sleep 3
 start_agent "$DEMO/proc"
-for _ in $(seq 60); do
-  cli history "$NODE" --kind remediation 2>/dev/null | grep -qE 'returned|replaced' && break
-  sleep 0.5
-done
+wait_for_step 60 'returned|replaced'
 echo "The node, given back (schedulable again; taints: the operator's only; the InterruptionNotice condition):"
 curl -sf "$KUBE/api/v1/nodes/$NODE" | python3 -c '
 import json, sys
