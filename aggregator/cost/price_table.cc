@@ -127,7 +127,9 @@ absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std:
     auto provider = RequiredString(e, "provider", where);
     if (!provider.ok()) return provider.status();
     std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
-    if (!e["per_gb_month"]) return absl::InvalidArgumentError(where + ": 'per_gb_month' is required");
+    if (!e["per_gb_month"]) {
+      return absl::InvalidArgumentError(where + ": 'per_gb_month' is required");
+    }
     auto p = Price(e, "per_gb_month", where);
     if (!p.ok()) return p.status();
     table.storage_[{*provider, region}] = *p;

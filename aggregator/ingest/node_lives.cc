@@ -27,9 +27,13 @@ NodeLife NewLife(const nodewatch::v1::NodeInfo& info, const std::string& boot_id
 void Refresh(NodeLife& life, const nodewatch::v1::NodeInfo& info) {
   if (life.instance_id().empty()) life.set_instance_id(info.instance_id());
   if (!info.instance_type().empty()) life.set_instance_type(info.instance_type());
-  if (info.lifecycle() != nodewatch::v1::LIFECYCLE_UNSPECIFIED) life.set_lifecycle(info.lifecycle());
+  if (info.lifecycle() != nodewatch::v1::LIFECYCLE_UNSPECIFIED) {
+    life.set_lifecycle(info.lifecycle());
+  }
   if (!info.zone().empty()) life.set_zone(info.zone());
-  if (info.persistent_disk_bytes() > 0) life.set_persistent_disk_bytes(info.persistent_disk_bytes());
+  if (info.persistent_disk_bytes() > 0) {
+    life.set_persistent_disk_bytes(info.persistent_disk_bytes());
+  }
 }
 
 // AWS scheduled events name their code first in the description ("instance-stop: ...").
@@ -38,8 +42,9 @@ std::string AwsMaintenanceEnd(const InterruptionNotice& n) {
   if (absl::StartsWith(d, "instance-reboot") || absl::StartsWith(d, "system-reboot")) {
     return "reboot";
   }
+  // Retirement stops an EBS-backed instance (and terminates an instance-store one).
   if (absl::StartsWith(d, "instance-stop") || absl::StartsWith(d, "instance-retirement")) {
-    return "stop";  // retirement stops an EBS-backed instance (and terminates an instance-store one)
+    return "stop";
   }
   return "";  // system-maintenance: network or power work, the instance keeps running
 }
@@ -61,7 +66,8 @@ std::optional<std::string> NoticedEnd(const InterruptionNotice& n) {
       return "reboot";
     case nodewatch::v1::INTERRUPTION_KIND_SCHEDULED_MAINTENANCE:
       if (n.provider() == "aws") return AwsMaintenanceEnd(n);
-      // GCE: TERMINATE_ON_HOST_MAINTENANCE shuts the VM down and restarts it; MIGRATE moves it live.
+      // GCE: TERMINATE_ON_HOST_MAINTENANCE shuts the VM down and restarts it; MIGRATE moves
+      // it while it runs.
       if (n.provider() == "gcp") {
         return absl::StrContains(n.raw_payload(), "TERMINATE") ? "reboot" : "";
       }

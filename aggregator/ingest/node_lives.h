@@ -24,7 +24,7 @@ inline constexpr int kMaxLivesPerNode = 128;
 // What an interruption notice says will happen to the instance: "stop" (stopped or hibernated,
 // disks kept), "reboot" (restarted in place, billed through), "terminate", or "" (nothing is
 // taken away: a rebalance, a live migration, a freeze, a canceled event). nullopt: the notice
-// changes nothing about the life (a COMPLETED event arrives after the fact, often in the next life).
+// changes nothing about the life (a COMPLETED event comes after the fact, often in the next one).
 std::optional<std::string> NoticedEnd(const nodewatch::v1::InterruptionNotice& notice);
 
 // How a life ended when the next one began, from what its notices said: "replaced" (another

@@ -537,7 +537,8 @@ std::string AlreadyDone(const DrainJournalEntry& j) {
   if (j.labelled()) done.push_back("excluded from load balancers");
   if (j.condition_set()) done.push_back("InterruptionNotice=True");
   if (Recorded(j, "drain-started")) done.push_back("drain started");
-  return done.empty() ? "nothing was done yet" : absl::StrCat("already ", absl::StrJoin(done, ", "));
+  return done.empty() ? "nothing was done yet"
+                      : absl::StrCat("already ", absl::StrJoin(done, ", "));
 }
 
 }  // namespace

@@ -55,9 +55,9 @@ class MetadataSimulator {
   void ExpireAwsTokens();               // every token issued so far now answers 401
   // GCP.
   void SetGcpPreempted(bool preempted);
-  void SetGcpMaintenance(const std::string& value);
+  void SetGcpMaintenance(const std::string& value);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
   // instance/scheduling/instance-termination-action: "STOP", "DELETE", or "" (not served: 404).
-  void SetGcpTerminationAction(const std::string& action);  // NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
+  void SetGcpTerminationAction(const std::string& action);
   // Azure. resources: the VM names the event lists.
   void AddAzureEvent(const std::string& id, const std::string& type,
                      const std::vector<std::string>& resources, int64_t not_before_ms,
