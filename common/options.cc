@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 
 namespace nodewatch {
@@ -64,6 +66,14 @@ std::string FormatDurationMs(int64_t ms) {
   if (ms != 0 && ms % 60000 == 0) return absl::StrCat(ms / 60000, "m");
   if (ms % 1000 == 0) return absl::StrCat(ms / 1000, "s");
   return absl::StrCat(ms, "ms");
+}
+
+std::string FormatElapsed(int64_t ms) {
+  const int64_t s = std::max<int64_t>(0, ms / 1000);
+  if (s >= 48 * 3600) return absl::StrFormat("%dd%02dh", s / 86400, (s % 86400) / 3600);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrCat(s, "s");
 }
 
 OptionSet::OptionSet(std::string program, std::string summary)

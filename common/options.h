@@ -23,6 +23,8 @@ absl::StatusOr<int64_t> ParseDurationMs(const std::string& text);
 // "256MiB", "4KiB", "1GiB", "1000" → bytes.
 absl::StatusOr<uint64_t> ParseBytes(const std::string& text);
 std::string FormatDurationMs(int64_t ms);
+// How long something took or lasted, rounded for people: "41s", "3m12s", "2h05m", "3d04h".
+std::string FormatElapsed(int64_t ms);
 
 class OptionSet {
  public:

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/options.h"
 
 namespace nodewatch::cli {
 
@@ -281,15 +282,6 @@ std::string NodesTable(const std::vector<nodewatch::v1::NodeSummary>& nodes, int
 
 namespace {
 
-// "42s", "12m", "3h05m", "2d04h": how long a node was away.
-std::string Span(int64_t ms) {
-  if (ms < 60'000) return absl::StrCat(std::max<int64_t>(0, ms) / 1000, "s");
-  const int64_t m = ms / 60'000;
-  if (m < 60) return absl::StrCat(m, "m");
-  if (m < 48 * 60) return absl::StrFormat("%dh%02dm", m / 60, m % 60);
-  return absl::StrFormat("%dd%02dh", m / 1440, m / 60 % 24);
-}
-
 // One line per life: its instance, boot, type and lifecycle, when it began and was last heard
 // from, how it ended and how long the node was away before the next life.
 std::string LivesTable(const nodewatch::v1::NodeSummary& node) {
@@ -310,7 +302,7 @@ std::string LivesTable(const nodewatch::v1::NodeSummary& node) {
                     FormatTime(l.start_unix_ms()),
                     current && node.connected() ? "-" : FormatTime(l.last_seen_unix_ms()), ended,
                     current ? "-"
-                            : Span(lives[i + 1].start_unix_ms() - l.last_seen_unix_ms())});
+                            : FormatElapsed(lives[i + 1].start_unix_ms() - l.last_seen_unix_ms())});
   }
   return Table(rows);
 }

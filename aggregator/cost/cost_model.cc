@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "absl/strings/str_format.h"
+#include "aggregator/ingest/node_lives.h"
 
 namespace nodewatch::aggregator {
 
@@ -68,16 +69,9 @@ constexpr double kHoursPerMonth = 730.0;  // how clouds turn a GB-month into an 
 std::vector<LifeFacts> LivesOf(const NodeSummary& n, const CostInputs& in,
                                const PriceTable& prices) {
   std::vector<nodewatch::v1::NodeLife> lives(n.lives().begin(), n.lives().end());
-  if (lives.empty()) {  // from an aggregator that did not keep lives: one life
-    nodewatch::v1::NodeLife life;
-    life.set_instance_id(n.info().instance_id());
-    life.set_instance_type(n.info().instance_type());
-    life.set_lifecycle(n.info().lifecycle());
-    life.set_zone(n.info().zone());
-    life.set_persistent_disk_bytes(n.info().persistent_disk_bytes());
-    life.set_start_unix_ms(n.first_seen_unix_ms());
-    life.set_last_seen_unix_ms(n.last_seen_unix_ms());
-    lives.push_back(life);
+  if (lives.empty()) {  // a summary without lives: the node's whole time is one life
+    lives.push_back(
+        OneLife(n.info(), n.boot_id(), n.first_seen_unix_ms(), n.last_seen_unix_ms()));
   }
   const bool node_running =
       n.connected() || in.now_ms - n.last_seen_unix_ms() <= in.running_grace_ms;

@@ -9,20 +9,6 @@ using nodewatch::v1::NodeLife;
 
 namespace {
 
-NodeLife NewLife(const nodewatch::v1::NodeInfo& info, const std::string& boot_id,
-                 int64_t start_ms) {
-  NodeLife life;
-  life.set_instance_id(info.instance_id());
-  life.set_boot_id(boot_id);
-  life.set_instance_type(info.instance_type());
-  life.set_lifecycle(info.lifecycle());
-  life.set_zone(info.zone());
-  life.set_persistent_disk_bytes(info.persistent_disk_bytes());
-  life.set_start_unix_ms(start_ms);
-  life.set_last_seen_unix_ms(start_ms);
-  return life;
-}
-
 // Facts that may arrive late (metadata unavailable at the first Hello) or change within a boot.
 void Refresh(NodeLife& life, const nodewatch::v1::NodeInfo& info) {
   if (life.instance_id().empty()) life.set_instance_id(info.instance_id());
@@ -50,6 +36,20 @@ std::string AwsMaintenanceEnd(const InterruptionNotice& n) {
 }
 
 }  // namespace
+
+NodeLife OneLife(const nodewatch::v1::NodeInfo& info, const std::string& boot_id, int64_t start_ms,
+                 int64_t last_seen_ms) {
+  NodeLife life;
+  life.set_instance_id(info.instance_id());
+  life.set_boot_id(boot_id);
+  life.set_instance_type(info.instance_type());
+  life.set_lifecycle(info.lifecycle());
+  life.set_zone(info.zone());
+  life.set_persistent_disk_bytes(info.persistent_disk_bytes());
+  life.set_start_unix_ms(start_ms);
+  life.set_last_seen_unix_ms(last_seen_ms);
+  return life;
+}
 
 std::optional<std::string> NoticedEnd(const InterruptionNotice& n) {
   if (n.state() == nodewatch::v1::NOTICE_STATE_CANCELED) return "";
@@ -95,7 +95,7 @@ void ApplyHelloToLives(nodewatch::internal::StoredNode& node, const nodewatch::v
   auto* lives = node.mutable_lives();
   if (lives->empty()) {
     const int64_t start = node.first_seen_unix_ms() > 0 ? node.first_seen_unix_ms() : now_ms;
-    *lives->Add() = NewLife(info, hello.boot_id(), start);
+    *lives->Add() = OneLife(info, hello.boot_id(), start, start);
     return;
   }
   NodeLife& current = *lives->rbegin();
@@ -111,7 +111,7 @@ void ApplyHelloToLives(nodewatch::internal::StoredNode& node, const nodewatch::v
   }
   current.set_last_seen_unix_ms(std::max(current.last_seen_unix_ms(), node.last_seen_unix_ms()));
   current.set_ended(EndedHow(current, info.instance_id()));
-  *lives->Add() = NewLife(info, hello.boot_id(), now_ms);
+  *lives->Add() = OneLife(info, hello.boot_id(), now_ms, now_ms);
   if (lives->size() > kMaxLivesPerNode) lives->DeleteSubrange(0, lives->size() - kMaxLivesPerNode);
 }
 
@@ -143,9 +143,8 @@ void TouchCurrentLife(nodewatch::internal::StoredNode& node, int64_t now_ms) {
 google::protobuf::RepeatedPtrField<NodeLife> LivesOf(const nodewatch::internal::StoredNode& node) {
   if (!node.lives().empty()) return node.lives();
   google::protobuf::RepeatedPtrField<NodeLife> out;
-  NodeLife life = NewLife(node.info(), node.boot_id(), node.first_seen_unix_ms());
-  life.set_last_seen_unix_ms(node.last_seen_unix_ms());
-  *out.Add() = std::move(life);
+  *out.Add() =
+      OneLife(node.info(), node.boot_id(), node.first_seen_unix_ms(), node.last_seen_unix_ms());
   return out;
 }
 

@@ -45,6 +45,10 @@ void ApplyNoticeToLives(nodewatch::internal::StoredNode& node,
 // The current life was heard from at `now_ms`.
 void TouchCurrentLife(nodewatch::internal::StoredNode& node, int64_t now_ms);
 
+// A life of `info`'s instance and `boot_id` from `start_ms` until `last_seen_ms`, not ended.
+nodewatch::v1::NodeLife OneLife(const nodewatch::v1::NodeInfo& info, const std::string& boot_id,
+                                int64_t start_ms, int64_t last_seen_ms);
+
 // The node's lives as the query API shows them; a node stored before lives were kept gets one
 // life from its first to its last message, described by its NodeInfo.
 google::protobuf::RepeatedPtrField<nodewatch::v1::NodeLife> LivesOf(

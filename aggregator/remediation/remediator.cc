@@ -3,10 +3,10 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/options.h"
 
 namespace nodewatch::aggregator {
 namespace {
@@ -52,14 +52,6 @@ std::string JournalKey(const std::string& node, const InterruptionNotice& n) {
 
 std::string Seconds(int64_t ms) { return absl::StrCat(ms / 1000, ".", (ms % 1000) / 100, "s"); }
 
-// "2h05m", "3m12s", "41s": how long a node was away.
-std::string Duration(int64_t ms) {
-  const int64_t s = std::max<int64_t>(0, ms / 1000);
-  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-  return absl::StrCat(s, "s");
-}
-
 constexpr char kConditionType[] = "InterruptionNotice";
 
 // The condition's reason while a notice is active: the kind, CamelCase; scheduled kinds say so.
@@ -82,11 +74,13 @@ bool Final(const DrainJournalEntry& j) {
   return j.phase() == "undone" || j.phase() == "expired" || j.phase() == "returned";
 }
 
-// Whether the entry still holds anything on the Node (or may be about to).
-bool Holds(const DrainJournalEntry& j) {
-  return j.cordoned() || j.tainted() || j.labelled() || j.condition_set() ||
-         j.phase() == "acting";
+// Whether the entry put any of its marks on the Node.
+bool Marked(const DrainJournalEntry& j) {
+  return j.cordoned() || j.tainted() || j.labelled() || j.condition_set();
 }
+
+// Whether the entry still holds anything on the Node (or may be about to).
+bool Holds(const DrainJournalEntry& j) { return Marked(j) || j.phase() == "acting"; }
 
 }  // namespace
 
@@ -275,21 +269,26 @@ void Remediator::ReturnEntries(const IngestEngine::NodeBoot& boot) {
     Journal(entry);
     log->info("node {}: back with boot {}{} after {}; giving back what {} {} took", boot.node,
               boot.boot_id, replaced ? absl::StrCat(" on a new instance ", boot.instance_id) : "",
-              Duration(j.downtime_ms()), j.notice().provider(), j.notice().event_id());
+              FormatElapsed(j.downtime_ms()), j.notice().provider(), j.notice().event_id());
   }
 }
 
-bool Remediator::OthersHold(const std::string& key, const std::string& node,
-                            const std::function<bool(const DrainJournalEntry&)>& held) {
+Remediator::HeldByOthers Remediator::OthersHold(const std::string& key, const std::string& node,
+                                                bool hard) {
+  HeldByOthers held;
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [other_key, e] : entries_) {
     const auto& o = e.journal;
-    if (other_key != key && o.node() == node && !o.canceled() && o.return_reason().empty() &&
-        (o.phase() == "acting" || o.phase() == "done") && held(o)) {
-      return true;  // e.g. a spot notice after a canceled maintenance
+    if (other_key == key || o.node() != node || o.canceled() || !o.return_reason().empty() ||
+        (o.phase() != "acting" && o.phase() != "done")) {
+      continue;
     }
+    held.cordon = held.cordon || o.cordoned();
+    held.taint = held.taint || (o.tainted() && (PolicyFor(o.notice().kind()) != "taint") == hard);
+    held.label = held.label || o.labelled();
+    held.condition = held.condition || o.condition_set();
   }
-  return false;
+  return held;
 }
 
 absl::Status Remediator::SetCondition(const DrainJournalEntry& j, bool active,
@@ -407,11 +406,10 @@ void Remediator::SchedulerLoop() {
       for (auto& [key, entry] : entries_) {
         if (entry.running) continue;
         auto& j = entry.journal;
-        const bool acted = j.cordoned() || j.tainted() || j.labelled() || j.condition_set();
         if (!j.return_reason().empty()) {
           if (j.phase() != "returned") Launch(entry, /*undo=*/true);  // the node is back
         } else if (j.canceled() && j.phase() != "undone") {
-          if (acted) {
+          if (Marked(j)) {
             Launch(entry, /*undo=*/true);
           } else {
             j.set_phase("undone");
@@ -755,13 +753,7 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
   const bool hard = PolicyFor(j.notice().kind()) != "taint";
   // What other active entries of this node hold stays (a spot notice after a canceled
   // maintenance, a new notice of the node's new life).
-  const bool others_cordon = OthersHold(key, node, [](const auto& o) { return o.cordoned(); });
-  const bool others_taint = OthersHold(key, node, [&](const DrainJournalEntry& o) {
-    return o.tainted() && (PolicyFor(o.notice().kind()) != "taint") == hard;
-  });
-  const bool others_label = OthersHold(key, node, [](const auto& o) { return o.labelled(); });
-  const bool others_condition =
-      OthersHold(key, node, [](const auto& o) { return o.condition_set(); });
+  const HeldByOthers others = OthersHold(key, node, hard);
   if (!MayAct()) return;
   std::vector<std::string> done;
   bool node_deleted = false;
@@ -778,7 +770,7 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     return false;
   };
-  if (j.tainted() && !others_taint) {
+  if (j.tainted() && !others.taint) {
     if (!undone(deps_.api->RemoveTaint(node, config_.taint_key,
                                        hard ? "NoSchedule" : "PreferNoSchedule"))) {
       return;
@@ -786,21 +778,21 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
     j.set_tainted(false);
     if (!node_deleted) done.push_back("removed the taint");
   }
-  if (j.labelled() && !others_label && !node_deleted) {
+  if (j.labelled() && !others.label && !node_deleted) {
     if (!undone(deps_.api->SetLabel(node, kExcludeLbLabel, std::nullopt))) return;
     j.set_labelled(false);
     if (!node_deleted) done.push_back("removed the load-balancer exclusion");
   }
-  if (j.cordoned() && !others_cordon && !node_deleted) {
+  if (j.cordoned() && !others.cordon && !node_deleted) {
     if (!undone(deps_.api->SetUnschedulable(node, false))) return;
     j.set_cordoned(false);
     if (!node_deleted) done.push_back("uncordoned");
   } else if (!j.cordoned() && hard && !node_deleted && j.phase() != "pending") {
     done.push_back("left the cordon as it was (nodewatch did not set it)");
-  } else if (j.cordoned() && others_cordon) {
+  } else if (j.cordoned() && others.cordon) {
     done.push_back("kept the cordon (another notice holds it)");
   }
-  if (j.condition_set() && !others_condition && !node_deleted) {
+  if (j.condition_set() && !others.condition && !node_deleted) {
     const std::string reason = !returned.empty() ? "Returned" : cleared ? "Cleared" : "Canceled";
     const std::string why = !returned.empty() ? absl::StrCat("the node is back (", returned, ")")
                             : cleared         ? "the rebalance recommendation's TTL passed"
@@ -834,7 +826,7 @@ void Remediator::Undo(const std::string& key, DrainJournalEntry j) {
             ? absl::StrCat(j.notice().provider(), " reports the event completed")
             : absl::StrCat("the same instance", was.empty() ? "" : " " + was, ", new boot");
     if (returned != "completed" && j.downtime_ms() > 0) {
-      absl::StrAppend(&life, ", after ", Duration(j.downtime_ms()), " away");
+      absl::StrAppend(&life, ", after ", FormatElapsed(j.downtime_ms()), " away");
     }
     j.set_phase("returned");
     if (node_deleted) {

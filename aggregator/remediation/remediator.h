@@ -166,10 +166,16 @@ class Remediator {
   void Undo(const std::string& key, nodewatch::internal::DrainJournalEntry journal);
   // Marks the entries of `boot.node`'s earlier life as returning (mu_ held).
   void ReturnEntries(const IngestEngine::NodeBoot& boot);
-  // Whether an active entry of the node other than `key` (not canceled, not returning) holds
-  // what `held` says it did (mu_ held or not: takes it).
-  bool OthersHold(const std::string& key, const std::string& node,
-                  const std::function<bool(const nodewatch::internal::DrainJournalEntry&)>& held);
+  // What the node's active entries other than `key` (not canceled, not returning) hold, and so
+  // must stay: a spot notice after a canceled maintenance, a notice of the node's new life. A
+  // taint counts when it is of the same strength (`hard`: NoSchedule). Takes mu_.
+  struct HeldByOthers {
+    bool cordon = false;
+    bool taint = false;
+    bool label = false;
+    bool condition = false;
+  };
+  HeldByOthers OthersHold(const std::string& key, const std::string& node, bool hard);
   // Sets the InterruptionNotice Node condition; failures are logged and counted.
   absl::Status SetCondition(const nodewatch::internal::DrainJournalEntry& journal, bool active,
                     const std::string& reason, const std::string& message);

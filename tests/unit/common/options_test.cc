@@ -49,6 +49,14 @@ TEST(ParseDurationMs, Units) {
   EXPECT_FALSE(ParseDurationMs("99999999999999d").ok());
 }
 
+TEST(FormatElapsed, RoundsForPeople) {
+  EXPECT_EQ(FormatElapsed(-5), "0s");
+  EXPECT_EQ(FormatElapsed(41'900), "41s");
+  EXPECT_EQ(FormatElapsed(192'000), "3m12s");
+  EXPECT_EQ(FormatElapsed(7'500'000), "2h05m");
+  EXPECT_EQ(FormatElapsed((3 * 24 + 4) * 3'600'000LL + 59'000), "3d04h");
+}
+
 TEST(ParseBytes, Units) {
   EXPECT_EQ(*ParseBytes("256MiB"), 256ull << 20);
   EXPECT_EQ(*ParseBytes("4KiB"), 4096u);
