@@ -2,8 +2,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace nodewatch::aggregator {
 
@@ -50,6 +53,26 @@ absl::StatusOr<double> Price(const YAML::Node& entry, const std::string& key,
   return price;
 }
 
+// Calls `entry` for each map of the list `key` ("price table F: key[i]" names it in errors). An
+// absent list is empty unless `required`.
+absl::Status ForEachEntry(
+    const YAML::Node& root, const std::string& key, const std::string& origin, bool required,
+    const std::function<absl::Status(const std::string& where, const YAML::Node& e)>& entry) {
+  const YAML::Node list = root[key];
+  if (!list && !required) return absl::OkStatus();
+  if (!list || !list.IsSequence()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("price table ", origin, ": '", key, "' must be a list"));
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string where = absl::StrCat("price table ", origin, ": ", key, "[", i, "]");
+    const YAML::Node e = list[i];
+    if (!e.IsMap()) return absl::InvalidArgumentError(where + ": not a map");
+    if (absl::Status s = entry(where, e); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std::string& origin) {
@@ -65,75 +88,60 @@ absl::StatusOr<PriceTable> PriceTable::Parse(const std::string& yaml, const std:
   PriceTable table;
   table.origin_ = origin;
   if (root["source"] && root["source"].IsScalar()) table.source_ = root["source"].Scalar();
-  const YAML::Node instances = root["instances"];
-  if (!instances || !instances.IsSequence()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("price table ", origin, ": 'instances' must be a list"));
-  }
-  for (size_t i = 0; i < instances.size(); ++i) {
-    const std::string where = absl::StrCat("price table ", origin, ": instances[", i, "]");
-    const YAML::Node e = instances[i];
-    if (!e.IsMap()) return absl::InvalidArgumentError(where + ": not a map");
-    auto provider = RequiredString(e, "provider", where);
-    auto region = RequiredString(e, "region", where);
-    auto type = RequiredString(e, "type", where);
-    auto od = Price(e, "on_demand", where);
-    auto spot = Price(e, "spot", where);
-    for (const absl::Status& s :
-         {provider.status(), region.status(), type.status(), od.status(), spot.status()}) {
-      if (!s.ok()) return s;
-    }
-    if (*od <= 0) return absl::InvalidArgumentError(where + ": 'on_demand' is required");
-    table.instances_[{*provider, *region, *type}] = {.on_demand = *od, .spot = *spot};
-  }
-  const YAML::Node transfer = root["transfer"];
-  if (transfer && !transfer.IsSequence()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("price table ", origin, ": 'transfer' must be a list"));
-  }
-  for (size_t i = 0; transfer && i < transfer.size(); ++i) {
-    const std::string where = absl::StrCat("price table ", origin, ": transfer[", i, "]");
-    const YAML::Node e = transfer[i];
-    if (!e.IsMap()) return absl::InvalidArgumentError(where + ": not a map");
-    auto provider = RequiredString(e, "provider", where);
-    if (!provider.ok()) return provider.status();
-    std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
-    if (region != "*") {
-      // Transfer is summed per provider (the rollups do not keep regions), so a per-region price
-      // could not be applied consistently.
-      return absl::InvalidArgumentError(
-          where + ": transfer prices are per provider; 'region' must be \"*\" or absent");
-    }
-    TransferPrice price;
-    for (TransferClass c :
-         {TransferClass::kCrossZone, TransferClass::kCrossRegion, TransferClass::kInternet}) {
-      std::string key = TransferClassName(c);
-      for (char& ch : key) ch = ch == '-' ? '_' : ch;
-      auto p = Price(e, key, where);
-      if (!p.ok()) return p.status();
-      price.per_gb[static_cast<int>(c)] = *p;
-    }
-    table.transfer_[{*provider, region}] = price;
-  }
-  const YAML::Node storage = root["storage"];
-  if (storage && !storage.IsSequence()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("price table ", origin, ": 'storage' must be a list"));
-  }
-  for (size_t i = 0; storage && i < storage.size(); ++i) {
-    const std::string where = absl::StrCat("price table ", origin, ": storage[", i, "]");
-    const YAML::Node e = storage[i];
-    if (!e.IsMap()) return absl::InvalidArgumentError(where + ": not a map");
-    auto provider = RequiredString(e, "provider", where);
-    if (!provider.ok()) return provider.status();
-    std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
-    if (!e["per_gb_month"]) {
-      return absl::InvalidArgumentError(where + ": 'per_gb_month' is required");
-    }
-    auto p = Price(e, "per_gb_month", where);
-    if (!p.ok()) return p.status();
-    table.storage_[{*provider, region}] = *p;
-  }
+  RETURN_IF_ERROR(ForEachEntry(
+      root, "instances", origin, /*required=*/true,
+      [&](const std::string& where, const YAML::Node& e) -> absl::Status {
+        auto provider = RequiredString(e, "provider", where);
+        auto region = RequiredString(e, "region", where);
+        auto type = RequiredString(e, "type", where);
+        auto od = Price(e, "on_demand", where);
+        auto spot = Price(e, "spot", where);
+        for (const absl::Status& s :
+             {provider.status(), region.status(), type.status(), od.status(), spot.status()}) {
+          if (!s.ok()) return s;
+        }
+        if (*od <= 0) return absl::InvalidArgumentError(where + ": 'on_demand' is required");
+        table.instances_[{*provider, *region, *type}] = {.on_demand = *od, .spot = *spot};
+        return absl::OkStatus();
+      }));
+  RETURN_IF_ERROR(ForEachEntry(
+      root, "transfer", origin, /*required=*/false,
+      [&](const std::string& where, const YAML::Node& e) -> absl::Status {
+        auto provider = RequiredString(e, "provider", where);
+        if (!provider.ok()) return provider.status();
+        std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
+        if (region != "*") {
+          // Transfer is summed per provider (the rollups do not keep regions), so a per-region
+          // price could not be applied consistently.
+          return absl::InvalidArgumentError(
+              where + ": transfer prices are per provider; 'region' must be \"*\" or absent");
+        }
+        TransferPrice price;
+        for (TransferClass c :
+             {TransferClass::kCrossZone, TransferClass::kCrossRegion, TransferClass::kInternet}) {
+          std::string key = TransferClassName(c);
+          for (char& ch : key) ch = ch == '-' ? '_' : ch;
+          auto p = Price(e, key, where);
+          if (!p.ok()) return p.status();
+          price.per_gb[static_cast<int>(c)] = *p;
+        }
+        table.transfer_[{*provider, region}] = price;
+        return absl::OkStatus();
+      }));
+  RETURN_IF_ERROR(ForEachEntry(
+      root, "storage", origin, /*required=*/false,
+      [&](const std::string& where, const YAML::Node& e) -> absl::Status {
+        auto provider = RequiredString(e, "provider", where);
+        if (!provider.ok()) return provider.status();
+        std::string region = e["region"] && e["region"].IsScalar() ? e["region"].Scalar() : "*";
+        if (!e["per_gb_month"]) {
+          return absl::InvalidArgumentError(where + ": 'per_gb_month' is required");
+        }
+        auto p = Price(e, "per_gb_month", where);
+        if (!p.ok()) return p.status();
+        table.storage_[{*provider, region}] = *p;
+        return absl::OkStatus();
+      }));
   return table;
 }
 
@@ -173,7 +181,7 @@ TransferPrice PriceTable::Transfer(const std::string& provider, const std::strin
 }
 
 std::optional<double> PriceTable::StoragePerGbMonth(const std::string& provider,
-                                                   const std::string& region) const {
+                                                    const std::string& region) const {
   if (auto it = storage_.find({provider, region}); it != storage_.end()) return it->second;
   if (auto it = storage_.find({provider, "*"}); it != storage_.end()) return it->second;
   return std::nullopt;
